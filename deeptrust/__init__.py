@@ -1,0 +1,1 @@
+"""DeepTrust: the command line, the demo, and the orchestration of stage processes."""

@@ -1,0 +1,202 @@
+"""The ``deeptrust`` command: broker, topics, uploads, stages, search and the demo.
+
+Settings are read once here, from the environment, and passed down.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+
+from streams.config import KafkaSettings
+
+DEFAULT_HOME = Path(".deeptrust")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+def cli(verbose: bool) -> None:
+    """DeepTrust: enrich photo uploads through Kafka stream processors."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.group()
+def kafka() -> None:
+    """Run a local single-node Kafka broker (fetched from Maven Central)."""
+
+
+_home_option = click.option(
+    "--home", type=click.Path(path_type=Path), default=DEFAULT_HOME / "kafka", show_default=True
+)
+_port_option = click.option("--port", type=int, default=9092, show_default=True)
+
+
+@kafka.command("up")
+@_home_option
+@_port_option
+def kafka_up(home: Path, port: int) -> None:
+    """Fetch Kafka if needed, start the broker and wait until it answers."""
+    from streams.local_broker import LocalBroker
+
+    broker = LocalBroker(home, port=port, controller_port=port + 1)
+    broker.start()
+    click.echo(f"kafka running at {broker.bootstrap_servers} (pid {broker.pid()})")
+
+
+@kafka.command("down")
+@_home_option
+@_port_option
+def kafka_down(home: Path, port: int) -> None:
+    """Stop the broker."""
+    from streams.local_broker import LocalBroker
+
+    LocalBroker(home, port=port, controller_port=port + 1).stop()
+    click.echo("kafka stopped")
+
+
+@kafka.command("status")
+@_home_option
+@_port_option
+def kafka_status(home: Path, port: int) -> None:
+    """Say whether the broker runs; exit 1 if it does not."""
+    from streams.local_broker import LocalBroker
+
+    broker = LocalBroker(home, port=port, controller_port=port + 1)
+    pid = broker.pid()
+    if pid is None:
+        click.echo("kafka not running")
+        sys.exit(1)
+    click.echo(f"kafka running at {broker.bootstrap_servers} (pid {pid})")
+
+
+@cli.command("topics")
+@click.option("--partitions", type=int, default=6, show_default=True)
+@click.option("--replication-factor", type=int, default=1, show_default=True)
+def topics(partitions: int, replication_factor: int) -> None:
+    """Create the pipeline's topics under the configured prefix."""
+    from streams.topics import create_topics
+
+    created = create_topics(KafkaSettings(), partitions, replication_factor)
+    click.echo(f"created {len(created)} topics" + "".join(f"\n  {name}" for name in created))
+
+
+@cli.command("produce")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--rate", type=float, default=None, help="Uploads per second (default: as fast as possible)."
+)
+@click.option(
+    "--repeat", type=int, default=1, show_default=True, help="Replay the files this many times."
+)
+def produce(paths: tuple[Path, ...], rate: float | None, repeat: int) -> None:
+    """Store images and emit their upload events (also replays a folder at a chosen rate)."""
+    from processors.settings import ProcessorSettings
+    from streams.producer import UploadProducer, image_files, paced
+
+    files = image_files(paths) * repeat
+    producer = UploadProducer(KafkaSettings(), ProcessorSettings().object_store())
+    with Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task("uploading", total=len(files))
+        for path in paced(files, rate):
+            producer.upload(path.read_bytes(), path.name)
+            progress.advance(task)
+    producer.flush()
+    click.echo(f"produced {len(files)} upload events")
+
+
+@cli.group()
+def stage() -> None:
+    """Run pipeline stages."""
+
+
+@stage.command("run")
+@click.argument("name")
+@click.option("--metrics-port", type=int, default=8000, show_default=True)
+def stage_run(name: str, metrics_port: int) -> None:
+    """Run one stage until SIGTERM; the batch in hand is finished first."""
+    from processors.registry import build_stage
+    from processors.settings import ProcessorSettings
+    from streams.metrics import HealthServer, StageMetrics
+    from streams.runner import RunnerSettings, StageRunner
+
+    runner_settings = RunnerSettings()
+    built = build_stage(name, ProcessorSettings())
+    metrics = StageMetrics(built.name)
+    server = HealthServer(metrics, metrics_port, liveness_timeout_s=60 + runner_settings.max_wait_s)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: finishing the batch in hand", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    server.start()
+    try:
+        StageRunner(built, KafkaSettings(), runner_settings, metrics).run(stop)
+    finally:
+        server.stop()
+
+
+@cli.command("search")
+@click.argument("query")
+@click.option("--limit", type=int, default=10, show_default=True)
+def search(query: str, limit: int) -> None:
+    """Search the index the search sink keeps: image ids with captions and tags."""
+    from processors.search_index import SearchIndex
+    from processors.settings import ProcessorSettings
+
+    index = SearchIndex(ProcessorSettings().search_db)
+    for hit in index.search(query, limit):
+        click.echo(f"{hit.image_id}\t{hit.score:.2f}\t{hit.caption}\t[{', '.join(hit.tags)}]")
+    index.close()
+
+
+@cli.group()
+def schemas() -> None:
+    """Work with the event schemas."""
+
+
+@schemas.command("export")
+def schemas_export() -> None:
+    """Rewrite the JSON Schema files from the event models."""
+    from schemas.files import export
+
+    for path in export():
+        click.echo(str(path))
+
+
+@cli.command("demo")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, path_type=Path),
+    default=Path("samples/images"),
+    show_default=True,
+)
+@click.option("--query", default="black and white", show_default=True)
+@click.option("--home", type=click.Path(path_type=Path), default=DEFAULT_HOME, show_default=True)
+def demo(images: Path, query: str, home: Path) -> None:
+    """Start a broker and every stage, push the sample images through, show the results."""
+    from deeptrust.demo import run_demo
+
+    run_demo(Console(width=None if sys.stdout.isatty() else 160), images, query, home)
+
+
+def main() -> None:
+    """Entry point of the ``deeptrust`` script."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

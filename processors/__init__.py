@@ -1,0 +1,1 @@
+"""The pipeline's stages: detect (+ embed), caption, tag, moderation router, search sink."""

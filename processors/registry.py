@@ -1,0 +1,36 @@
+"""Builds a stage by name from the settings; the CLI's ``stage run NAME`` starts here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import processors.heuristics  # noqa: F401 - registers the weight-free model backends
+from processors.caption import CaptionStage
+from processors.detect import DetectStage
+from processors.moderation import ModerationRouter
+from processors.search_sink import SearchSink
+from processors.settings import ProcessorSettings
+from processors.tag import TagStage
+from streams.stage import Stage
+
+_BUILDERS: dict[str, Callable[[ProcessorSettings], Stage[Any, Any]]] = {
+    "detect": lambda s: DetectStage(
+        s.object_store(), s.model_spec("detect"), s.model_spec("embed"), s.max_pixels
+    ),
+    "caption": lambda s: CaptionStage(s.object_store(), s.model_spec("caption"), s.max_pixels),
+    "tag": lambda s: TagStage(s.model_spec("tag")),
+    "moderation": lambda s: ModerationRouter(s.moderation_threshold, s.moderation_sample_rate),
+    "search": lambda s: SearchSink(s.search_db),
+}
+STAGE_NAMES = tuple(_BUILDERS)
+
+
+def build_stage(name: str, settings: ProcessorSettings) -> Stage[Any, Any]:
+    """Return the stage called ``name``, configured from ``settings``."""
+    try:
+        return _BUILDERS[name](settings)
+    except KeyError:
+        raise ValueError(
+            f"unknown stage {name!r}; choose one of {', '.join(STAGE_NAMES)}"
+        ) from None

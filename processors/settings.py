@@ -1,0 +1,45 @@
+"""Settings shared by the stages (``DEEPTRUST_*``): object store, limits, models, routing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from processors.models import ModelSpec, Task
+from streams.images import DEFAULT_MAX_PIXELS
+from streams.objectstore import FetchPolicy, LocalObjectStore, ObjectStore, S3ObjectStore
+
+
+class ProcessorSettings(BaseSettings):
+    """What every stage process reads once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="DEEPTRUST_")
+
+    object_store_root: Path = Path(".deeptrust/objects")
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    detect_backend: str = "provenance"
+    embed_backend: str = "colour-texture"
+    caption_backend: str = "image-statistics"
+    tag_backend: str = "keywords"
+    model_version: str = "1"
+
+    moderation_threshold: float = 0.5
+    moderation_sample_rate: float = 0.02
+    search_db: Path = Path(".deeptrust/search.db")
+
+    def model_spec(self, task: Task) -> ModelSpec:
+        """Return the spec of the model configured for ``task``."""
+        backend = getattr(self, f"{task}_backend")
+        return ModelSpec(task=task, backend=backend, name=backend, version=self.model_version)
+
+    def object_store(self) -> ObjectStore:
+        """Return the configured object store: an S3 bucket if named, else the local root."""
+        if self.s3_bucket:
+            policy = FetchPolicy(buckets=(self.s3_bucket,), max_bytes=self.max_image_bytes)
+            return S3ObjectStore(self.s3_bucket, self.s3_endpoint_url, policy)
+        return LocalObjectStore.at(self.object_store_root, self.max_image_bytes)

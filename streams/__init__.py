@@ -1,0 +1,1 @@
+"""Kafka plumbing: settings, topics, the event codec, the stage runner, the upload producer."""

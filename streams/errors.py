@@ -1,0 +1,37 @@
+"""The two kinds of failure a stage knows.
+
+:class:`InvalidInput` is the input's fault: it is never retried, it goes to the
+dead-letter topic with its reason, and the stage moves on. Any other exception is treated
+as transient trouble: the batch is retried with backoff and nothing is committed until it
+succeeds, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons an input is dead-lettered."""
+
+    UNDECODABLE_MESSAGE = "undecodable_message"
+    SCHEMA_VIOLATION = "schema_violation"
+    WRONG_SCHEMA = "wrong_schema"
+    MISSING_OBJECT = "missing_object"
+    DISALLOWED_URI = "disallowed_uri"
+    OBJECT_TOO_LARGE = "object_too_large"
+    UNDECODABLE_IMAGE = "undecodable_image"
+    TOO_MANY_PIXELS = "too_many_pixels"
+
+
+class InvalidInput(Exception):
+    """An input that no retry can fix; carries the reason the dead letter will show."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class DeadLetterRateExceeded(RuntimeError):
+    """Too large a share of recent inputs was rejected: the stage, not the input, is broken."""

@@ -1,0 +1,217 @@
+"""A real single-node Apache Kafka broker (KRaft) for development, tests and the demo.
+
+Kafka's jars come from Maven Central through Maven (``docker/kafka/pom.xml`` lists them)
+and are cached under ``~/.cache/deeptrust``; Maven's own cache (``~/.m2``) makes the second
+fetch offline. The broker runs detached from the command that started it, with its state,
+log and pid file in one home directory, so ``deeptrust kafka up`` and ``down`` can be
+separate commands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAFKA_DIR = Path(os.environ.get("DEEPTRUST_KAFKA_BUILD_DIR", REPO_ROOT / "docker" / "kafka"))
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deeptrust"
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be fetched, started or stopped."""
+
+
+def broker_classpath(pom: Path = KAFKA_DIR / "pom.xml") -> Path:
+    """Return a directory holding the broker's jars, fetching them with Maven if needed."""
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
+    libs = CACHE_DIR / f"kafka-{digest}" / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    if libs.exists():
+        shutil.rmtree(libs)
+    command = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(pom),
+        f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BrokerError(f"Maven could not fetch Kafka's jars:\n{result.stdout}{result.stderr}")
+    (libs / ".complete").touch()
+    return libs
+
+
+def free_port() -> int:
+    """Return a TCP port on the loopback interface that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _server_properties(home: Path, port: int, controller_port: int) -> str:
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "log.dirs": str(home / "data"),
+        "num.partitions": "6",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.cleaner.enable": "true",
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+@dataclass(frozen=True)
+class LocalBroker:
+    """One broker process whose state lives in ``home``."""
+
+    home: Path
+    port: int = 9092
+    controller_port: int = 9093
+    heap: str = "512m"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The address clients connect to."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        """Where the broker writes its log."""
+        return self.home / "broker.log"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    def pid(self) -> int | None:
+        """Return the broker's pid if it is running."""
+        try:
+            pid = int(self._pid_file.read_text())
+            os.kill(pid, 0)
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return None
+        return pid
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Start the broker (formatting its storage the first time) and wait until it answers."""
+        if self.pid() is not None:
+            self.wait_ready(timeout_s)
+            return
+        libs = broker_classpath()
+        self.home.mkdir(parents=True, exist_ok=True)
+        config = self.home / "server.properties"
+        config.write_text(_server_properties(self.home, self.port, self.controller_port))
+        java = [
+            "java",
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            "-cp",
+            f"{libs}/*",
+            f"-Dlog4j2.configurationFile={KAFKA_DIR / 'log4j2.properties'}",
+        ]
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = uuid.uuid4().bytes.hex()[:22]
+            subprocess.run(
+                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                capture_output=True,
+                check=True,
+            )
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                [*java, "kafka.Kafka", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._pid_file.write_text(str(process.pid))
+        self.wait_ready(timeout_s)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Block until the broker serves metadata, or raise with the log's tail."""
+        deadline = time.monotonic() + timeout_s
+        while not _accepts_connections(self.port):
+            if self.pid() is None:
+                raise BrokerError(f"broker exited during start-up:\n{self._log_tail()}")
+            if time.monotonic() > deadline:
+                raise BrokerError(f"broker not listening after {timeout_s}s:\n{self._log_tail()}")
+            time.sleep(0.2)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise BrokerError(f"broker exited during start-up:\n{self._log_tail()}")
+            try:
+                if admin.list_topics(timeout=2).brokers:
+                    return
+            except Exception:  # noqa: S112 - not answering yet is the expected state here
+                continue
+        raise BrokerError(f"broker not ready after {timeout_s}s:\n{self._log_tail()}")
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop the broker gracefully (SIGTERM), killing it if it does not exit in time."""
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self._pid_file.unlink(missing_ok=True)
+
+    def _log_tail(self, lines: int = 40) -> str:
+        if not self.log_file.exists():
+            return "(no log)"
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """Tell whether ``pid`` still runs, reaping it if it is our exited child."""
+    try:
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        if finished == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,173 @@
+"""Prometheus metrics and health endpoints for one stage process.
+
+Each stage serves ``/metrics`` (Prometheus text format), ``/healthz`` (the processing loop
+is alive) and ``/readyz`` (models are loaded and the consumer is running) on its own port.
+Metrics live in a registry owned by the stage, never in a global.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class StageMetrics:
+    """The counters and histograms every stage reports, labelled by stage name."""
+
+    def __init__(self, stage: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.stage = stage
+        labels = ["stage"]
+        r = self.registry
+        self._consumed = Counter("deeptrust_consumed", "Messages consumed.", labels, registry=r)
+        self._produced = Counter(
+            "deeptrust_produced", "Events produced (committed).", [*labels, "topic"], registry=r
+        )
+        self._dead_lettered = Counter(
+            "deeptrust_dead_lettered", "Inputs sent to the DLQ.", [*labels, "reason"], registry=r
+        )
+        self._failed = Counter(
+            "deeptrust_failed_batches",
+            "Batch attempts that failed and were retried.",
+            labels,
+            registry=r,
+        )
+        self._batch_size = Histogram(
+            "deeptrust_batch_size",
+            "Messages per batch.",
+            labels,
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self._stage_seconds = Histogram(
+            "deeptrust_stage_seconds",
+            "Seconds to prepare and process one batch.",
+            labels,
+            registry=r,
+        )
+        self._lag = Histogram(
+            "deeptrust_upload_to_output_lag_seconds",
+            "Seconds from upload to this stage's output.",
+            labels,
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self._heartbeat = Gauge(
+            "deeptrust_last_poll_timestamp_seconds",
+            "When the loop last polled.",
+            labels,
+            registry=r,
+        )
+        self._ready = Gauge("deeptrust_ready", "1 once the stage is ready.", labels, registry=r)
+
+    def consumed(self, count: int) -> None:
+        """Count messages taken from the input topic."""
+        self._consumed.labels(self.stage).inc(count)
+
+    def produced(self, topic: str, count: int = 1) -> None:
+        """Count events committed to ``topic``."""
+        self._produced.labels(self.stage, topic).inc(count)
+
+    def dead_lettered(self, reason: str) -> None:
+        """Count one input sent to the dead-letter topic."""
+        self._dead_lettered.labels(self.stage, reason).inc()
+
+    def failed_batch(self) -> None:
+        """Count one failed attempt at a batch."""
+        self._failed.labels(self.stage).inc()
+
+    def batch(self, size: int, seconds: float) -> None:
+        """Record a batch's size and its processing time."""
+        self._batch_size.labels(self.stage).observe(size)
+        self._stage_seconds.labels(self.stage).observe(seconds)
+
+    def lag(self, seconds: float) -> None:
+        """Record the time from upload to this stage's output for one event."""
+        self._lag.labels(self.stage).observe(seconds)
+
+    def heartbeat(self) -> None:
+        """Mark the processing loop as alive."""
+        self._heartbeat.labels(self.stage).set(time.time())
+
+    def set_ready(self, ready: bool) -> None:
+        """Mark the stage ready (or not) to process."""
+        self._ready.labels(self.stage).set(1 if ready else 0)
+
+    def is_ready(self) -> bool:
+        """Tell whether the stage said it is ready."""
+        return bool(self._ready.labels(self.stage)._value.get())
+
+    def seconds_since_heartbeat(self) -> float:
+        """Seconds since the loop last polled (infinite before the first poll)."""
+        last = self._heartbeat.labels(self.stage)._value.get()
+        return time.time() - last if last else float("inf")
+
+
+class HealthServer:
+    """Serves ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread."""
+
+    def __init__(self, metrics: StageMetrics, port: int, liveness_timeout_s: float) -> None:
+        self._metrics = metrics
+        self._liveness_timeout_s = liveness_timeout_s
+        self._server = ThreadingHTTPServer(("0.0.0.0", port), self._handler())  # noqa: S104
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when 0 asked for any free port)."""
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Start serving in the background."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        routes: dict[str, Callable[[], tuple[int, bytes, str]]] = {
+            "/metrics": self._metrics_page,
+            "/healthz": self._liveness,
+            "/readyz": self._readiness,
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                route = routes.get(self.path.split("?")[0])
+                status, body, content_type = (
+                    route() if route else (404, b"not found\n", "text/plain")
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Keep scrapes out of the stage's log."""
+
+        return Handler
+
+    def _metrics_page(self) -> tuple[int, bytes, str]:
+        return 200, generate_latest(self._metrics.registry), CONTENT_TYPE_LATEST
+
+    def _liveness(self) -> tuple[int, bytes, str]:
+        stale = self._metrics.seconds_since_heartbeat() > self._liveness_timeout_s
+        if stale and self._metrics.is_ready():
+            return 503, b"processing loop stalled\n", "text/plain"
+        return 200, b"ok\n", "text/plain"
+
+    def _readiness(self) -> tuple[int, bytes, str]:
+        if self._metrics.is_ready():
+            return 200, b"ready\n", "text/plain"
+        return 503, b"not ready\n", "text/plain"

@@ -1,0 +1,123 @@
+"""The upload path: store an image, then emit its upload event keyed by image id.
+
+The bytes go to the object store first, so an event never points at an object that is not
+there yet. The producer is idempotent (acks=all), and :meth:`UploadProducer.flush` raises if
+any event failed to be delivered, so a caller never believes an upload was accepted when it
+was not.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from schemas.events import UploadEvent
+from streams.codec import encode
+from streams.config import KafkaSettings
+from streams.objectstore import ObjectStore
+from streams.topics import Topic, TopicNames
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+
+
+class DeliveryFailed(RuntimeError):
+    """At least one upload event was not acknowledged by the broker."""
+
+
+class UploadProducer:
+    """Stores images and emits their upload events."""
+
+    def __init__(self, kafka: KafkaSettings, store: ObjectStore, source: str = "upload") -> None:
+        self._store = store
+        self._source = source
+        self._topic = TopicNames(kafka.topic_prefix)(Topic.UPLOADS)
+        self._producer = Producer(
+            {**kafka.client_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 10}
+        )
+        self._failures: list[str] = []
+
+    def upload(
+        self,
+        data: bytes,
+        filename: str,
+        image_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> UploadEvent:
+        """Store ``data`` and emit its upload event; delivery completes on :meth:`flush`."""
+        image_id = image_id or uuid.uuid4().hex
+        suffix = Path(filename).suffix.lower()
+        stored = self._store.put(f"images/{image_id}{suffix}", data)
+        event = UploadEvent(
+            event_id=str(uuid.uuid4()),
+            image_id=image_id,
+            uri=stored.uri,
+            content_type=mimetypes.guess_type(filename)[0] or "application/octet-stream",
+            size_bytes=stored.size_bytes,
+            sha256=stored.sha256,
+            uploaded_at=datetime.now(UTC),
+            source=self._source,
+            metadata={"filename": Path(filename).name, **(metadata or {})},
+        )
+        self.send(event)
+        return event
+
+    def send(self, event: UploadEvent) -> None:
+        """Emit an already-built upload event (the object must be stored)."""
+        encoded = encode(event, key=event.image_id)
+        self._producer.produce(
+            self._topic,
+            key=encoded.key,
+            value=encoded.value,
+            headers=encoded.headers,
+            on_delivery=self._on_delivery,
+        )
+        self._producer.poll(0)
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._failures.append(f"{message.key()!r}: {error}")
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Wait until every event is acknowledged; raise :class:`DeliveryFailed` otherwise."""
+        remaining = self._producer.flush(timeout_s)
+        if remaining or self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryFailed(f"{remaining} undelivered, failures: {failures[:5]}")
+
+
+def image_files(paths: Iterable[Path]) -> list[Path]:
+    """Expand files and folders into the image files they hold, sorted."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found += [p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            found.append(path)
+    return found
+
+
+def paced(
+    items: Iterable[Any],
+    rate: float | None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[Any]:
+    """Yield ``items`` no faster than ``rate`` per second (all at once when ``rate`` is None).
+
+    The schedule is absolute (item i is due at start + i/rate), so slow iterations are
+    caught up rather than accumulating drift.
+    """
+    start = clock()
+    for index, item in enumerate(items):
+        if rate:
+            delay = start + index / rate - clock()
+            if delay > 0:
+                sleep(delay)
+        yield item

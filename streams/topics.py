@@ -1,0 +1,59 @@
+"""Topic names (with the configurable prefix) and their creation.
+
+The prefix gives a canary, a test or a demo run its own set of topics on a shared cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from streams.config import KafkaSettings
+
+
+class Topic(StrEnum):
+    """Every topic of the pipeline, without its prefix."""
+
+    UPLOADS = "uploads.v1"
+    DETECTED = "detected.v1"
+    EMBEDDINGS = "embeddings.v1"
+    CAPTIONED = "captioned.v1"
+    ENRICHED = "enriched.v1"
+    MODERATION = "moderation.v1"
+    DEAD_LETTERS = "dlq.v1"
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Resolves a :class:`Topic` to its full name under one prefix."""
+
+    prefix: str
+
+    def __call__(self, topic: Topic) -> str:
+        """Return the full name of ``topic``."""
+        return f"{self.prefix}{topic.value}"
+
+
+def create_topics(
+    settings: KafkaSettings,
+    partitions: int = 6,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> list[str]:
+    """Create every pipeline topic that does not exist yet; return the names created."""
+    names = TopicNames(settings.topic_prefix)
+    admin = AdminClient(settings.client_config())
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    wanted = [
+        NewTopic(names(topic), num_partitions=partitions, replication_factor=replication_factor)
+        for topic in Topic
+        if names(topic) not in existing
+    ]
+    if not wanted:
+        return []
+    futures = admin.create_topics(wanted, operation_timeout=timeout_s)
+    for future in futures.values():
+        future.result(timeout=timeout_s)
+    return sorted(futures)

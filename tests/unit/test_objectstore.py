@@ -1,0 +1,65 @@
+import pytest
+
+from streams.errors import InvalidInput, Reason
+from streams.objectstore import FetchPolicy, LocalObjectStore, content_hash
+
+
+@pytest.fixture
+def store(tmp_path):
+    return LocalObjectStore.at(tmp_path / "objects", max_bytes=1000)
+
+
+def test_put_then_get_returns_the_bytes_and_their_hash(store):
+    stored = store.put("images/a.jpg", b"abc")
+    assert stored.uri.startswith("file://")
+    assert stored.sha256 == content_hash(b"abc")
+    assert store.get(stored.uri) == b"abc"
+
+
+def reason_of(store, uri):
+    with pytest.raises(InvalidInput) as caught:
+        store.get(uri)
+    return caught.value.reason
+
+
+def test_missing_object(store):
+    assert reason_of(store, (store.root / "images/none.jpg").as_uri()) is Reason.MISSING_OBJECT
+
+
+def test_path_outside_the_root_is_refused(store, tmp_path):
+    (tmp_path / "secret.txt").write_text("secret")
+    assert reason_of(store, (tmp_path / "secret.txt").as_uri()) is Reason.DISALLOWED_URI
+    assert reason_of(store, store.root.as_uri() + "/../secret.txt") is Reason.DISALLOWED_URI
+
+
+def test_symlink_escaping_the_root_is_refused(store, tmp_path):
+    (tmp_path / "secret.txt").write_text("secret")
+    (store.root / "images").mkdir(parents=True)
+    (store.root / "images" / "link.jpg").symlink_to(tmp_path / "secret.txt")
+    assert reason_of(store, (store.root / "images" / "link.jpg").as_uri()) is Reason.DISALLOWED_URI
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://169.254.169.254/latest/meta-data", "s3://bucket/key", "file://evil.host/etc/passwd"]
+)
+def test_other_schemes_and_hosts_are_refused(store, uri):
+    assert reason_of(store, uri) is Reason.DISALLOWED_URI
+
+
+def test_objects_over_the_byte_limit_are_refused(store):
+    stored = store.put("images/big.bin", b"x" * 1001)
+    assert reason_of(store, stored.uri) is Reason.OBJECT_TOO_LARGE
+
+
+def test_keys_cannot_climb_out_of_the_root(store):
+    with pytest.raises(ValueError, match="relative"):
+        store.put("../escape.jpg", b"x")
+
+
+def test_bucket_policy_allows_only_listed_buckets():
+    policy = FetchPolicy(buckets=("uploads",))
+    assert policy.bucket_key("s3://uploads/images/a.jpg") == ("uploads", "images/a.jpg")
+    with pytest.raises(InvalidInput):
+        policy.bucket_key("s3://other/images/a.jpg")
+    with pytest.raises(InvalidInput):
+        policy.bucket_key("s3://uploads/images/../../a.jpg")
