@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from pydantic import BaseModel
 
 from streams.codec import decode, headers_dict
@@ -72,3 +72,42 @@ def _received(message: Message, model: type[E]) -> Received[E]:
         offset=message.offset() or 0,
         headers=headers_dict(message.headers()),
     )
+
+
+def read_to_end(
+    kafka: KafkaSettings, topic: str, model: type[E], timeout_s: float
+) -> list[Received[E]]:
+    """Read every committed event of ``topic`` up to its current end, then stop.
+
+    The end is the high watermark when the call starts; transaction markers count as
+    offsets, so the read is over when the consumer's position reaches it on every partition.
+    """
+    consumer = Consumer(
+        {
+            **kafka.client_config(),
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
+        consumer.assign(partitions)
+        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1] for p in partitions}
+        pending = {partition for partition, end in ends.items() if end > 0}
+        received: list[Received[E]] = []
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(pending)} not read to the end")
+            received += [
+                _received(message, model)
+                for message in consumer.consume(500, 0.2)
+                if message.error() is None
+            ]
+            positions = consumer.position([TopicPartition(topic, p) for p in pending])
+            pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+        return received
+    finally:
+        consumer.close()

@@ -1,0 +1,113 @@
+"""One real Kafka broker per test session; each test gets its own topic prefix.
+
+The broker is the project's own (``streams.local_broker``): Kafka 4.3.1 from Maven
+Central, KRaft, on free loopback ports, in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from deeptrust.processes import StageProcess
+from schemas.events import UploadEvent
+from streams.config import KafkaSettings
+from streams.local_broker import LocalBroker, free_port
+from streams.objectstore import LocalObjectStore
+from streams.producer import UploadProducer
+from streams.topics import Topic, TopicNames, create_topics
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    home = tmp_path_factory.mktemp("kafka")
+    local = LocalBroker(home, port=free_port(), controller_port=free_port())
+    local.start(timeout_s=180)
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def kafka(broker: LocalBroker) -> KafkaSettings:
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap_servers, topic_prefix=f"t{uuid.uuid4().hex[:10]}."
+    )
+    create_topics(settings, partitions=3)
+    return settings
+
+
+@pytest.fixture
+def topics(kafka: KafkaSettings) -> TopicNames:
+    return TopicNames(kafka.topic_prefix)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalObjectStore:
+    return LocalObjectStore.at(tmp_path / "objects")
+
+
+@pytest.fixture
+def uploads(kafka: KafkaSettings, store: LocalObjectStore) -> UploadProducer:
+    return UploadProducer(kafka, store, source="test")
+
+
+@pytest.fixture
+def raw_producer(kafka: KafkaSettings) -> Producer:
+    return Producer(kafka.client_config())
+
+
+StartStage = Callable[..., StageProcess]
+
+
+@pytest.fixture
+def start_stage(
+    kafka: KafkaSettings, store: LocalObjectStore, tmp_path: Path
+) -> Iterator[StartStage]:
+    """Start a stage process against this test's topics; all are stopped at the end."""
+    started: list[StageProcess] = []
+
+    def start(name: str, **env: str) -> StageProcess:
+        stage = StageProcess(
+            name,
+            {
+                "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+                "DEEPTRUST_OBJECT_STORE_ROOT": str(store.root),
+                "DEEPTRUST_SEARCH_DB": str(tmp_path / "search.db"),
+                "DEEPTRUST_RUNNER_MAX_WAIT_S": "0.1",
+                **env,
+            },
+            free_port(),
+            tmp_path / "logs" / f"{name}-{len(started)}.log",
+        )
+        stage.start()
+        started.append(stage)
+        stage.wait_ready()
+        return stage
+
+    yield start
+    for stage in started:
+        stage.terminate()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail the test with ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def send_raw_upload(producer: Producer, topics: TopicNames, event: UploadEvent) -> None:
+    """Emit an upload event without storing anything (for events that point nowhere)."""
+    from streams.codec import encode
+
+    encoded = encode(event, key=event.image_id)
+    producer.produce(topics(Topic.UPLOADS), key=encoded.key, value=encoded.value, headers=encoded.headers)
+    producer.flush(10)

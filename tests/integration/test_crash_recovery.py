@@ -1,0 +1,48 @@
+"""A stage killed with SIGKILL mid-stream and restarted loses and duplicates nothing."""
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.events import DetectedEvent, EmbeddingEvent
+from streams.reader import read_to_end
+from streams.stage import derived_event_id
+from streams.topics import Topic
+from tests.images import sample_paths, small_photo
+from tests.integration.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+UPLOADS = 400
+
+
+def committed_offsets(kafka, group: str, topic: str) -> int:
+    consumer = Consumer({**kafka.client_config(), "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return sum(max(tp.offset, 0) for tp in committed)
+    finally:
+        consumer.close()
+
+
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, topics, uploads, start_stage):
+    photos = [small_photo(path, 64) for path in sample_paths()]
+    sent = [uploads.upload(photos[i % len(photos)], "p.jpg") for i in range(UPLOADS)]
+    uploads.flush()
+    batch_env = {"DEEPTRUST_RUNNER_MAX_BATCH": "8"}
+
+    first = start_stage("detect", **batch_env)
+    wait_for(lambda: first.metric("deeptrust_produced_total", topic=Topic.DETECTED.value) >= 40, 60, "progress")
+    first.kill()
+    group = f"{kafka.topic_prefix}detect"
+    done_before_kill = committed_offsets(kafka, group, topics(Topic.UPLOADS))
+    assert 0 < done_before_kill < UPLOADS, "the kill must land mid-stream"
+
+    start_stage("detect", **batch_env)
+    wait_for(lambda: committed_offsets(kafka, group, topics(Topic.UPLOADS)) == UPLOADS, 120, "catch-up")
+
+    expected = sorted(derived_event_id(e.event_id, "detect", Topic.DETECTED) for e in sent)
+    detected = read_to_end(kafka, topics(Topic.DETECTED), DetectedEvent, 30)
+    assert sorted(i.event.event_id for i in detected) == expected
+    embeddings = read_to_end(kafka, topics(Topic.EMBEDDINGS), EmbeddingEvent, 30)
+    assert len(embeddings) == UPLOADS
+    assert len({i.event.event_id for i in embeddings}) == UPLOADS
