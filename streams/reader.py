@@ -94,7 +94,9 @@ def read_to_end(
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
         consumer.assign(partitions)
-        ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1] for p in partitions}
+        ends = {
+            p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1] for p in partitions
+        }
         pending = {partition for partition, end in ends.items() if end > 0}
         received: list[Received[E]] = []
         deadline = time.monotonic() + timeout_s

@@ -14,7 +14,9 @@ def sample_paths() -> list[Path]:
     return sorted(p for p in SAMPLES.iterdir() if p.suffix in {".jpg", ".png"})
 
 
-def jpeg_bytes(size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (30, 120, 200)) -> bytes:
+def jpeg_bytes(
+    size: tuple[int, int] = (64, 48), colour: tuple[int, int, int] = (30, 120, 200)
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()

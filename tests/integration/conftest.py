@@ -109,5 +109,7 @@ def send_raw_upload(producer: Producer, topics: TopicNames, event: UploadEvent) 
     from streams.codec import encode
 
     encoded = encode(event, key=event.image_id)
-    producer.produce(topics(Topic.UPLOADS), key=encoded.key, value=encoded.value, headers=encoded.headers)
+    producer.produce(
+        topics(Topic.UPLOADS), key=encoded.key, value=encoded.value, headers=encoded.headers
+    )
     producer.flush(10)

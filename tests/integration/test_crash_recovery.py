@@ -31,14 +31,20 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, topics, uploads,
     batch_env = {"DEEPTRUST_RUNNER_MAX_BATCH": "8"}
 
     first = start_stage("detect", **batch_env)
-    wait_for(lambda: first.metric("deeptrust_produced_total", topic=Topic.DETECTED.value) >= 40, 60, "progress")
+    wait_for(
+        lambda: first.metric("deeptrust_produced_total", topic=Topic.DETECTED.value) >= 40,
+        60,
+        "progress",
+    )
     first.kill()
     group = f"{kafka.topic_prefix}detect"
     done_before_kill = committed_offsets(kafka, group, topics(Topic.UPLOADS))
     assert 0 < done_before_kill < UPLOADS, "the kill must land mid-stream"
 
     start_stage("detect", **batch_env)
-    wait_for(lambda: committed_offsets(kafka, group, topics(Topic.UPLOADS)) == UPLOADS, 120, "catch-up")
+    wait_for(
+        lambda: committed_offsets(kafka, group, topics(Topic.UPLOADS)) == UPLOADS, 120, "catch-up"
+    )
 
     expected = sorted(derived_event_id(e.event_id, "detect", Topic.DETECTED) for e in sent)
     detected = read_to_end(kafka, topics(Topic.DETECTED), DetectedEvent, 30)

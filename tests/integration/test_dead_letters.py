@@ -19,28 +19,52 @@ pytestmark = pytest.mark.integration
 
 def pointing_at(uri: str, image_id: str) -> UploadEvent:
     return UploadEvent(
-        event_id=str(uuid.uuid4()), image_id=image_id, uri=uri, content_type="image/jpeg",
-        size_bytes=1, sha256="0" * 64, uploaded_at=datetime.now(UTC),
+        event_id=str(uuid.uuid4()),
+        image_id=image_id,
+        uri=uri,
+        content_type="image/jpeg",
+        size_bytes=1,
+        sha256="0" * 64,
+        uploaded_at=datetime.now(UTC),
     )
 
 
-def test_bad_inputs_are_dead_lettered_with_reasons(kafka, topics, uploads, store, raw_producer, start_stage):
+def test_bad_inputs_are_dead_lettered_with_reasons(
+    kafka, topics, uploads, store, raw_producer, start_stage
+):
     detect = start_stage("detect", DEEPTRUST_MAX_PIXELS="1000000")
     valid = [uploads.upload(jpeg_bytes(), "ok.jpg", image_id=f"ok-{i}") for i in range(3)]
     uploads.upload(corrupt_bytes(), "corrupt.jpg", image_id="bad-corrupt")
     uploads.upload(truncated_jpeg(), "truncated.jpg", image_id="bad-truncated")
     uploads.upload(jpeg_bytes((1200, 1000)), "huge.jpg", image_id="bad-pixels")
     uploads.flush()
-    send_raw_upload(raw_producer, topics, pointing_at((store.root / "images/gone.jpg").as_uri(), "bad-missing"))
+    send_raw_upload(
+        raw_producer, topics, pointing_at((store.root / "images/gone.jpg").as_uri(), "bad-missing")
+    )
     send_raw_upload(raw_producer, topics, pointing_at("file:///etc/passwd", "bad-uri"))
     wrong = encode(
-        DetectedEvent.model_validate({**valid[0].model_dump(), "width": 1, "height": 1, "detection": {
-            "ai_probability": 0.1, "label": "real", "model": "m", "model_version": "1"}}),
+        DetectedEvent.model_validate(
+            {
+                **valid[0].model_dump(),
+                "width": 1,
+                "height": 1,
+                "detection": {
+                    "ai_probability": 0.1,
+                    "label": "real",
+                    "model": "m",
+                    "model_version": "1",
+                },
+            }
+        ),
         key="bad-schema",
     )
-    raw_producer.produce(topics(Topic.UPLOADS), key=wrong.key, value=wrong.value, headers=wrong.headers)
+    raw_producer.produce(
+        topics(Topic.UPLOADS), key=wrong.key, value=wrong.value, headers=wrong.headers
+    )
     not_json = encode(valid[0], key="bad-json")
-    raw_producer.produce(topics(Topic.UPLOADS), key=b"bad-json", value=b"\x89PNG...", headers=not_json.headers)
+    raw_producer.produce(
+        topics(Topic.UPLOADS), key=b"bad-json", value=b"\x89PNG...", headers=not_json.headers
+    )
     raw_producer.flush(10)
     after = [uploads.upload(jpeg_bytes(), "ok.jpg", image_id=f"ok-after-{i}") for i in range(2)]
     uploads.flush()
@@ -55,8 +79,11 @@ def test_bad_inputs_are_dead_lettered_with_reasons(kafka, topics, uploads, store
         "bad-json": "undecodable_message",
     }
     dead = read_until(
-        kafka, topics(Topic.DEAD_LETTERS), DeadLetterEvent,
-        lambda r: len(r) >= len(expected_reasons), 60,
+        kafka,
+        topics(Topic.DEAD_LETTERS),
+        DeadLetterEvent,
+        lambda r: len(r) >= len(expected_reasons),
+        60,
     )
     assert {d.event.original_key: d.event.reason for d in dead} == expected_reasons
     for letter in dead:
@@ -69,12 +96,19 @@ def test_bad_inputs_are_dead_lettered_with_reasons(kafka, topics, uploads, store
 
     wanted = {e.image_id for e in valid + after}
     detected = read_until(
-        kafka, topics(Topic.DETECTED), DetectedEvent,
-        lambda r: wanted <= {i.event.image_id for i in r}, 60,
+        kafka,
+        topics(Topic.DETECTED),
+        DetectedEvent,
+        lambda r: wanted <= {i.event.image_id for i in r},
+        60,
     )
     assert {i.event.image_id for i in detected} == wanted
 
-    wait_for(lambda: detect.metric("deeptrust_produced_total", topic=Topic.DETECTED.value) == 5, 10, "metrics")
+    wait_for(
+        lambda: detect.metric("deeptrust_produced_total", topic=Topic.DETECTED.value) == 5,
+        10,
+        "metrics",
+    )
     assert detect.metric("deeptrust_dead_lettered_total", reason="undecodable_image") == 2
     assert detect.metric("deeptrust_dead_lettered_total", reason="wrong_schema") == 1
     assert detect.metric("deeptrust_consumed_total") == 12

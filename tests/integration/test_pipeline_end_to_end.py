@@ -22,7 +22,9 @@ def enriched_id(upload_event_id: str) -> str:
     return derived_event_id(captioned, "tag", Topic.ENRICHED)
 
 
-def test_every_upload_is_enriched_exactly_once_in_order(kafka, topics, uploads, start_stage, tmp_path):
+def test_every_upload_is_enriched_exactly_once_in_order(
+    kafka, topics, uploads, start_stage, tmp_path
+):
     for name in ("detect", "caption", "tag", "search"):
         start_stage(name)
     start_stage("moderation", DEEPTRUST_MODERATION_SAMPLE_RATE=str(SAMPLE_RATE))
@@ -46,7 +48,9 @@ def test_every_upload_is_enriched_exactly_once_in_order(kafka, topics, uploads, 
     assert sorted(item.event.event_id for item in received) == sorted(expected)
     for image_id in {event.image_id for event in sent}:
         produced_order = [enriched_id(e.event_id) for e in sent if e.image_id == image_id]
-        consumed = sorted((i for i in received if i.event.image_id == image_id), key=lambda i: i.offset)
+        consumed = sorted(
+            (i for i in received if i.event.image_id == image_id), key=lambda i: i.offset
+        )
         assert [item.event.event_id for item in consumed] == produced_order
         assert len({item.partition for item in consumed}) == 1
 
@@ -67,9 +71,13 @@ def test_every_upload_is_enriched_exactly_once_in_order(kafka, topics, uploads, 
     search = subprocess.run(
         [sys.executable, "-m", "deeptrust.cli", "search", "black and white photo"],
         env={"DEEPTRUST_SEARCH_DB": str(tmp_path / "search.db"), "PATH": ""},
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    greyscale = {e.image_id for e in (i.event for i in received) if "black-and-white" in e.caption.text}
+    greyscale = {
+        e.image_id for e in (i.event for i in received) if "black-and-white" in e.caption.text
+    }
     assert greyscale, "the samples include greyscale photographs"
     hits = {line.split("\t")[0] for line in search.stdout.splitlines()}
     assert greyscale <= hits

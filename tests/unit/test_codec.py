@@ -9,8 +9,13 @@ from streams.errors import InvalidInput, Reason
 
 def upload(**overrides):
     fields = dict(
-        event_id="e-1", image_id="img-1", uri="file:///tmp/x.jpg", content_type="image/jpeg",
-        size_bytes=10, sha256="a" * 64, uploaded_at=datetime(2026, 1, 1, tzinfo=UTC),
+        event_id="e-1",
+        image_id="img-1",
+        uri="file:///tmp/x.jpg",
+        content_type="image/jpeg",
+        size_bytes=10,
+        sha256="a" * 64,
+        uploaded_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
     return UploadEvent(**(fields | overrides))
 

@@ -26,7 +26,9 @@ def tool(name: str) -> str:
 def test_dockerfiles_pass_hadolint(dockerfile):
     result = subprocess.run(
         [tool("hadolint"), "--failure-threshold", "warning", str(DOCKER / dockerfile)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -34,7 +36,9 @@ def test_dockerfiles_pass_hadolint(dockerfile):
 def test_kafka_entrypoint_passes_shellcheck():
     result = subprocess.run(
         [tool("shellcheck"), str(DOCKER / "kafka" / "entrypoint.sh")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout
 
@@ -46,7 +50,8 @@ def parse_command(args: list[str]) -> click.Command:
     while isinstance(command, click.Group):
         context = click.Context(command, info_name=name)
         name, found, args = command.resolve_command(context, args)
-        assert found is not None and name is not None
+        assert found is not None
+        assert name is not None
         command = found
     command.make_context(name, list(args))
     return command
@@ -67,7 +72,7 @@ def test_compose_services_run_real_commands_on_real_stages():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
     stages = set()
-    for name, service in services.items():
+    for _name, service in services.items():
         if "command" in service:
             parse_command(on_host(service["command"], service.get("volumes", [])))
         if service.get("command", [])[:2] == ["stage", "run"]:

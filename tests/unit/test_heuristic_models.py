@@ -52,7 +52,10 @@ def test_embedding_moves_more_under_blur_than_between_identical_images():
 
 
 def test_caption_reports_greyscale_and_orientation():
-    assert describe(Image.new("L", (300, 100), 128)) == "a smooth, landscape-format black-and-white photo"
+    assert (
+        describe(Image.new("L", (300, 100), 128))
+        == "a smooth, landscape-format black-and-white photo"
+    )
 
 
 def test_caption_names_the_dominant_colour():
@@ -62,5 +65,9 @@ def test_caption_names_the_dominant_colour():
 def test_tagger_normalises_aliases_and_drops_unknown_words():
     tagger = KeywordTagger(ModelSpec("tag", "keywords", "keywords", options={"aliases": "pup=dog"}))
     assert tagger.tags("a b&w photo of a pup and a puppy on a Beach, grey sky") == [
-        "monochrome", "dog", "beach", "grey", "sky",
+        "monochrome",
+        "dog",
+        "beach",
+        "grey",
+        "sky",
     ]

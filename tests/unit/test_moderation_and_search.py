@@ -7,13 +7,20 @@ from schemas.events import Caption, Detection, EnrichedEvent, Tags
 
 def enriched(image_id, probability=0.1, caption="a photo", tags=()):
     return EnrichedEvent(
-        event_id=f"e-{image_id}", image_id=image_id, uri=f"file:///{image_id}.jpg",
-        uploaded_at=datetime(2026, 1, 1, tzinfo=UTC), width=10, height=10,
+        event_id=f"e-{image_id}",
+        image_id=image_id,
+        uri=f"file:///{image_id}.jpg",
+        uploaded_at=datetime(2026, 1, 1, tzinfo=UTC),
+        width=10,
+        height=10,
         detection=Detection(
-            ai_probability=probability, label="ai_generated" if probability >= 0.5 else "real",
-            model="m", model_version="1",
+            ai_probability=probability,
+            label="ai_generated" if probability >= 0.5 else "real",
+            model="m",
+            model_version="1",
         ),
-        caption=Caption(text=caption, model="c"), tags=Tags(values=list(tags), model="t"),
+        caption=Caption(text=caption, model="c"),
+        tags=Tags(values=list(tags), model="t"),
     )
 
 
@@ -32,13 +39,15 @@ def test_sample_is_deterministic_and_near_its_rate():
 
 def test_search_ranks_matches_and_upserts_by_image_id(tmp_path):
     index = SearchIndex(tmp_path / "search.db")
-    index.upsert([
-        enriched("dog", caption="a dog running on a beach", tags=["dog", "beach"]),
-        enriched("cat", caption="a cat asleep on a sofa", tags=["cat"]),
-    ])
+    index.upsert(
+        [
+            enriched("dog", caption="a dog running on a beach", tags=["dog", "beach"]),
+            enriched("cat", caption="a cat asleep on a sofa", tags=["cat"]),
+        ]
+    )
     index.upsert([enriched("dog", caption="a dog running on a sandy beach", tags=["dog", "beach"])])
     hits = index.search("dog on a beach")
-    assert [hit.image_id for hit in hits][0] == "dog"
+    assert next(hit.image_id for hit in hits) == "dog"
     assert hits[0].caption == "a dog running on a sandy beach"
     assert index.count() == 2
     assert index.search("!!!") == []

@@ -40,7 +40,8 @@ def test_symlink_escaping_the_root_is_refused(store, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "uri", ["http://169.254.169.254/latest/meta-data", "s3://bucket/key", "file://evil.host/etc/passwd"]
+    "uri",
+    ["http://169.254.169.254/latest/meta-data", "s3://bucket/key", "file://evil.host/etc/passwd"],
 )
 def test_other_schemes_and_hosts_are_refused(store, uri):
     assert reason_of(store, uri) is Reason.DISALLOWED_URI

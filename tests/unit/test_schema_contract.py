@@ -42,7 +42,12 @@ def test_every_schema_has_a_released_revision():
 
 def test_an_event_validates_against_its_file():
     event = UploadEvent(
-        event_id="e1", image_id="img", uri="file:///x.jpg", content_type="image/jpeg",
-        size_bytes=3, sha256="0" * 64, uploaded_at="2026-01-01T00:00:00Z",
+        event_id="e1",
+        image_id="img",
+        uri="file:///x.jpg",
+        content_type="image/jpeg",
+        size_bytes=3,
+        sha256="0" * 64,
+        uploaded_at="2026-01-01T00:00:00Z",
     )
     jsonschema.validate(event.model_dump(mode="json"), load(SCHEMA_DIR / file_name(UploadEvent)))
