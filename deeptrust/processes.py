@@ -68,7 +68,7 @@ class StageProcess:
                 raise StageProcessError(
                     f"{self.name} exited ({self.returncode}):\n{self.log_tail()}"
                 )
-            if self._get("/readyz") == 200:
+            if self.get("/readyz") == 200:
                 return
             time.sleep(0.1)
         raise StageProcessError(f"{self.name} not ready after {timeout_s}s:\n{self.log_tail()}")
@@ -113,7 +113,8 @@ class StageProcess:
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def _get(self, path: str) -> int:
+    def get(self, path: str) -> int:
+        """Return the HTTP status of ``path`` on the stage's port (0 if it does not answer)."""
         try:
             url = f"http://127.0.0.1:{self.metrics_port}{path}"
             with urllib.request.urlopen(url, timeout=2) as response:

@@ -15,7 +15,14 @@ UPLOADS = 400
 
 
 def committed_offsets(kafka, group: str, topic: str) -> int:
-    consumer = Consumer({**kafka.client_config(), "group.id": group})
+    """Sum the group's committed offsets on ``topic``.
+
+    A read_committed client asks for stable offsets (KIP-447) and waits while the killed
+    stage's transaction is pending; read_uncommitted returns the last committed ones.
+    """
+    consumer = Consumer(
+        {**kafka.client_config(), "group.id": group, "isolation.level": "read_uncommitted"}
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)

@@ -113,4 +113,5 @@ def test_bad_inputs_are_dead_lettered_with_reasons(
     assert detect.metric("deeptrust_dead_lettered_total", reason="wrong_schema") == 1
     assert detect.metric("deeptrust_consumed_total") == 12
     assert detect.returncode is None, "the stage keeps running"
+    assert detect.get("/healthz") == 200
     assert detect.terminate() == 0, "SIGTERM shuts the stage down cleanly"
