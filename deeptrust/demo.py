@@ -48,7 +48,7 @@ def run_demo(console: Console, images: Path, query: str, home: Path) -> None:
         elapsed = time.monotonic() - started
         console.print(f"{len(enriched)} of {len(names)} images enriched in {elapsed:.1f}s")
         _print_table(console, enriched, names)
-        _print_search(console, settings.search_db, query, len(names))
+        _print_search(console, settings.search_db, query, names)
     finally:
         for stage in stages:
             stage.terminate()
@@ -124,16 +124,16 @@ def _print_table(console: Console, events: list[EnrichedEvent], names: dict[str,
     )
 
 
-def _print_search(console: Console, path: Path, query: str, expected: int) -> None:
+def _print_search(console: Console, path: Path, query: str, names: dict[str, str]) -> None:
     index = SearchIndex(path)
     deadline = time.monotonic() + 60
-    while index.count() < expected and time.monotonic() < deadline:
+    while index.count() < len(names) and time.monotonic() < deadline:
         time.sleep(0.2)
     hits = index.search(query, limit=5)
     index.close()
     table = Table(title=f'search: "{query}"')
-    for column in ("image id", "score", "caption"):
+    for column in ("image", "image id", "score", "caption"):
         table.add_column(column)
     for hit in hits:
-        table.add_row(hit.image_id, f"{hit.score:.2f}", hit.caption)
+        table.add_row(names.get(hit.image_id, "?"), hit.image_id, f"{hit.score:.2f}", hit.caption)
     console.print(table)

@@ -8,6 +8,7 @@ import pytest
 from schemas.compat import breaking_changes
 from schemas.events import EVENT_TYPES, UploadEvent
 from schemas.files import RELEASED_DIR, SCHEMA_DIR, file_name, load, render, schema_for
+from tests.events import upload_event
 
 
 @pytest.mark.parametrize("model", EVENT_TYPES, ids=lambda m: m.__name__)
@@ -41,13 +42,5 @@ def test_every_schema_has_a_released_revision():
 
 
 def test_an_event_validates_against_its_file():
-    event = UploadEvent(
-        event_id="e1",
-        image_id="img",
-        uri="file:///x.jpg",
-        content_type="image/jpeg",
-        size_bytes=3,
-        sha256="0" * 64,
-        uploaded_at="2026-01-01T00:00:00Z",
-    )
+    event = upload_event()
     jsonschema.validate(event.model_dump(mode="json"), load(SCHEMA_DIR / file_name(UploadEvent)))
