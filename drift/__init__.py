@@ -1,0 +1,1 @@
+"""Drift monitoring over image embeddings: detectors first, the stream processor on top."""
