@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from streams.config import KafkaSettings
+from streams.local_broker import LocalBroker
 
 DEFAULT_HOME = Path(".deeptrust")
 
@@ -39,7 +40,17 @@ def kafka() -> None:
 _home_option = click.option(
     "--home", type=click.Path(path_type=Path), default=DEFAULT_HOME / "kafka", show_default=True
 )
-_port_option = click.option("--port", type=int, default=9092, show_default=True)
+_port_option = click.option(
+    "--port",
+    type=int,
+    default=9092,
+    show_default=True,
+    help="Client port; the controller uses the next one.",
+)
+
+
+def _local_broker(home: Path, port: int) -> LocalBroker:
+    return LocalBroker(home, port=port, controller_port=port + 1)
 
 
 @kafka.command("up")
@@ -47,9 +58,7 @@ _port_option = click.option("--port", type=int, default=9092, show_default=True)
 @_port_option
 def kafka_up(home: Path, port: int) -> None:
     """Fetch Kafka if needed, start the broker and wait until it answers."""
-    from streams.local_broker import LocalBroker
-
-    broker = LocalBroker(home, port=port, controller_port=port + 1)
+    broker = _local_broker(home, port)
     broker.start()
     click.echo(f"kafka running at {broker.bootstrap_servers} (pid {broker.pid()})")
 
@@ -59,9 +68,7 @@ def kafka_up(home: Path, port: int) -> None:
 @_port_option
 def kafka_down(home: Path, port: int) -> None:
     """Stop the broker."""
-    from streams.local_broker import LocalBroker
-
-    LocalBroker(home, port=port, controller_port=port + 1).stop()
+    _local_broker(home, port).stop()
     click.echo("kafka stopped")
 
 
@@ -70,9 +77,7 @@ def kafka_down(home: Path, port: int) -> None:
 @_port_option
 def kafka_status(home: Path, port: int) -> None:
     """Say whether the broker runs; exit 1 if it does not."""
-    from streams.local_broker import LocalBroker
-
-    broker = LocalBroker(home, port=port, controller_port=port + 1)
+    broker = _local_broker(home, port)
     pid = broker.pid()
     if pid is None:
         click.echo("kafka not running")

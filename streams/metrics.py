@@ -67,6 +67,8 @@ class StageMetrics:
             registry=r,
         )
         self._ready = Gauge("deeptrust_ready", "1 once the stage is ready.", labels, registry=r)
+        self._is_ready = False
+        self._last_poll: float | None = None
 
     def consumed(self, count: int) -> None:
         """Count messages taken from the input topic."""
@@ -95,20 +97,21 @@ class StageMetrics:
 
     def heartbeat(self) -> None:
         """Mark the processing loop as alive."""
-        self._heartbeat.labels(self.stage).set(time.time())
+        self._last_poll = time.time()
+        self._heartbeat.labels(self.stage).set(self._last_poll)
 
     def set_ready(self, ready: bool) -> None:
         """Mark the stage ready (or not) to process."""
+        self._is_ready = ready
         self._ready.labels(self.stage).set(1 if ready else 0)
 
     def is_ready(self) -> bool:
         """Tell whether the stage said it is ready."""
-        return bool(self._ready.labels(self.stage)._value.get())
+        return self._is_ready
 
     def seconds_since_heartbeat(self) -> float:
         """Seconds since the loop last polled (infinite before the first poll)."""
-        last = self._heartbeat.labels(self.stage)._value.get()
-        return time.time() - last if last else float("inf")
+        return float("inf") if self._last_poll is None else time.time() - self._last_poll
 
 
 class HealthServer:

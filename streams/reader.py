@@ -43,15 +43,7 @@ def read_until(
 
     Returns everything read; the caller checks ``done`` again to tell success from timeout.
     """
-    consumer = Consumer(
-        {
-            **kafka.client_config(),
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-        }
-    )
+    consumer = _fresh_consumer(kafka, isolation)
     received: list[Received[E]] = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -63,6 +55,19 @@ def read_until(
     finally:
         consumer.close()
     return received
+
+
+def _fresh_consumer(kafka: KafkaSettings, isolation: str) -> Consumer:
+    """A consumer in a group of its own that starts at the beginning and commits nothing."""
+    return Consumer(
+        {
+            **kafka.client_config(),
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+        }
+    )
 
 
 def _received(message: Message, model: type[E]) -> Received[E]:
@@ -82,14 +87,7 @@ def read_to_end(
     The end is the high watermark when the call starts; transaction markers count as
     offsets, so the read is over when the consumer's position reaches it on every partition.
     """
-    consumer = Consumer(
-        {
-            **kafka.client_config(),
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
+    consumer = _fresh_consumer(kafka, "read_committed")
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
         partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]

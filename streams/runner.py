@@ -182,7 +182,9 @@ class StageRunner:
             raise RuntimeError(f"stage returned {len(outputs)} results for {len(prepared)} items")
         for (index, _), output in zip(prepared, outputs, strict=True):
             results[index] = output
-        return [result for result in results if result is not None]
+        filled = [result for result in results if result is not None]
+        assert len(filled) == len(messages), "every message is either rejected or processed"
+        return filled
 
     def _commit(self, batch: _Batch, consumer: Consumer, producer: Producer) -> None:
         rejected = sum(isinstance(result, InvalidInput) for result in batch.results)

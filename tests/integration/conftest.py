@@ -16,6 +16,7 @@ from confluent_kafka import Producer
 
 from deeptrust.processes import StageProcess
 from schemas.events import UploadEvent
+from streams.codec import encode
 from streams.config import KafkaSettings
 from streams.local_broker import LocalBroker, free_port
 from streams.objectstore import LocalObjectStore
@@ -106,8 +107,6 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 
 def send_raw_upload(producer: Producer, topics: TopicNames, event: UploadEvent) -> None:
     """Emit an upload event without storing anything (for events that point nowhere)."""
-    from streams.codec import encode
-
     encoded = encode(event, key=event.image_id)
     producer.produce(
         topics(Topic.UPLOADS), key=encoded.key, value=encoded.value, headers=encoded.headers
