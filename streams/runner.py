@@ -27,6 +27,12 @@ from streams.codec import TRACE_ID, Encoded, decode, encode, headers_dict
 from streams.config import KafkaSettings
 from streams.dead_letters import DeadLetterBudget, dead_letter
 from streams.errors import DeadLetterRateExceeded, InvalidInput
+from streams.exactly_once import (
+    abort_transaction,
+    commit_transaction,
+    consumer_config,
+    producer_config,
+)
 from streams.metrics import StageMetrics
 from streams.stage import Output, Result, Stage
 from streams.topics import Topic, TopicNames
@@ -113,24 +119,20 @@ class StageRunner:
             log.info("stage %s stopped", self._stage.name)
 
     def _consumer_config(self) -> dict[str, Any]:
-        return {
-            **self._kafka.client_config(),
-            "group.id": self._group_id,
-            "group.instance.id": f"{self._group_id}-{self._settings.instance_id}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": self._settings.session_timeout_ms,
-        }
+        return consumer_config(
+            self._kafka,
+            self._group_id,
+            self._settings.instance_id,
+            self._settings.session_timeout_ms,
+        )
 
     def _producer_config(self) -> dict[str, Any]:
-        return {
-            **self._kafka.client_config(),
-            "transactional.id": f"{self._group_id}-{self._settings.instance_id}",
-            "transaction.timeout.ms": self._settings.transaction_timeout_ms,
-            "linger.ms": 5,
-        }
+        return producer_config(
+            self._kafka,
+            self._group_id,
+            self._settings.instance_id,
+            self._settings.transaction_timeout_ms,
+        )
 
     def _usable(self, message: Message) -> bool:
         error = message.error()
@@ -199,32 +201,14 @@ class StageRunner:
             producer.send_offsets_to_transaction(
                 batch.offsets(), consumer.consumer_group_metadata(), self._settings.kafka_timeout_s
             )
-            self._commit_transaction(producer)
+            commit_transaction(
+                producer, self._settings.kafka_timeout_s, self._settings.max_attempts
+            )
         except BaseException:
-            self._abort(producer)
+            abort_transaction(producer, self._settings.kafka_timeout_s)
             raise
         self._budget.record(len(batch.results) - rejected, rejected)
         self._count_committed(batch)
-
-    def _commit_transaction(self, producer: Producer) -> None:
-        """Commit, repeating the call while librdkafka says the error is retriable."""
-        for attempt in range(1, self._settings.max_attempts + 1):
-            try:
-                producer.commit_transaction(self._settings.kafka_timeout_s)
-                return
-            except KafkaException as exception:
-                if not exception.args[0].retriable() or attempt == self._settings.max_attempts:
-                    raise
-                log.warning("commit attempt %d: %s; retrying", attempt, exception)
-
-    def _abort(self, producer: Producer) -> None:
-        """Abort the open transaction so the batch can be retried from scratch."""
-        try:
-            producer.abort_transaction(self._settings.kafka_timeout_s)
-        except KafkaException as exception:
-            if exception.args[0].fatal():
-                raise
-            log.warning("abort failed: %s", exception)
 
     def _encode(self, message: Message, result: Result) -> list[tuple[str, Encoded]]:
         if isinstance(result, InvalidInput):
