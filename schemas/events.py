@@ -153,6 +153,138 @@ class DeadLetterEvent(BaseModel):
     failed_at: datetime
 
 
+class ModelEvent(BaseModel):
+    """Base of events about a model rather than an image; keyed by ``model@version``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_name: ClassVar[str]
+    schema_version: ClassVar[int]
+
+    event_id: str = Field(description="Unique id of this event (a UUID).")
+    model: str = Field(min_length=1, description="The embedding model the windows came from.")
+    model_version: str = Field(min_length=1)
+
+    @property
+    def key(self) -> str:
+        """The message key: every event about one model version lands in one partition."""
+        return f"{self.model}@{self.model_version}"
+
+
+class DriftWindow(BaseModel):
+    """Which embeddings a drift verdict was computed on."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    index: int = Field(ge=0, description="Sequence number of the window for this model version.")
+    opened_at: datetime = Field(description="Timestamp of the window's first embedding.")
+    closed_at: datetime = Field(description="Timestamp of the window's last embedding.")
+    size: int = Field(ge=1)
+    closed_by: Literal["count", "age"]
+    sample_image_ids: list[str] = Field(
+        default_factory=list, description="A few image ids from the window, for inspection."
+    )
+
+
+class DriftVerdict(BaseModel):
+    """One detector's verdict on a window: higher statistics mean more drift."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    detector: str = Field(description="Which test, e.g. kl-histogram or alibi-ks.")
+    statistic: float
+    threshold: float
+    p_value: float = Field(ge=0.0, le=1.0)
+    is_drift: bool
+    false_alarm_rate: float = Field(gt=0.0, lt=1.0)
+    per_component: list[float] = Field(
+        default_factory=list, description="The statistic's share per principal component."
+    )
+
+
+class DriftReportEvent(ModelEvent):
+    """The verdict on one window of embeddings, emitted for every window."""
+
+    schema_name: ClassVar[str] = "drift_report"
+    schema_version: ClassVar[int] = 1
+
+    reference_digest: str = Field(description="Content hash of the reference window used.")
+    window: DriftWindow
+    verdicts: list[DriftVerdict] = Field(min_length=1)
+    is_drift: bool = Field(description="The combined verdict of the configured detectors.")
+
+
+class AlertEvent(BaseModel):
+    """Something an operator should look at; subscribers filter by kind and severity."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_name: ClassVar[str] = "alert"
+    schema_version: ClassVar[int] = 1
+
+    event_id: str = Field(description="Unique id of this alert (a UUID).")
+    kind: str = Field(min_length=1, description="What happened, e.g. drift.")
+    severity: Literal["info", "warning", "critical"]
+    subject: str = Field(min_length=1, description="What it concerns, e.g. model@version.")
+    summary: str = Field(min_length=1)
+    raised_at: datetime
+    source: str = Field(description="The component that raised it.")
+    labels: dict[str, str] = Field(default_factory=dict)
+    caused_by: str | None = Field(default=None, description="Id of the event behind it.")
+
+    @property
+    def key(self) -> str:
+        """The message key: alerts about one subject stay in order."""
+        return self.subject
+
+
+class RetrainRequestEvent(ModelEvent):
+    """A request to retrain, with the evidence that prompted it.
+
+    Its event id is the request id that the training service deduplicates on.
+    """
+
+    schema_name: ClassVar[str] = "retrain_request"
+    schema_version: ClassVar[int] = 1
+
+    reason: Literal["drift"] = "drift"
+    requested_at: datetime
+    reference_digest: str
+    window: DriftWindow
+    verdicts: list[DriftVerdict] = Field(min_length=1)
+    drift_report_id: str = Field(description="The drift report that triggered the request.")
+
+
+class DriftStateRecord(BaseModel):
+    """The drift processor's durable state for one model version (a compacted changelog).
+
+    Written in the same transaction as the drift outputs and the consumer offsets, so after
+    a restart the processor knows which embeddings it has judged and when it last asked for
+    retraining, exactly as far as its outputs went.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_name: ClassVar[str] = "drift_state"
+    schema_version: ClassVar[int] = 1
+
+    model: str = Field(min_length=1)
+    model_version: str = Field(min_length=1)
+    closed_through: dict[int, int] = Field(
+        default_factory=dict, description="Per partition, the last offset in a closed window."
+    )
+    windows_closed: int = Field(default=0, ge=0)
+    reference_digest: str | None = None
+    last_retrain_at: float | None = Field(
+        default=None, description="Event time (Unix seconds) of the last retrain request."
+    )
+
+    @property
+    def key(self) -> str:
+        """The changelog key: one record per model version survives compaction."""
+        return f"{self.model}@{self.model_version}"
+
+
 EVENT_TYPES: tuple[type[BaseModel], ...] = (
     UploadEvent,
     DetectedEvent,
@@ -161,4 +293,8 @@ EVENT_TYPES: tuple[type[BaseModel], ...] = (
     EnrichedEvent,
     ModerationEvent,
     DeadLetterEvent,
+    DriftReportEvent,
+    AlertEvent,
+    RetrainRequestEvent,
+    DriftStateRecord,
 )

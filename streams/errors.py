@@ -22,6 +22,7 @@ class Reason(StrEnum):
     OBJECT_TOO_LARGE = "object_too_large"
     UNDECODABLE_IMAGE = "undecodable_image"
     TOO_MANY_PIXELS = "too_many_pixels"
+    INCOMPATIBLE_EMBEDDING = "incompatible_embedding"
 
 
 class InvalidInput(Exception):

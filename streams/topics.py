@@ -23,6 +23,14 @@ class Topic(StrEnum):
     ENRICHED = "enriched.v1"
     MODERATION = "moderation.v1"
     DEAD_LETTERS = "dlq.v1"
+    DRIFT = "drift.v1"
+    ALERTS = "alerts.v1"
+    RETRAIN = "retrain.v1"
+    DRIFT_STATE = "drift-state.v1"
+
+
+COMPACTED = frozenset({Topic.DRIFT_STATE})
+"""Changelog topics: only the latest value per key matters, so the log is compacted."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ def create_topics(
     admin = AdminClient(settings.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     wanted = [
-        NewTopic(names(topic), num_partitions=partitions, replication_factor=replication_factor)
+        _new_topic(names(topic), topic, partitions, replication_factor)
         for topic in Topic
         if names(topic) not in existing
     ]
@@ -57,3 +65,15 @@ def create_topics(
     for future in futures.values():
         future.result(timeout=timeout_s)
     return sorted(futures)
+
+
+def _new_topic(name: str, topic: Topic, partitions: int, replication_factor: int) -> NewTopic:
+    """Describe one topic; a changelog gets one partition (one writer) and compaction."""
+    if topic in COMPACTED:
+        return NewTopic(
+            name,
+            num_partitions=1,
+            replication_factor=replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
+    return NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
