@@ -9,8 +9,10 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -18,6 +20,10 @@ from rich.progress import Progress
 
 from streams.config import KafkaSettings
 from streams.local_broker import LocalBroker
+
+if TYPE_CHECKING:
+    from streams.metrics import StageMetrics
+    from streams.runner import RunnerSettings
 
 DEFAULT_HOME = Path(".deeptrust")
 
@@ -129,15 +135,13 @@ def stage() -> None:
 @click.argument("name")
 @click.option("--metrics-port", type=int, default=8000, show_default=True)
 def stage_run(name: str, metrics_port: int) -> None:
-    """Run one stage until SIGTERM; the batch in hand is finished first."""
-    from processors.registry import build_stage
-    from processors.settings import ProcessorSettings
+    """Run one stage (or the drift processor) until SIGTERM; work in hand is finished first."""
     from streams.metrics import HealthServer, StageMetrics
-    from streams.runner import RunnerSettings, StageRunner
+    from streams.runner import RunnerSettings
 
     runner_settings = RunnerSettings()
-    built = build_stage(name, ProcessorSettings())
-    metrics = StageMetrics(built.name)
+    run = _drift_service(runner_settings) if name == "drift" else _stage(name, runner_settings)
+    metrics = StageMetrics(name)
     server = HealthServer(metrics, metrics_port, liveness_timeout_s=60 + runner_settings.max_wait_s)
     stop = threading.Event()
 
@@ -149,9 +153,33 @@ def stage_run(name: str, metrics_port: int) -> None:
     signal.signal(signal.SIGINT, request_stop)
     server.start()
     try:
-        StageRunner(built, KafkaSettings(), runner_settings, metrics).run(stop)
+        run(metrics, stop)
     finally:
         server.stop()
+
+
+_Run = Callable[["StageMetrics", threading.Event], None]
+
+
+def _stage(name: str, runner_settings: RunnerSettings) -> _Run:
+    from processors.registry import build_stage
+    from processors.settings import ProcessorSettings
+    from streams.runner import StageRunner
+
+    built = build_stage(name, ProcessorSettings())
+    return lambda metrics, stop: StageRunner(built, KafkaSettings(), runner_settings, metrics).run(
+        stop
+    )
+
+
+def _drift_service(runner_settings: RunnerSettings) -> _Run:
+    from drift.service import DriftService
+    from drift.settings import DriftSettings
+
+    settings = DriftSettings()
+    return lambda metrics, stop: DriftService(
+        settings, KafkaSettings(), runner_settings, metrics
+    ).run(stop)
 
 
 @cli.command("search")

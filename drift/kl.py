@@ -10,8 +10,9 @@ finite when a window leaves a bin empty; and the cost is O(window size times com
 Summing marginal divergences ignores dependence between components (PCA removes linear
 correlation only) and the plug-in estimate is biased upwards for small windows, so the
 threshold is not a fixed number: it is the (1 - false_alarm_rate) quantile of the statistic
-over bootstrap windows of the same size drawn from a held-out half of the reference. A
-stable stream therefore raises alarms at the stated rate, whatever the bias.
+over bootstrap windows of the same size drawn from a held-out half of the reference (computed
+once per window size, since windows closed by age are smaller). A stable stream therefore
+raises alarms at the stated rate, whatever the bias.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class DriftResult:
 class KLDriftDetector:
     """Fits on a reference in the constructor; ``score`` and ``predict`` judge windows."""
 
+    name = "kl-histogram"
+
     def __init__(self, reference: Matrix, config: KLConfig | None = None) -> None:
         self.config = config or KLConfig()
         reference = np.asarray(reference, dtype=np.float64)
@@ -66,8 +69,14 @@ class KLDriftDetector:
         quantiles = np.linspace(0, 1, self.config.n_bins + 1)[1:-1]
         self._edges = np.quantile(fit_scores, quantiles, axis=0).T  # (components, bins - 1)
         self._reference = self._histograms(fit_scores)
-        self._null = self._bootstrap(self.projection(calibration_half), rng)
-        self.threshold = float(np.quantile(self._null, 1 - self.config.false_alarm_rate))
+        self._calibration = self.projection(calibration_half)
+        self._nulls: dict[int, Matrix] = {}
+        self.threshold = self.threshold_for(self.config.window_size)
+
+    @property
+    def false_alarm_rate(self) -> float:
+        """The rate of false alarms on a stable stream that the threshold was set for."""
+        return self.config.false_alarm_rate
 
     def score(self, window: Matrix) -> tuple[float, Matrix]:
         """Return the window's statistic and its per-component divergences."""
@@ -76,12 +85,14 @@ class KLDriftDetector:
     def predict(self, window: Matrix) -> DriftResult:
         """Judge one window against the calibrated threshold."""
         statistic, per_component = self.score(window)
-        exceeded = int(np.sum(self._null >= statistic))
+        null = self._null(len(window))
+        exceeded = int(np.sum(null >= statistic))
+        threshold = self.threshold_for(len(window))
         return DriftResult(
             statistic=statistic,
-            threshold=self.threshold,
-            p_value=(exceeded + 1) / (len(self._null) + 1),
-            is_drift=statistic > self.threshold,
+            threshold=threshold,
+            p_value=(exceeded + 1) / (len(null) + 1),
+            is_drift=statistic > threshold,
             window_size=len(window),
             per_component=tuple(float(value) for value in per_component),
         )
@@ -103,7 +114,17 @@ class KLDriftDetector:
         per_component: Matrix = np.sum(live * np.log(live / self._reference), axis=1)
         return float(per_component.sum()), per_component
 
-    def _bootstrap(self, calibration: Matrix, rng: np.random.Generator) -> Matrix:
-        size = self.config.window_size
-        draws = rng.integers(0, len(calibration), size=(self.config.n_bootstrap, size))
-        return np.array([self._divergences(calibration[rows])[0] for rows in draws])
+    def threshold_for(self, window_size: int) -> float:
+        """The threshold for windows of ``window_size`` (the estimator's bias depends on it)."""
+        return float(np.quantile(self._null(window_size), 1 - self.config.false_alarm_rate))
+
+    def _null(self, size: int) -> Matrix:
+        """Bootstrap statistics of stable windows of ``size``, computed once per size."""
+        if size not in self._nulls:
+            n = len(self._calibration)
+            rng = np.random.default_rng((self.config.seed, size))  # same draws on every replay
+            draws = rng.integers(0, n, size=(self.config.n_bootstrap, size))
+            self._nulls[size] = np.array(
+                [self._divergences(self._calibration[rows])[0] for rows in draws]
+            )
+        return self._nulls[size]

@@ -28,6 +28,11 @@ class Reference:
     image_ids: tuple[str, ...]
 
     @property
+    def dimensions(self) -> int:
+        """The length of each embedding."""
+        return int(self.vectors.shape[1])
+
+    @property
     def digest(self) -> str:
         """A short content hash, so reports can say exactly which reference they used."""
         hasher = hashlib.sha256(np.ascontiguousarray(self.vectors, dtype=np.float64).tobytes())

@@ -1,38 +1,34 @@
 """Windows of embeddings, closed by count or by age, whichever comes first.
 
-Count windows give the detector a fixed sample size (its threshold is calibrated for one);
-the age limit makes sure a quiet stream is still judged regularly. A window closed by age
-with fewer embeddings than ``min_count`` is carried over rather than judged on too little
-data. The clock is injected, so tests drive time directly.
+Count windows give the detector the sample size its threshold was calibrated for; the age
+limit makes sure a slow stream is still judged regularly. Age is measured in event time (the
+embeddings' timestamps), so replaying the same messages after a restart rebuilds the same
+windows; :meth:`Windower.poll` closes a window on wall-clock time only when the stream has
+gone quiet. A window that ages out with fewer than ``min_count`` embeddings is carried over
+rather than judged on too little data.
+
+Each window remembers the first and last offset it holds per partition: the drift service
+commits consumer offsets no further than the first offset of any open window, so a restart
+re-reads exactly the embeddings that were not yet judged.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypedDict
 
 import numpy as np
 
 
-class WindowState(TypedDict):
-    """The open window as plain, JSON-serialisable data."""
-
-    vectors: list[list[float]]
-    image_ids: list[str]
-    opened_at: float | None
-
-
 @dataclass(frozen=True)
 class Window:
-    """A closed window: its embeddings, the images they came from, and when it ran."""
+    """A closed window: its embeddings, the images they came from, and its time span."""
 
     vectors: np.ndarray
     image_ids: tuple[str, ...]
     opened_at: float
     closed_at: float
     closed_by: str
+    last_offsets: dict[int, int]
 
 
 @dataclass
@@ -42,52 +38,57 @@ class Windower:
     max_count: int
     max_age_s: float
     min_count: int
-    clock: Callable[[], float] = time.time
     _vectors: list[list[float]] = field(default_factory=list, init=False)
     _image_ids: list[str] = field(default_factory=list, init=False)
     _opened_at: float | None = field(default=None, init=False)
+    _latest_at: float = field(default=0.0, init=False)
+    _first_offsets: dict[int, int] = field(default_factory=dict, init=False)
+    _last_offsets: dict[int, int] = field(default_factory=dict, init=False)
 
-    def add(self, image_id: str, vector: list[float]) -> Window | None:
-        """Add one embedding; return the window it completed, if any."""
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_count <= self.max_count:
+            raise ValueError("need 1 <= min_count <= max_count")
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def add(
+        self, image_id: str, vector: list[float], at: float, partition: int, offset: int
+    ) -> Window | None:
+        """Add one embedding with its event time and position; return a window it closed."""
         if self._opened_at is None:
-            self._opened_at = self.clock()
+            self._opened_at = at
+        self._latest_at = max(self._latest_at, at)
         self._vectors.append(vector)
         self._image_ids.append(image_id)
+        self._first_offsets.setdefault(partition, offset)
+        self._last_offsets[partition] = max(self._last_offsets.get(partition, offset), offset)
         if len(self._vectors) >= self.max_count:
-            return self._close("count")
-        return self.poll()
+            return self._close("count", self._latest_at)
+        return self.poll(self._latest_at)
 
-    def poll(self) -> Window | None:
-        """Close the open window if it is old enough and big enough to judge."""
+    def poll(self, now: float) -> Window | None:
+        """Close the open window if, at time ``now``, it is old enough and big enough."""
         if self._opened_at is None or len(self._vectors) < self.min_count:
             return None
-        if self.clock() - self._opened_at >= self.max_age_s:
-            return self._close("age")
+        if now - self._opened_at >= self.max_age_s:
+            return self._close("age", self._latest_at)
         return None
 
-    def _close(self, reason: str) -> Window:
+    def first_offsets(self) -> dict[int, int]:
+        """The first offset per partition held by the open window (empty when none is open)."""
+        return dict(self._first_offsets)
+
+    def _close(self, reason: str, closed_at: float) -> Window:
         assert self._opened_at is not None
         window = Window(
             vectors=np.asarray(self._vectors, dtype=np.float64),
             image_ids=tuple(self._image_ids),
             opened_at=self._opened_at,
-            closed_at=self.clock(),
+            closed_at=closed_at,
             closed_by=reason,
+            last_offsets=dict(self._last_offsets),
         )
         self._vectors, self._image_ids, self._opened_at = [], [], None
+        self._first_offsets, self._last_offsets, self._latest_at = {}, {}, 0.0
         return window
-
-    def to_state(self) -> dict[str, object]:
-        """Return the open window as plain data, to survive a restart."""
-        return {
-            "vectors": self._vectors,
-            "image_ids": self._image_ids,
-            "opened_at": self._opened_at,
-        }
-
-    def restore(self, state: dict[str, object]) -> None:
-        """Reopen the window saved by :meth:`to_state`."""
-        self._vectors = [list(map(float, v)) for v in state["vectors"]]  # type: ignore[attr-defined]
-        self._image_ids = [str(i) for i in state["image_ids"]]  # type: ignore[attr-defined]
-        opened_at = state["opened_at"]
-        self._opened_at = float(opened_at) if isinstance(opened_at, (int, float)) else None
