@@ -97,7 +97,7 @@ class DriftMonitor:
                 f"is {tracker.reference.dimensions}-d",
             )
         window = tracker.windower.add(
-            event.image_id, event.vector, item.at, item.partition, item.offset
+            event.image_id, event.vector, item.at, item.partition, item.offset, self._clock()
         )
         return self._close(tracker, window) if window else []
 

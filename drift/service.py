@@ -69,6 +69,7 @@ class DriftService:
         self._budget = DeadLetterBudget(
             runner.dlq_window, runner.dlq_max_ratio, runner.dlq_min_inputs
         )
+        self._accepted = 0  # inputs taken since the last commit, for the dead-letter budget
         self._next_offsets: dict[int, int] = {}
         self._committed: dict[int, int] = {}
         self._last_commit = clock()
@@ -133,6 +134,7 @@ class DriftService:
                 outputs += [(output, trace_id) for output in self._monitor.add(item)]
             except InvalidInput as error:
                 rejected.append((message, error))
+        self._accepted += len(messages) - len(rejected)
         outputs += [(output, None) for output in self._monitor.poll()]
         if messages:
             self._metrics.batch(len(messages), time.perf_counter() - started)
@@ -157,7 +159,7 @@ class DriftService:
         consumer: Consumer,
         producer: Producer,
     ) -> None:
-        self._budget.check(len(outputs), len(rejected))
+        self._budget.check(self._accepted, len(rejected))
         states = self._monitor.take_changed()
         topic = self._topics(Topic.EMBEDDINGS)
         producer.begin_transaction()
@@ -181,7 +183,10 @@ class DriftService:
             for state in states:
                 encoded = encode(state, state.key)
                 producer.produce(
-                    self._topics(Topic.DRIFT_STATE), key=encoded.key, value=encoded.value
+                    self._topics(Topic.DRIFT_STATE),
+                    key=encoded.key,
+                    value=encoded.value,
+                    headers=encoded.headers,
                 )
             producer.send_offsets_to_transaction(
                 [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
@@ -195,7 +200,8 @@ class DriftService:
             abort_transaction(producer, self._runner.kafka_timeout_s)
             raise
         self._committed, self._last_commit = offsets, self._clock()
-        self._budget.record(len(outputs), len(rejected))
+        self._budget.record(self._accepted, len(rejected))
+        self._accepted = 0
         self._count(outputs, rejected)
 
     def _count(

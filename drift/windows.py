@@ -3,9 +3,10 @@
 Count windows give the detector the sample size its threshold was calibrated for; the age
 limit makes sure a slow stream is still judged regularly. Age is measured in event time (the
 embeddings' timestamps), so replaying the same messages after a restart rebuilds the same
-windows; :meth:`Windower.poll` closes a window on wall-clock time only when the stream has
-gone quiet. A window that ages out with fewer than ``min_count`` embeddings is carried over
-rather than judged on too little data.
+windows. A stream that goes silent would leave its last window open forever, so
+:meth:`Windower.poll` also closes a window after ``max_age_s`` of wall-clock silence. A
+window that ages out with fewer than ``min_count`` embeddings is carried over rather than
+judged on too little data.
 
 Each window remembers the first and last offset it holds per partition: the drift service
 commits consumer offsets no further than the first offset of any open window, so a restart
@@ -42,6 +43,7 @@ class Windower:
     _image_ids: list[str] = field(default_factory=list, init=False)
     _opened_at: float | None = field(default=None, init=False)
     _latest_at: float = field(default=0.0, init=False)
+    _last_received: float = field(default=0.0, init=False)
     _first_offsets: dict[int, int] = field(default_factory=dict, init=False)
     _last_offsets: dict[int, int] = field(default_factory=dict, init=False)
 
@@ -53,25 +55,37 @@ class Windower:
         return len(self._vectors)
 
     def add(
-        self, image_id: str, vector: list[float], at: float, partition: int, offset: int
+        self,
+        image_id: str,
+        vector: list[float],
+        at: float,
+        partition: int,
+        offset: int,
+        received_at: float,
     ) -> Window | None:
-        """Add one embedding with its event time and position; return a window it closed."""
+        """Add one embedding with its event time, position and arrival (wall-clock) time.
+
+        Return the window it closed, if any.
+        """
         if self._opened_at is None:
             self._opened_at = at
         self._latest_at = max(self._latest_at, at)
+        self._last_received = received_at
         self._vectors.append(vector)
         self._image_ids.append(image_id)
         self._first_offsets.setdefault(partition, offset)
         self._last_offsets[partition] = max(self._last_offsets.get(partition, offset), offset)
         if len(self._vectors) >= self.max_count:
             return self._close("count", self._latest_at)
-        return self.poll(self._latest_at)
+        if len(self._vectors) >= self.min_count and at - self._opened_at >= self.max_age_s:
+            return self._close("age", self._latest_at)
+        return None
 
     def poll(self, now: float) -> Window | None:
-        """Close the open window if, at time ``now``, it is old enough and big enough."""
+        """Close the open window if nothing arrived for ``max_age_s`` before ``now``."""
         if self._opened_at is None or len(self._vectors) < self.min_count:
             return None
-        if now - self._opened_at >= self.max_age_s:
+        if now - self._last_received >= self.max_age_s:
             return self._close("age", self._latest_at)
         return None
 

@@ -60,6 +60,8 @@ class DeadLetterBudget:
         outcomes = deque(self._outcomes, maxlen=self.window)
         outcomes.extend([False] * accepted + [True] * rejected)
         seen = len(outcomes)
+        if seen == 0:
+            return
         share = sum(outcomes) / seen
         if seen >= self.min_inputs and share > self.max_ratio:
             raise DeadLetterRateExceeded(
