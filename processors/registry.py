@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import processors.backbones  # registers the ONNX Runtime backbones
 import processors.heuristics  # noqa: F401 - registers the weight-free model backends
 from processors.caption import CaptionStage
 from processors.detect import DetectStage

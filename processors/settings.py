@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.models import ModelSpec, Task
@@ -23,10 +24,12 @@ class ProcessorSettings(BaseSettings):
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     detect_backend: str = "provenance"
-    embed_backend: str = "colour-texture"
+    embed_backend: str = "mobilenet-v2"
     caption_backend: str = "image-statistics"
     tag_backend: str = "keywords"
     model_version: str = "1"
+    model_threads: int = Field(default=2, ge=1)
+    """Intra-op threads of an ONNX Runtime model: the cores one stage may use, not the host's."""
 
     moderation_threshold: float = 0.5
     moderation_sample_rate: float = 0.02
@@ -35,7 +38,10 @@ class ProcessorSettings(BaseSettings):
     def model_spec(self, task: Task) -> ModelSpec:
         """Return the spec of the model configured for ``task``."""
         backend = getattr(self, f"{task}_backend")
-        return ModelSpec(task=task, backend=backend, name=backend, version=self.model_version)
+        options = {"intra_op_threads": str(self.model_threads)}
+        return ModelSpec(
+            task=task, backend=backend, name=backend, version=self.model_version, options=options
+        )
 
     def object_store(self) -> ObjectStore:
         """Return the configured object store: an S3 bucket if named, else the local root."""
