@@ -31,6 +31,8 @@ class StageProcess:
     env: dict[str, str]
     metrics_port: int
     log_path: Path
+    cpus: frozenset[int] | None = None
+    """Pin the process to these CPUs (benchmarks measure a stage on one core)."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
@@ -46,6 +48,7 @@ class StageProcess:
             str(self.metrics_port),
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cpus = self.cpus
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 command,
@@ -53,6 +56,7 @@ class StageProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
             )
 
     @property
