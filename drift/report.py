@@ -83,6 +83,11 @@ def _worst_window(key: str, series: list[DriftReportEvent], path: Path) -> Path:
     components = range(1, len(verdict.per_component) + 1)
     colours = ["crimson" if verdict.is_drift else "steelblue"] * len(verdict.per_component)
     axis.bar(components, verdict.per_component, color=colours)
+    even_share = verdict.threshold / max(1, len(verdict.per_component))
+    axis.axhline(
+        even_share, color="grey", linestyle="--", label="threshold spread evenly over components"
+    )
+    axis.legend(loc="upper right", fontsize=8)
     axis.set_xticks(list(components))
     axis.set_xlabel("principal component of the reference")
     axis.set_ylabel(f"{verdict.detector} share")

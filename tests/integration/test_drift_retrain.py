@@ -6,6 +6,9 @@ processor is then killed mid-window and restarted; a blurred stream yields exact
 retrain request with its evidence, and no window is judged twice.
 """
 
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 
@@ -118,3 +121,22 @@ def test_unshifted_stream_is_quiet_and_a_shift_asks_for_retraining_once(
     alerts = [a.event for a in read_to_end(kafka, topics(Topic.ALERTS), AlertEvent, 30)]
     assert [a.kind for a in alerts].count("drift-reference") == 1
     assert sum(a.kind == "drift" for a in alerts) == sum(r.is_drift for r in judged)
+
+    out = tmp_path / "report"
+    drawn = subprocess.run(
+        [sys.executable, "-m", "deeptrust.cli", "drift", "report", "--out", str(out)],
+        env={
+            **os.environ,
+            "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    key = f"{request.model}@{request.model_version}".replace("@", "_")
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{key}-timeline.png",
+        f"{key}-worst-window.png",
+    ], drawn.stdout
