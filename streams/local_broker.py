@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
+
+from streams.detached import DetachedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_DIR = Path(os.environ.get("DEEPTRUST_KAFKA_BUILD_DIR", REPO_ROOT / "docker" / "kafka"))
@@ -103,22 +104,17 @@ class LocalBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
-    def log_file(self) -> Path:
-        """Where the broker writes its log."""
-        return self.home / "broker.log"
+    def _process(self) -> DetachedProcess:
+        return DetachedProcess(self.home, "broker")
 
     @property
-    def _pid_file(self) -> Path:
-        return self.home / "broker.pid"
+    def log_file(self) -> Path:
+        """Where the broker writes its log."""
+        return self._process.log_file
 
     def pid(self) -> int | None:
         """Return the broker's pid if it is running."""
-        try:
-            pid = int(self._pid_file.read_text())
-            os.kill(pid, 0)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return None
-        return pid
+        return self._process.pid()
 
     def start(self, timeout_s: float = 90.0) -> None:
         """Start the broker (formatting its storage the first time) and wait until it answers."""
@@ -144,15 +140,7 @@ class LocalBroker:
                 capture_output=True,
                 check=True,
             )
-        with self.log_file.open("ab") as log:
-            process = subprocess.Popen(
-                [*java, "kafka.Kafka", str(config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self._pid_file.write_text(str(process.pid))
+        self._process.spawn([*java, "kafka.Kafka", str(config)])
         self.wait_ready(timeout_s)
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -177,21 +165,10 @@ class LocalBroker:
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop the broker gracefully (SIGTERM), killing it if it does not exit in time."""
-        pid = self.pid()
-        if pid is None:
-            return
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        self._pid_file.unlink(missing_ok=True)
+        self._process.stop(timeout_s)
 
     def _log_tail(self, lines: int = 40) -> str:
-        if not self.log_file.exists():
-            return "(no log)"
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        return self._process.log_tail(lines)
 
 
 def _accepts_connections(port: int) -> bool:
@@ -200,18 +177,3 @@ def _accepts_connections(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _alive(pid: int) -> bool:
-    """Tell whether ``pid`` still runs, reaping it if it is our exited child."""
-    try:
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
