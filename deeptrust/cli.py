@@ -36,6 +36,7 @@ def cli(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @cli.group()
@@ -89,6 +90,40 @@ def kafka_status(home: Path, port: int) -> None:
         click.echo("kafka not running")
         sys.exit(1)
     click.echo(f"kafka running at {broker.bootstrap_servers} (pid {pid})")
+
+
+@cli.group()
+def llm() -> None:
+    """Run the local language-model server (llama.cpp, Gemma 3 270M from PyPI)."""
+
+
+_llm_home_option = click.option(
+    "--home", type=click.Path(path_type=Path), default=DEFAULT_HOME / "llm", show_default=True
+)
+_llm_port_option = click.option("--port", type=int, default=8081, show_default=True)
+
+
+@llm.command("up")
+@_llm_home_option
+@_llm_port_option
+def llm_up(home: Path, port: int) -> None:
+    """Start the server and wait until it serves the model."""
+    from processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+
+    server = LocalLLMServer(home, port=port)
+    server.start()
+    click.echo(f"{MODEL_ALIAS} served at {server.base_url} (pid {server.pid()})")
+
+
+@llm.command("down")
+@_llm_home_option
+@_llm_port_option
+def llm_down(home: Path, port: int) -> None:
+    """Stop the server."""
+    from processors.llm.local_server import LocalLLMServer
+
+    LocalLLMServer(home, port=port).stop()
+    click.echo("language-model server stopped")
 
 
 @cli.command("topics")
@@ -246,7 +281,7 @@ def schemas_export() -> None:
     default=Path("samples/images"),
     show_default=True,
 )
-@click.option("--query", default="black and white", show_default=True)
+@click.option("--query", default="cat", show_default=True)
 @click.option("--home", type=click.Path(path_type=Path), default=DEFAULT_HOME, show_default=True)
 def demo(images: Path, query: str, home: Path) -> None:
     """Start a broker and every stage, push the sample images through, show the results."""

@@ -1,7 +1,9 @@
 """``make demo``: the whole pipeline on the local broker, end to end, then a table.
 
 Every run gets its own topic prefix, consumer groups and search index, so runs never see
-each other's events; the broker is stopped at the end only if this run started it.
+each other's events; the broker and the language-model server are stopped at the end only
+if this run started them. The demo runs the real offline models: MobileNetV2 embeddings,
+captions worded by Gemma 3 270M from MobileNetV2's labels, and Gemma's tags.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from deeptrust.processes import StageProcess
+from processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
 from processors.registry import STAGE_NAMES
 from processors.search_index import SearchIndex
 from processors.settings import ProcessorSettings
@@ -32,6 +35,10 @@ def run_demo(console: Console, images: Path, query: str, home: Path) -> None:
     started_broker = broker.pid() is None
     with console.status("starting Kafka (the first run fetches its jars from Maven Central)"):
         broker.start()
+    llm = LocalLLMServer(home / "llm")
+    started_llm = llm.pid() is None
+    with console.status("starting the language-model server (Gemma 3 270M on llama.cpp)"):
+        llm.start()
     run_id = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(
         bootstrap_servers=broker.bootstrap_servers, topic_prefix=f"demo-{run_id}."
@@ -40,7 +47,7 @@ def run_demo(console: Console, images: Path, query: str, home: Path) -> None:
         object_store_root=home / "objects", search_db=home / "demo" / f"search-{run_id}.db"
     )
     create_topics(kafka, partitions=3)
-    stages = _start_stages(console, kafka, settings, home / "demo" / run_id)
+    stages = _start_stages(console, kafka, settings, llm, home / "demo" / run_id)
     try:
         names = _upload(console, kafka, settings, images)
         started = time.monotonic()
@@ -54,6 +61,8 @@ def run_demo(console: Console, images: Path, query: str, home: Path) -> None:
             stage.terminate()
         if started_broker:
             broker.stop()
+        if started_llm:
+            llm.stop()
 
 
 def _upload(
@@ -73,9 +82,17 @@ def _upload(
 
 
 def _start_stages(
-    console: Console, kafka: KafkaSettings, settings: ProcessorSettings, logs: Path
+    console: Console,
+    kafka: KafkaSettings,
+    settings: ProcessorSettings,
+    llm: LocalLLMServer,
+    logs: Path,
 ) -> list[StageProcess]:
     env = {
+        "DEEPTRUST_CAPTION_BACKEND": "labels-llm",
+        "DEEPTRUST_TAG_BACKEND": "llm",
+        "DEEPTRUST_LLM_BASE_URL": llm.base_url,
+        "DEEPTRUST_LLM_MODEL": MODEL_ALIAS,
         "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "DEEPTRUST_OBJECT_STORE_ROOT": str(settings.object_store_root.resolve()),

@@ -6,7 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import processors.backbones  # registers the ONNX Runtime backbones
-import processors.heuristics  # noqa: F401 - registers the weight-free model backends
+import processors.detectors  # registers the trained detector heads
+import processors.heuristics  # registers the weight-free model backends
+import processors.llm.models  # noqa: F401 - registers the LLM-backed tagger and captioner
 from processors.caption import CaptionStage
 from processors.detect import DetectStage
 from processors.moderation import ModerationRouter
