@@ -1,6 +1,6 @@
-"""Milliseconds per image of the MobileNetV2 embedder, by intra-op threads and batch size.
+"""Milliseconds per image of the MobileNetV2 embedder, by precision, threads and batch size.
 
-Run: ``.venv/bin/python bench/embedder_throughput.py [--threads 1 2] [--batches 1 16]``.
+Run: ``.venv/bin/python bench/embedder_throughput.py [--precisions fp32 int8] [--batches 1 16]``.
 The inputs are the sample photographs, cycled. "end-to-end" is ``predict``: pre-processing
 (resize, crop, normalise) plus the network plus normalisation, as in the detect stage;
 "network" is one session run on a ready tensor. Each figure is the median of ``--repeats``
@@ -42,12 +42,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
     args = parser.parse_args()
 
     photos = [Image.open(path).convert("RGB") for path in sorted(SAMPLES.iterdir())]
-    print(f"{'threads':>7} {'batch':>5} {'end-to-end ms/image':>20} {'network ms/image':>17}")
-    for threads in args.threads:
-        options = {"intra_op_threads": str(threads)}
+    header = f"{'precision':>9} {'threads':>7} {'batch':>5}"
+    print(f"{header} {'end-to-end ms/image':>20} {'network ms/image':>17}")
+    for precision, threads in [(p, t) for p in args.precisions for t in args.threads]:
+        options = {"intra_op_threads": str(threads), "precision": precision}
         model = MobileNetV2(ModelSpec("embed", "mobilenet-v2", "mobilenet-v2", options=options))
         model.load()
         session = model._session  # the network alone, without pre-processing
@@ -58,7 +60,8 @@ def main() -> None:
             total = median_seconds(partial(model.predict, batch), args.repeats)
             network = median_seconds(partial(session.run, None, {INPUT_NAME: tensor}), args.repeats)
             end_to_end, network_only = 1000 * total / size, 1000 * network / size
-            print(f"{threads:>7} {size:>5} {end_to_end:>20.1f} {network_only:>17.1f}")
+            row = f"{precision:>9} {threads:>7} {size:>5}"
+            print(f"{row} {end_to_end:>20.1f} {network_only:>17.1f}")
 
 
 if __name__ == "__main__":

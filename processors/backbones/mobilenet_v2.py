@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from importlib.util import find_spec
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -30,6 +31,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from processors.backbones.quantize import calibration_crops, quantize_int8
 from processors.backbones.torch_legacy import read_state_dict
 from processors.models import ModelSpec, register
 
@@ -63,6 +65,7 @@ IR_VERSION = 8  # what opset 17 needs; keeps the graph loadable by older onnxrun
 INPUT_NAME, EMBEDDING_OUTPUT, LOGITS_OUTPUT = "image", "embedding", "logits"
 
 DEFAULT_INTRA_OP_THREADS = 2
+DEFAULT_CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "samples" / "images"
 DEFAULT_MAX_BATCH = 32
 
 StateDict = Mapping[str, np.ndarray]
@@ -365,8 +368,11 @@ class MobileNetV2:
     """The backbone: batches of PIL images in, embeddings and ImageNet labels out.
 
     Options (``ModelSpec.options``): ``intra_op_threads`` (default 2, at most the CPUs this
-    process may run on) and ``max_batch`` (default 32; larger batches run in chunks,
-    bounding memory: the largest activation, 96x112x112 floats, is about 5 MB per image).
+    process may run on), ``max_batch`` (default 32; larger batches run in chunks,
+    bounding memory: the largest activation, 96x112x112 floats, is about 5 MB per image),
+    and ``precision`` (``fp32``, or ``int8``: static quantization calibrated at load time
+    on crops of the photographs in ``calibration_dir``, by default the repository's
+    ``samples/images``; see :mod:`processors.backbones.quantize`).
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -376,11 +382,19 @@ class MobileNetV2:
         self.max_batch = int(spec.options.get("max_batch", DEFAULT_MAX_BATCH))
         if self.intra_op_threads < 1 or self.max_batch < 1:
             raise ValueError("intra_op_threads and max_batch must be at least 1")
+        self.precision = spec.options.get("precision", "fp32")
+        if self.precision not in {"fp32", "int8"}:
+            raise ValueError(f"precision must be fp32 or int8, not {self.precision!r}")
+        self.calibration_dir = Path(spec.options.get("calibration_dir", DEFAULT_CALIBRATION_DIR))
         self._session: ort.InferenceSession | None = None
 
     def load(self) -> None:
         """Read the weights, build the graph, compile it and run it once."""
-        session = create_session(build_model(load_weights()), self.intra_op_threads)
+        model = build_model(load_weights())
+        if self.precision == "int8":
+            crops = calibration_crops(self.calibration_dir)
+            model = quantize_int8(model, INPUT_NAME, crops, preprocess)
+        session = create_session(model, self.intra_op_threads)
         session.run(None, {INPUT_NAME: np.zeros((1, 3, CROP, CROP), dtype=np.float32)})
         self._session = session
 
