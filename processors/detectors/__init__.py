@@ -1,0 +1,9 @@
+"""Learned detectors: heads trained by the project on top of the backbones.
+
+Importing the package registers them (``detect``/``mobilenet-probe``); the head and the
+backbone load in ``load()``, never at import.
+"""
+
+from processors.detectors import mobilenet_probe
+
+__all__ = ["mobilenet_probe"]

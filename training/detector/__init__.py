@@ -1,0 +1,1 @@
+"""Train the pixel-based AI-image detector: `python -m training.detector` (see docs/detector.md)."""
