@@ -1,0 +1,240 @@
+"""Each model stage's throughput: its models alone (batched and naive) and on the broker.
+
+Run: ``.venv/bin/python bench/stage_throughput.py [--images 256]``; writes
+``bench/results/stage_throughput.md``. For every stage with a model, on the same inputs
+in one run:
+
+- **batched**: the stage's models on batches of ``--batch`` (what the runner hands them),
+  input decoding included, in this process;
+- **naive**: the same models one input at a time (no batching);
+- **pipeline**: ``deeptrust stage run NAME`` on a local broker whose input topic already
+  holds every event, timed from its first consumed batch to the last input consumed.
+
+pipeline / batched is the runner's efficiency: 1 means Kafka, transactions and
+(de)serialisation cost nothing next to the model. The stages run the demo's real models:
+detect (provenance + MobileNetV2 embedding), caption (MobileNetV2 labels worded by Gemma 3
+270M on llama.cpp), tag (Gemma 3 270M). The machine is shared and noisy: compare the
+columns of one run, not runs with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.processes import StageProcess
+from processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+from processors.models import load_model
+from processors.settings import ProcessorSettings
+from schemas.events import CaptionedEvent, DetectedEvent
+from streams.config import KafkaSettings
+from streams.images import fetch_image
+from streams.local_broker import LocalBroker, free_port
+from streams.producer import UploadProducer
+from streams.reader import read_to_end
+from streams.topics import Topic, TopicNames, create_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "stage_throughput.md"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stage's rates, in inputs a second."""
+
+    stage: str
+    models: str
+    inputs: int
+    batched: float
+    naive: float
+    pipeline: float
+
+
+def rate(count: int, work: Callable[[], object]) -> float:
+    """Inputs a second of one call of ``work`` over ``count`` inputs."""
+    started = time.perf_counter()
+    work()
+    return count / (time.perf_counter() - started)
+
+
+def batched_and_naive(
+    predict: Callable[[Sequence[Any]], object], inputs: Sequence[Any], batch: int
+) -> tuple[float, float]:
+    """Rates of ``predict`` on batches of ``batch`` and on one input at a time."""
+    predict(inputs[:batch])  # warm up
+    batched = rate(
+        len(inputs),
+        lambda: [predict(inputs[i : i + batch]) for i in range(0, len(inputs), batch)],
+    )
+    naive = rate(len(inputs), lambda: [predict([item]) for item in inputs])
+    return batched, naive
+
+
+def on_broker(name: str, env: dict[str, str], count: int, home: Path) -> float:
+    """Inputs a second that ``deeptrust stage run NAME`` consumes from a full topic."""
+    stage = StageProcess(name, env, free_port(), home / f"{name}.log")
+    stage.start()
+    try:
+        stage.wait_ready(180)
+        # Time from the first batch on: joining the consumer group takes seconds that a
+        # long-running stage pays once, not per message.
+        first = _wait_consumed(stage, 1)
+        started = time.perf_counter()
+        _wait_consumed(stage, count)
+        return (count - first) / (time.perf_counter() - started)
+    finally:
+        stage.terminate()
+
+
+def _wait_consumed(stage: StageProcess, count: int) -> int:
+    """Wait until the stage has consumed at least ``count`` inputs; return how many."""
+    while (consumed := int(stage.metric("deeptrust_consumed_total"))) < count:
+        if stage.returncode is not None:
+            raise RuntimeError(stage.log_tail())
+        time.sleep(0.02)
+    return consumed
+
+
+def main() -> None:
+    """Measure detect, caption and tag side by side and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--llm-inputs", type=int, default=48)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as temporary:
+        home = Path(temporary)
+        broker = LocalBroker(home / "kafka", port=free_port(), controller_port=free_port())
+        llm = LocalLLMServer(home / "llm", port=free_port())
+        broker.start(timeout_s=180)
+        llm.start(timeout_s=180)
+        try:
+            rows = measure(args, home, broker, llm)
+        finally:
+            llm.stop()
+            broker.stop()
+    write(rows, args)
+
+
+def measure(
+    args: argparse.Namespace, home: Path, broker: LocalBroker, llm: LocalLLMServer
+) -> list[Row]:
+    """Fill the topics stage by stage and time each stage's models and process."""
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix="bench.")
+    create_topics(kafka, partitions=3)
+    topics = TopicNames(kafka.topic_prefix)
+    env_llm = {
+        "DEEPTRUST_CAPTION_BACKEND": "labels-llm",
+        "DEEPTRUST_TAG_BACKEND": "llm",
+        "DEEPTRUST_LLM_BASE_URL": llm.base_url,
+        "DEEPTRUST_LLM_MODEL": MODEL_ALIAS,
+    }
+    os.environ.update(env_llm)
+    settings = ProcessorSettings(object_store_root=home / "objects")
+    env = {
+        "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        "DEEPTRUST_OBJECT_STORE_ROOT": str(settings.object_store_root),
+        "DEEPTRUST_RUNNER_MAX_BATCH": str(args.batch),
+        **env_llm,
+    }
+    photos = sorted((ROOT / "samples" / "images").iterdir())
+    producer = UploadProducer(kafka, settings.object_store(), source="bench")
+    uploads = [
+        producer.upload(photos[i % len(photos)].read_bytes(), photos[i % len(photos)].name)
+        for i in range(args.images)
+    ]
+    producer.flush()
+    store = settings.object_store()
+
+    def decoded(uri: str) -> Any:
+        return fetch_image(store, uri, settings.max_pixels)
+
+    detector = load_model(settings.model_spec("detect"))
+    embedder = load_model(settings.model_spec("embed"))
+
+    def detect(batch: Sequence[str]) -> object:
+        images = [decoded(uri) for uri in batch]
+        detector.predict(images)
+        return embedder.predict([image.decoded.image for image in images])
+
+    uris = [event.uri for event in uploads]
+    rows = [
+        Row(
+            "detect",
+            f"{detector.spec.label} + {embedder.spec.label}",
+            len(uris),
+            *batched_and_naive(detect, uris, args.batch),
+            on_broker("detect", env, len(uris), home),
+        )
+    ]
+
+    detected = read_to_end(kafka, topics(Topic.DETECTED), DetectedEvent, 60)
+    captioner = load_model(settings.model_spec("caption"))
+    few = [item.event.uri for item in detected[: args.llm_inputs]]
+
+    def caption(batch: Sequence[str]) -> object:
+        return captioner.predict([decoded(uri).decoded.image for uri in batch])
+
+    rows.append(
+        Row(
+            "caption",
+            captioner.spec.label,
+            len(few),
+            *batched_and_naive(caption, few, args.batch),
+            on_broker("caption", env, len(detected), home),
+        )
+    )
+    captioned = read_to_end(kafka, topics(Topic.CAPTIONED), CaptionedEvent, 60)
+    tagger = load_model(settings.model_spec("tag"))
+    texts = [item.event.caption.text for item in captioned[: args.llm_inputs]]
+    rows.append(
+        Row(
+            "tag",
+            tagger.spec.label,
+            len(texts),
+            *batched_and_naive(tagger.predict, texts, args.batch),
+            on_broker("tag", env, len(captioned), home),
+        )
+    )
+    return rows
+
+
+def write(rows: list[Row], args: argparse.Namespace) -> None:
+    """Print the table and write it where the README points."""
+    lines = [
+        "# Stage throughput: models alone, naive, and in the pipeline",
+        "",
+        f"`.venv/bin/python bench/stage_throughput.py --images {args.images} "
+        f"--llm-inputs {args.llm_inputs} --batch {args.batch}` on "
+        f"{platform.node() or 'this machine'} ({os.cpu_count()} cores, CPU only), "
+        f"{datetime.now(UTC):%Y-%m-%d}. Inputs: the 8 sample photographs, full size, cycled. "
+        "Rates in inputs a second.",
+        "",
+        "| stage | models | inputs | batched | naive (1 at a time) | pipeline on the broker "
+        "| pipeline / batched | batched / naive |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r.stage} | {r.models} | {r.inputs} | {r.batched:.1f} | {r.naive:.1f} | "
+            f"{r.pipeline:.1f} | {r.pipeline / r.batched:.2f} | {r.batched / r.naive:.2f} |"
+            for r in rows
+        ),
+        "",
+    ]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
