@@ -8,7 +8,7 @@ in one run:
   input decoding included, in this process;
 - **naive**: the same models one input at a time (no batching);
 - **pipeline**: ``deeptrust stage run NAME`` on a local broker whose input topic already
-  holds every event, timed from its first consumed batch to the last input consumed.
+  holds every event, timed from its first committed batch to its last committed output.
 
 pipeline / batched is the runner's efficiency: 1 means Kafka, transactions and
 (de)serialisation cost nothing next to the model. The stages run the demo's real models:
@@ -79,29 +79,30 @@ def batched_and_naive(
     return batched, naive
 
 
-def on_broker(name: str, env: dict[str, str], count: int, home: Path) -> float:
-    """Inputs a second that ``deeptrust stage run NAME`` consumes from a full topic."""
+def on_broker(name: str, output: Topic, env: dict[str, str], count: int, home: Path) -> float:
+    """Inputs a second that ``deeptrust stage run NAME`` turns into committed outputs."""
     stage = StageProcess(name, env, free_port(), home / f"{name}.log")
     stage.start()
     try:
         stage.wait_ready(180)
         # Time from the first batch on: joining the consumer group takes seconds that a
         # long-running stage pays once, not per message.
-        first = _wait_consumed(stage, 1)
+        first = _wait_committed(stage, output, 1)
         started = time.perf_counter()
-        _wait_consumed(stage, count)
+        _wait_committed(stage, output, count)
         return (count - first) / (time.perf_counter() - started)
     finally:
         stage.terminate()
 
 
-def _wait_consumed(stage: StageProcess, count: int) -> int:
-    """Wait until the stage has consumed at least ``count`` inputs; return how many."""
-    while (consumed := int(stage.metric("deeptrust_consumed_total"))) < count:
+def _wait_committed(stage: StageProcess, output: Topic, count: int) -> int:
+    """Wait until the stage committed ``count`` outputs to ``output``; return how many."""
+    metric = "deeptrust_produced_total"
+    while (done := int(stage.metric(metric, topic=output.value))) < count:
         if stage.returncode is not None:
             raise RuntimeError(stage.log_tail())
         time.sleep(0.02)
-    return consumed
+    return done
 
 
 def main() -> None:
@@ -175,7 +176,7 @@ def measure(
             f"{detector.spec.label} + {embedder.spec.label}",
             len(uris),
             *batched_and_naive(detect, uris, args.batch),
-            on_broker("detect", env, len(uris), home),
+            on_broker("detect", Topic.DETECTED, env, len(uris), home),
         )
     ]
 
@@ -192,7 +193,7 @@ def measure(
             captioner.spec.label,
             len(few),
             *batched_and_naive(caption, few, args.batch),
-            on_broker("caption", env, len(detected), home),
+            on_broker("caption", Topic.CAPTIONED, env, len(detected), home),
         )
     )
     captioned = read_to_end(kafka, topics(Topic.CAPTIONED), CaptionedEvent, 60)
@@ -204,7 +205,7 @@ def measure(
             tagger.spec.label,
             len(texts),
             *batched_and_naive(tagger.predict, texts, args.batch),
-            on_broker("tag", env, len(captioned), home),
+            on_broker("tag", Topic.ENRICHED, env, len(captioned), home),
         )
     )
     return rows
