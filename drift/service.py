@@ -34,6 +34,7 @@ from streams.exactly_once import (
     consumer_config,
     producer_config,
 )
+from streams.lag import LagProbe
 from streams.metrics import StageMetrics
 from streams.reader import read_to_end
 from streams.runner import RunnerSettings
@@ -69,6 +70,7 @@ class DriftService:
         self._budget = DeadLetterBudget(
             runner.dlq_window, runner.dlq_max_ratio, runner.dlq_min_inputs
         )
+        self._lag = LagProbe(metrics)
         self._accepted = 0  # inputs taken since the last commit, for the dead-letter budget
         self._next_offsets: dict[int, int] = {}
         self._committed: dict[int, int] = {}
@@ -102,6 +104,7 @@ class DriftService:
             while not stop.is_set():
                 messages = consumer.consume(self._runner.max_batch, self._runner.max_wait_s)
                 self._metrics.heartbeat()
+                self._lag.sample(consumer)
                 self._step([m for m in messages if _usable(m)], consumer, producer)
         finally:
             self._metrics.set_ready(False)

@@ -67,6 +67,12 @@ class StageMetrics:
             registry=r,
         )
         self._ready = Gauge("deeptrust_ready", "1 once the stage is ready.", labels, registry=r)
+        self._lag_messages = Gauge(
+            "deeptrust_consumer_lag_messages",
+            "Messages between the consumer's position and the partition's end.",
+            [*labels, "partition"],
+            registry=r,
+        )
         self._is_ready = False
         self._last_poll: float | None = None
 
@@ -94,6 +100,10 @@ class StageMetrics:
     def lag(self, seconds: float) -> None:
         """Record the time from upload to this stage's output for one event."""
         self._lag.labels(self.stage).observe(seconds)
+
+    def consumer_lag(self, partition: int, messages: int) -> None:
+        """Record how far the consumer is behind on one partition."""
+        self._lag_messages.labels(self.stage, str(partition)).set(messages)
 
     def heartbeat(self) -> None:
         """Mark the processing loop as alive."""

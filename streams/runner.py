@@ -33,6 +33,7 @@ from streams.exactly_once import (
     consumer_config,
     producer_config,
 )
+from streams.lag import LagProbe
 from streams.metrics import StageMetrics
 from streams.stage import Output, Result, Stage
 from streams.topics import Topic, TopicNames
@@ -95,6 +96,7 @@ class StageRunner:
         self._budget = DeadLetterBudget(
             settings.dlq_window, settings.dlq_max_ratio, settings.dlq_min_inputs
         )
+        self._lag = LagProbe(metrics)
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; the batch in hand is always finished."""
@@ -109,6 +111,7 @@ class StageRunner:
             while not stop.is_set():
                 messages = consumer.consume(self._settings.max_batch, self._settings.max_wait_s)
                 self._metrics.heartbeat()
+                self._lag.sample(consumer)
                 batch = _Batch([m for m in messages if self._usable(m)])
                 if batch.messages:
                     self._handle(batch, consumer, producer)

@@ -48,7 +48,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, topics, uploads,
     done_before_kill = committed_offsets(kafka, group, topics(Topic.UPLOADS))
     assert 0 < done_before_kill < UPLOADS, "the kill must land mid-stream"
 
-    start_stage("detect", **batch_env)
+    second = start_stage("detect", **batch_env)
     wait_for(
         lambda: committed_offsets(kafka, group, topics(Topic.UPLOADS)) == UPLOADS, 120, "catch-up"
     )
@@ -59,3 +59,13 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, topics, uploads,
     embeddings = read_to_end(kafka, topics(Topic.EMBEDDINGS), EmbeddingEvent, 30)
     assert len(embeddings) == UPLOADS
     assert len({i.event.event_id for i in embeddings}) == UPLOADS
+
+    def lag_by_partition():
+        return {
+            dict(labels)["partition"]: value
+            for (name, labels), value in second.metrics().items()
+            if name == "deeptrust_consumer_lag_messages"
+        }
+
+    wait_for(lambda: len(lag_by_partition()) == 3, 30, "a lag sample of every partition")
+    wait_for(lambda: sum(lag_by_partition().values()) == 0, 30, "zero lag once caught up")
