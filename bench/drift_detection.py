@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 import processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.debian import debian_package
 from drift.detectors import DETECTORS, DetectorConfig, DriftDetector
 from drift.shifts import SHIFTS, jpeg, random_crops
 from processors.models import load_model
@@ -41,7 +41,6 @@ from processors.settings import ProcessorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "drift-benchmark.md"
-CACHE = Path.home() / ".cache" / "deeptrust" / "debian"
 PACKAGE = "mate-backgrounds"
 UPLOAD_QUALITY = 90
 STRENGTHS: dict[str, tuple[float, ...]] = {
@@ -61,14 +60,8 @@ UNITS = {
 
 
 def debian_images(folders: Sequence[str]) -> list[Image.Image]:
-    """Images of ``mate-backgrounds`` in ``folders``, downloaded and unpacked once."""
-    root = CACHE / PACKAGE
-    if not root.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", PACKAGE], cwd=CACHE, check=True)
-        (deb,) = CACHE.glob(f"{PACKAGE}_*.deb")
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-    base = root / "usr/share/backgrounds/mate"
+    """Images of ``mate-backgrounds`` in ``folders`` (the package is fetched once)."""
+    base = debian_package(PACKAGE) / "usr/share/backgrounds/mate"
     paths = sorted(p for folder in folders for p in (base / folder).iterdir())
     return [_bounded(Image.open(path)) for path in paths]
 
