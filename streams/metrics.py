@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from streams.errors import Reason
+
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 _LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
@@ -75,6 +77,12 @@ class StageMetrics:
         )
         self._is_ready = False
         self._last_poll: float | None = None
+        # Export every counter at zero from the start: a series that first appears at 40
+        # shows no increase to rate(), so the first burst would be invisible to alerts.
+        self._consumed.labels(stage)
+        self._failed.labels(stage)
+        for reason in Reason:
+            self._dead_lettered.labels(stage, reason.value)
 
     def consumed(self, count: int) -> None:
         """Count messages taken from the input topic."""
