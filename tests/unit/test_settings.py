@@ -23,3 +23,32 @@ def test_sasl_ssl_settings_reach_the_client_config(monkeypatch):
 
 def test_plaintext_is_the_default():
     assert KafkaSettings().client_config()["security.protocol"] == "PLAINTEXT"
+
+
+def test_model_options_reach_every_spec_and_task_keys_win(monkeypatch):
+    from processors.settings import ProcessorSettings
+
+    monkeypatch.setenv("DEEPTRUST_DETECT_BACKEND", "hf-vit")
+    monkeypatch.setenv("DEEPTRUST_MODEL_THREADS", "3")
+    monkeypatch.setenv(
+        "DEEPTRUST_MODEL_OPTIONS",
+        '{"path": "/models/vit", "device": "cuda", "max_batch": 16,'
+        ' "providers": ["CUDAExecutionProvider", "CPUExecutionProvider"],'
+        ' "caption": {"path": "/models/blip", "max_new_tokens": 20}}',
+    )
+    settings = ProcessorSettings()
+    detect = settings.model_spec("detect")
+    assert detect.backend == "hf-vit"
+    assert detect.options == {
+        "intra_op_threads": "3",
+        "path": "/models/vit",
+        "device": "cuda",
+        "max_batch": "16",
+        "providers": '["CUDAExecutionProvider", "CPUExecutionProvider"]',
+    }
+    caption = settings.model_spec("caption").options
+    assert caption["path"] == "/models/blip"
+    assert caption["max_new_tokens"] == "20"
+    assert caption["device"] == "cuda"
+    monkeypatch.delenv("DEEPTRUST_MODEL_OPTIONS")
+    assert ProcessorSettings().model_spec("embed").options == {"intra_op_threads": "3"}
