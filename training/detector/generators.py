@@ -4,11 +4,16 @@ The detector needs AI-generated images and no package ships any, so the project 
 own from two different families, as Wang et al. (2020) trained their detector on one
 generator's output and tested it on others:
 
-- a DCGAN (Radford et al. 2016): transposed convolutions, adversarial loss;
+- a DCGAN (Radford et al. 2016): a generator of transposed convolutions and batch norm,
+  trained adversarially. The discriminator is stabilised as small-data GANs need: spectral
+  normalisation and no batch norm (Miyato et al. 2018), the hinge loss, Adam with betas
+  (0, 0.9), and differentiable augmentation of real and generated images alike (Zhao et al.
+  2020, DiffAugment: brightness, saturation, contrast, translation), without which its
+  discriminator memorises the crops of 14 photographs and wins within a few hundred steps;
 - a convolutional VAE (Kingma and Welling 2014): an encoder, a decoder, a reconstruction
   plus KL loss; its samples are the decoder's output for latent codes drawn from N(0, I).
 
-Both work at 64x64 and are deliberately narrow (16-32 base channels), so each trains in a
+Both work at 64x64 and are deliberately narrow (24-32 base channels), so each trains in a
 few minutes on two cores. Their images are far from photographs; ``docs/detector.md`` shows
 them and says so.
 
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
+from torch.nn.utils import spectral_norm
 
 SIZE = 64
 
@@ -81,35 +87,58 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """DCGAN discriminator: 64x64 RGB down to one logit (real vs generated)."""
+    """64x64 RGB down to one score: spectrally normalised convolutions, no batch norm."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
 
         def down(c_in: int, c_out: int) -> list[nn.Module]:
-            return [
-                nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.LeakyReLU(0.2, True),
-            ]
+            return [spectral_norm(nn.Conv2d(c_in, c_out, 4, 2, 1)), nn.LeakyReLU(0.2, True)]
 
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 4, 2, 1, bias=False),
-            nn.LeakyReLU(0.2, True),
+            *down(3, width),
             *down(width, width * 2),
             *down(width * 2, width * 4),
             *down(width * 4, width * 8),
-            nn.Conv2d(width * 8, 1, 4, 1, 0, bias=False),
+            spectral_norm(nn.Conv2d(width * 8, 1, 4, 1, 0)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One logit per image."""
+        """One score per image."""
         out: torch.Tensor = self.net(x).flatten()
         return out
 
 
+def diff_augment(x: torch.Tensor, draws: torch.Generator, shift: int = SIZE // 8) -> torch.Tensor:
+    """DiffAugment's colour and translation policies, differentiable in ``x``.
+
+    Per image: brightness +-0.5, saturation x0-2, contrast x0.5-1.5 (on the [-1, 1] scale),
+    then a shift of up to ``shift`` pixels each way with zero padding. The discriminator
+    only ever sees augmented images, real and generated alike, so the augmentation does not
+    leak into the generator's output (Zhao et al. 2020).
+    """
+    n = x.shape[0]
+    x = x + (torch.rand(n, 1, 1, 1, generator=draws) - 0.5)
+    mean = x.mean(1, keepdim=True)
+    x = (x - mean) * (torch.rand(n, 1, 1, 1, generator=draws) * 2) + mean
+    mean = x.mean([1, 2, 3], keepdim=True)
+    x = (x - mean) * (torch.rand(n, 1, 1, 1, generator=draws) + 0.5) + mean
+    dx = torch.randint(-shift, shift + 1, (n,), generator=draws)
+    dy = torch.randint(-shift, shift + 1, (n,), generator=draws)
+    padded = functional.pad(x, (shift, shift, shift, shift))
+    side = torch.arange(x.shape[-1])
+    rows = (side[None, :] + dy[:, None] + shift)[:, :, None]
+    columns = (side[None, :] + dx[:, None] + shift)[:, None, :]
+    shifted: torch.Tensor = padded[torch.arange(n)[:, None, None], :, rows, columns]
+    return shifted.permute(0, 3, 1, 2)
+
+
 def _dcgan_init(module: nn.Module) -> None:
-    """DCGAN's initialisation: N(0, 0.02) convolutions, N(1, 0.02) BatchNorm scales."""
+    """DCGAN's initialisation: N(0, 0.02) convolutions, N(1, 0.02) BatchNorm scales.
+
+    Applied to the generator only; the spectrally normalised discriminator keeps torch's
+    default initialisation.
+    """
     if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
         nn.init.normal_(module.weight, 0.0, 0.02)
     elif isinstance(module, nn.BatchNorm2d):
@@ -200,30 +229,33 @@ def _batches(
 def train_dcgan(
     pixels: np.ndarray, config: GeneratorConfig, seed: int, log_every: int = 200
 ) -> tuple[Sampler, TrainLog]:
-    """Train a DCGAN on ``pixels`` (N, 64, 64, 3); return its sampler and log."""
+    """Train a DCGAN on ``pixels`` (N, 64, 64, 3); return its sampler and log.
+
+    Hinge loss, one discriminator step per generator step, both on DiffAugment-ed images;
+    the logged losses are the discriminator's hinge loss (2 when it cannot tell the classes
+    apart at all, 0 when it separates them by a margin) and the generator's -D(G(z)).
+    """
     torch.manual_seed(seed)
     data = to_tensor(pixels)
     draws = torch.Generator().manual_seed(seed)
     gen, disc = Generator(config.latent, config.width), Discriminator(config.width)
     gen.apply(_dcgan_init)
-    disc.apply(_dcgan_init)
-    opt_g = torch.optim.Adam(gen.parameters(), config.learning_rate, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), config.learning_rate, betas=(0.5, 0.999))
-    ones = torch.ones(config.batch)
-    zeros = torch.zeros(config.batch)
+    opt_g = torch.optim.Adam(gen.parameters(), config.learning_rate, betas=(0.0, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), config.learning_rate, betas=(0.0, 0.9))
     losses: list[tuple[int, float, float]] = []
     started = time.perf_counter()
     for step, real in enumerate(_batches(data, config.batch, config.steps, draws), 1):
         z = torch.randn(config.batch, config.latent, generator=draws)
         fake = gen(z)
         opt_d.zero_grad()
-        loss_d = functional.binary_cross_entropy_with_logits(
-            disc(real), ones
-        ) + functional.binary_cross_entropy_with_logits(disc(fake.detach()), zeros)
+        loss_d = (
+            functional.relu(1.0 - disc(diff_augment(real, draws))).mean()
+            + functional.relu(1.0 + disc(diff_augment(fake.detach(), draws))).mean()
+        )
         loss_d.backward()
         opt_d.step()
         opt_g.zero_grad()
-        loss_g = functional.binary_cross_entropy_with_logits(disc(fake), ones)
+        loss_g = -disc(diff_augment(fake, draws)).mean()
         loss_g.backward()
         opt_g.step()
         if step % log_every == 0 or step == config.steps:
