@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from deeptrust.debian import debian_package
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "images"
-DEBIAN_CACHE = Path.home() / ".cache" / "deeptrust" / "debian"
 DEBIAN_PACKAGE = "mate-backgrounds"
 DEBIAN_FOLDER = "usr/share/backgrounds/mate/nature"
 MAX_SIDE = 1024  # photographs are bounded first, so a crop's scale means the same everywhere
@@ -78,14 +78,9 @@ def sample_photos(folder: Path = SAMPLES) -> list[Photo]:
     ]
 
 
-def debian_photos(cache: Path = DEBIAN_CACHE) -> list[Photo]:
-    """The nature photographs of ``mate-backgrounds``, downloaded and unpacked once."""
-    root = cache / DEBIAN_PACKAGE
-    if not root.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", DEBIAN_PACKAGE], cwd=cache, check=True)
-        (deb,) = cache.glob(f"{DEBIAN_PACKAGE}_*.deb")
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+def debian_photos() -> list[Photo]:
+    """The nature photographs of ``mate-backgrounds`` (the package is fetched once)."""
+    root = debian_package(DEBIAN_PACKAGE)
     return [
         _photo(path, "mate-backgrounds", DEBIAN_LICENCE)
         for path in sorted((root / DEBIAN_FOLDER).iterdir())
