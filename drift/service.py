@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from drift.metrics import DriftMetrics
 from drift.monitor import DriftMonitor, Embedded
@@ -33,6 +33,7 @@ from streams.exactly_once import (
     commit_transaction,
     consumer_config,
     producer_config,
+    usable,
 )
 from streams.lag import LagProbe
 from streams.metrics import StageMetrics
@@ -105,7 +106,7 @@ class DriftService:
                 messages = consumer.consume(self._runner.max_batch, self._runner.max_wait_s)
                 self._metrics.heartbeat()
                 self._lag.sample(consumer)
-                self._step([m for m in messages if _usable(m)], consumer, producer)
+                self._step([m for m in messages if usable(m)], consumer, producer)
         finally:
             self._metrics.set_ready(False)
             consumer.close()
@@ -219,16 +220,6 @@ class DriftService:
         for _, error in rejected:
             log.warning("dead-lettered: %s", error)
             self._metrics.dead_lettered(error.reason.value)
-
-
-def _usable(message: Message) -> bool:
-    error = message.error()
-    if error is None:
-        return True
-    if error.fatal():
-        raise KafkaException(error)
-    log.warning("consumer error on %s: %s", message.topic(), error)
-    return False
 
 
 def _timestamp(message: Message, clock: Callable[[], float]) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException, Message, Producer
 
 from streams.config import KafkaSettings
 
@@ -66,3 +66,14 @@ def abort_transaction(producer: Producer, timeout_s: float) -> None:
         if exception.args[0].fatal():
             raise
         log.warning("abort failed: %s", exception)
+
+
+def usable(message: Message) -> bool:
+    """Tell a message from a consumer error: fatal errors raise, others are logged and skipped."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.fatal():
+        raise KafkaException(error)
+    log.warning("consumer error on %s: %s", message.topic(), error)
+    return False

@@ -32,6 +32,7 @@ from streams.exactly_once import (
     commit_transaction,
     consumer_config,
     producer_config,
+    usable,
 )
 from streams.lag import LagProbe
 from streams.metrics import StageMetrics
@@ -112,7 +113,7 @@ class StageRunner:
                 messages = consumer.consume(self._settings.max_batch, self._settings.max_wait_s)
                 self._metrics.heartbeat()
                 self._lag.sample(consumer)
-                batch = _Batch([m for m in messages if self._usable(m)])
+                batch = _Batch([m for m in messages if usable(m)])
                 if batch.messages:
                     self._handle(batch, consumer, producer)
         finally:
@@ -136,15 +137,6 @@ class StageRunner:
             self._settings.instance_id,
             self._settings.transaction_timeout_ms,
         )
-
-    def _usable(self, message: Message) -> bool:
-        error = message.error()
-        if error is None:
-            return True
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consumer error on %s: %s", message.topic(), error)
-        return False
 
     def _handle(self, batch: _Batch, consumer: Consumer, producer: Producer) -> None:
         self._metrics.consumed(len(batch.messages))
