@@ -246,6 +246,44 @@ def drift_report(out: Path, timeout: float) -> None:
         click.echo(str(path))
 
 
+@cli.group()
+def alerts() -> None:
+    """Follow the alerts topic."""
+
+
+@alerts.command("tail")
+@click.option("--kind", "kinds", multiple=True, help="Only these kinds (repeatable).")
+@click.option(
+    "--severity",
+    type=click.Choice(["info", "warning", "critical"]),
+    default="info",
+    show_default=True,
+    help="Only this severity and above.",
+)
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest alert, not now.")
+@click.option("--max", "limit", type=int, default=None, help="Stop after this many alerts.")
+def alerts_tail(
+    kinds: tuple[str, ...], severity: str, from_beginning: bool, limit: int | None
+) -> None:
+    """Print alerts as they are raised, one line each, until Ctrl-C."""
+    from deeptrust.alerts import AlertFilter, one_line
+    from schemas.events import AlertEvent
+    from streams.reader import follow
+    from streams.topics import Topic, TopicNames
+
+    kafka = KafkaSettings()
+    wanted = AlertFilter(kinds, severity)
+    shown = 0
+    for received in follow(
+        kafka, TopicNames(kafka.topic_prefix)(Topic.ALERTS), AlertEvent, from_beginning
+    ):
+        if wanted.matches(received.event):
+            click.echo(one_line(received.event))
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+
+
 @cli.command("search")
 @click.argument("query")
 @click.option("--limit", type=int, default=10, show_default=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -57,13 +57,28 @@ def read_until(
     return received
 
 
-def _fresh_consumer(kafka: KafkaSettings, isolation: str) -> Consumer:
-    """A consumer in a group of its own that starts at the beginning and commits nothing."""
+def follow(
+    kafka: KafkaSettings, topic: str, model: type[E], from_beginning: bool = False
+) -> Iterator[Received[E]]:
+    """Yield committed events of ``topic`` as they arrive (from now, or from the start)."""
+    consumer = _fresh_consumer(kafka, "read_committed", "earliest" if from_beginning else "latest")
+    try:
+        consumer.subscribe([topic])
+        while True:
+            for message in consumer.consume(100, 0.5):
+                if message.error() is None:
+                    yield _received(message, model)
+    finally:
+        consumer.close()
+
+
+def _fresh_consumer(kafka: KafkaSettings, isolation: str, start: str = "earliest") -> Consumer:
+    """A consumer in a group of its own that commits nothing."""
     return Consumer(
         {
             **kafka.client_config(),
             "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
+            "auto.offset.reset": start,
             "enable.auto.commit": False,
             "isolation.level": isolation,
         }

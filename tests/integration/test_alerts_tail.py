@@ -1,0 +1,69 @@
+"""``deeptrust alerts tail`` prints the alerts a subscriber asked for, from the real topic."""
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.events import AlertEvent
+from streams.codec import encode
+from streams.topics import Topic
+
+pytestmark = pytest.mark.integration
+
+
+def test_tail_filters_by_kind_and_severity(kafka, topics, raw_producer):
+    for index, (kind, severity) in enumerate(
+        [
+            ("drift-reference", "info"),
+            ("drift", "warning"),
+            ("other", "critical"),
+            ("drift", "critical"),
+        ]
+    ):
+        alert = AlertEvent(
+            event_id=f"a{index}",
+            kind=kind,
+            severity=severity,
+            subject="mobilenet-v2@1",
+            summary=f"alert {index}",
+            raised_at=datetime.now(UTC),
+            source="test",
+        )
+        encoded = encode(alert, alert.key)
+        raw_producer.produce(
+            topics(Topic.ALERTS), key=encoded.key, value=encoded.value, headers=encoded.headers
+        )
+    assert raw_producer.flush(10) == 0
+
+    tailed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deeptrust.cli",
+            "alerts",
+            "tail",
+            "--kind",
+            "drift",
+            "--severity",
+            "warning",
+            "--from-beginning",
+            "--max",
+            "2",
+        ],
+        env={
+            **os.environ,
+            "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = tailed.stdout.splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == ["alert 1", "alert 3"]
+    assert "WARNING" in lines[0]
+    assert "CRITICAL" in lines[1]
