@@ -131,13 +131,16 @@ class DriftService:
         for message in messages:
             partition, offset = message.partition() or 0, message.offset() or 0
             self._next_offsets[partition] = max(self._next_offsets.get(partition, 0), offset + 1)
-            trace_id = headers_dict(message.headers()).get(TRACE_ID)
             try:
                 event = decode(message.value(), message.headers(), EmbeddingEvent)
                 item = Embedded(event, _timestamp(message, self._clock), partition, offset)
-                outputs += [(output, trace_id) for output in self._monitor.add(item)]
+                closed = self._monitor.add(item)
             except InvalidInput as error:
                 rejected.append((message, error))
+                continue
+            if closed:  # one message in a window's worth: parse its trace only then
+                trace_id = headers_dict(message.headers()).get(TRACE_ID)
+                outputs += [(output, trace_id) for output in closed]
         self._accepted += len(messages) - len(rejected)
         outputs += [(output, None) for output in self._monitor.poll()]
         if messages:
