@@ -6,6 +6,9 @@ Central, KRaft, on free loopback ports, in a temporary directory.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -112,3 +115,21 @@ def send_raw_upload(producer: Producer, topics: TopicNames, event: UploadEvent) 
         topics(Topic.UPLOADS), key=encoded.key, value=encoded.value, headers=encoded.headers
     )
     producer.flush(10)
+
+
+def run_cli(kafka: KafkaSettings, *args: str, timeout_s: float = 120) -> str:
+    """Run ``deeptrust ARGS...`` against this test's topics; return its stdout."""
+    finished = subprocess.run(
+        [sys.executable, "-m", "deeptrust.cli", *args],
+        env={
+            **os.environ,
+            "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+        },
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    return finished.stdout

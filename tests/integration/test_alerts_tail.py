@@ -1,8 +1,5 @@
 """``deeptrust alerts tail`` prints the alerts a subscriber asked for, from the real topic."""
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -10,6 +7,7 @@ import pytest
 from schemas.events import AlertEvent
 from streams.codec import encode
 from streams.topics import Topic
+from tests.integration.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -38,32 +36,13 @@ def test_tail_filters_by_kind_and_severity(kafka, topics, raw_producer):
         )
     assert raw_producer.flush(10) == 0
 
-    tailed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deeptrust.cli",
-            "alerts",
-            "tail",
-            "--kind",
-            "drift",
-            "--severity",
-            "warning",
-            "--from-beginning",
-            "--max",
-            "2",
-        ],
-        env={
-            **os.environ,
-            "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+    tailed = run_cli(
+        kafka,
+        *("alerts", "tail", "--kind", "drift", "--severity", "warning"),
+        *("--from-beginning", "--max", "2"),
+        timeout_s=60,
     )
-    lines = tailed.stdout.splitlines()
+    lines = tailed.splitlines()
     assert [line.split(": ", 1)[1] for line in lines] == ["alert 1", "alert 3"]
     assert "WARNING" in lines[0]
     assert "CRITICAL" in lines[1]

@@ -6,9 +6,6 @@ processor is then killed mid-window and restarted; a blurred stream yields exact
 retrain request with its evidence, and no window is judged twice.
 """
 
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -26,7 +23,7 @@ from streams.codec import encode
 from streams.reader import read_to_end
 from streams.topics import Topic
 from tests.images import sample_paths
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 REFERENCE, WINDOW = 300, 100
@@ -123,20 +120,9 @@ def test_unshifted_stream_is_quiet_and_a_shift_asks_for_retraining_once(
     assert sum(a.kind == "drift" for a in alerts) == sum(r.is_drift for r in judged)
 
     out = tmp_path / "report"
-    drawn = subprocess.run(
-        [sys.executable, "-m", "deeptrust.cli", "drift", "report", "--out", str(out)],
-        env={
-            **os.environ,
-            "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    drawn = run_cli(kafka, "drift", "report", "--out", str(out))
     key = f"{request.model}@{request.model_version}".replace("@", "_")
     assert sorted(p.name for p in out.iterdir()) == [
         f"{key}-timeline.png",
         f"{key}-worst-window.png",
-    ], drawn.stdout
+    ], drawn
