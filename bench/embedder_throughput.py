@@ -1,8 +1,8 @@
 """Milliseconds per image of the MobileNetV2 embedder, by precision, threads and batch size.
 
 Run: ``.venv/bin/python bench/embedder_throughput.py [--precisions fp32 int8] [--batches 1 16]``.
-The inputs are the sample photographs, cycled. "end-to-end" is ``predict``: pre-processing
-(resize, crop, normalise) plus the network plus normalisation, as in the detect stage;
+The inputs are the sample photographs, cycled. "end-to-end" is ``run_network`` (``predict``
+without its last-batch memo): pre-processing (resize, crop, normalise) plus the network;
 "network" is one session run on a ready tensor. Each figure is the median of ``--repeats``
 timed calls after one untimed call.
 """
@@ -52,12 +52,12 @@ def main() -> None:
         options = {"intra_op_threads": str(threads), "precision": precision}
         model = MobileNetV2(ModelSpec("embed", "mobilenet-v2", "mobilenet-v2", options=options))
         model.load()
-        session = model._session  # the network alone, without pre-processing
+        session = model.compiled.session  # the network alone, without pre-processing
         assert session is not None
         for size in args.batches:
             batch = [photos[i % len(photos)] for i in range(size)]
             tensor = np.stack([preprocess(image) for image in batch])
-            total = median_seconds(partial(model.predict, batch), args.repeats)
+            total = median_seconds(partial(model.run_network, batch), args.repeats)
             network = median_seconds(partial(session.run, None, {INPUT_NAME: tensor}), args.repeats)
             end_to_end, network_only = 1000 * total / size, 1000 * network / size
             row = f"{precision:>9} {threads:>7} {size:>5}"

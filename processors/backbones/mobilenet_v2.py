@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from importlib.util import find_spec
@@ -31,6 +33,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from processors.backbones.batch_memo import LastBatchMemo
 from processors.backbones.quantize import calibration_crops, quantize_int8
 from processors.backbones.torch_legacy import read_state_dict
 from processors.models import ModelSpec, register
@@ -364,6 +367,44 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@dataclass(eq=False)
+class CompiledBackbone:
+    """A compiled session and the outputs of the last batch it ran (see ``batch_memo``)."""
+
+    session: ort.InferenceSession
+    memo: LastBatchMemo[BackboneOutput] = field(default_factory=LastBatchMemo)
+
+
+_COMPILED: weakref.WeakValueDictionary[tuple[str, int, str], CompiledBackbone] = (
+    weakref.WeakValueDictionary()
+)
+_COMPILE_LOCK = threading.Lock()
+
+
+def compiled_backbone(
+    precision: str, intra_op_threads: int, calibration_dir: Path
+) -> CompiledBackbone:
+    """Return this process's backbone compiled with these settings, compiling it once.
+
+    Every model built on the same settings (the detector's probe and the embedder in one
+    detect stage) gets the same session and memo; it is freed when the last one drops it.
+    """
+    key = (precision, intra_op_threads, str(calibration_dir) if precision == "int8" else "")
+    with _COMPILE_LOCK:
+        found = _COMPILED.get(key)
+        if found is not None:
+            return found
+        model = build_model(load_weights())
+        if precision == "int8":
+            crops = calibration_crops(calibration_dir)
+            model = quantize_int8(model, INPUT_NAME, crops, preprocess)
+        session = create_session(model, intra_op_threads)
+        session.run(None, {INPUT_NAME: np.zeros((1, 3, CROP, CROP), dtype=np.float32)})
+        compiled = CompiledBackbone(session)
+        _COMPILED[key] = compiled
+        return compiled
+
+
 class MobileNetV2:
     """The backbone: batches of PIL images in, embeddings and ImageNet labels out.
 
@@ -386,28 +427,33 @@ class MobileNetV2:
         if self.precision not in {"fp32", "int8"}:
             raise ValueError(f"precision must be fp32 or int8, not {self.precision!r}")
         self.calibration_dir = Path(spec.options.get("calibration_dir", DEFAULT_CALIBRATION_DIR))
-        self._session: ort.InferenceSession | None = None
+        self._compiled: CompiledBackbone | None = None
+
+    @property
+    def compiled(self) -> CompiledBackbone:
+        """The shared session and memo (after :meth:`load`)."""
+        if self._compiled is None:
+            raise RuntimeError("load() not called")
+        return self._compiled
 
     def load(self) -> None:
-        """Read the weights, build the graph, compile it and run it once."""
-        model = build_model(load_weights())
-        if self.precision == "int8":
-            crops = calibration_crops(self.calibration_dir)
-            model = quantize_int8(model, INPUT_NAME, crops, preprocess)
-        session = create_session(model, self.intra_op_threads)
-        session.run(None, {INPUT_NAME: np.zeros((1, 3, CROP, CROP), dtype=np.float32)})
-        self._session = session
+        """Get the compiled network for these settings: built, compiled and run once."""
+        self._compiled = compiled_backbone(
+            self.precision, self.intra_op_threads, self.calibration_dir
+        )
 
     def infer(self, batch: Sequence[Image.Image]) -> BackboneOutput:
-        """Run the network on ``batch``, ``max_batch`` images per session run."""
-        if self._session is None:
-            raise RuntimeError("load() not called")
+        """Run the network on ``batch``, unless the last call already ran it on these images."""
+        compiled = self.compiled
+        return compiled.memo.lookup_or_compute(batch, lambda: self.run_network(batch))
+
+    def run_network(self, batch: Sequence[Image.Image]) -> BackboneOutput:
+        """Run the network on ``batch``, ``max_batch`` images per session run, never the memo."""
+        session = self.compiled.session
         features, logits = [], []
         for start in range(0, len(batch), self.max_batch):
             chunk = np.stack([preprocess(image) for image in batch[start : start + self.max_batch]])
-            pooled, scores = self._session.run(
-                [EMBEDDING_OUTPUT, LOGITS_OUTPUT], {INPUT_NAME: chunk}
-            )
+            pooled, scores = session.run([EMBEDDING_OUTPUT, LOGITS_OUTPUT], {INPUT_NAME: chunk})
             features.append(pooled)
             logits.append(scores)
         if not features:
