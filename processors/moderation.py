@@ -1,5 +1,9 @@
 """The moderation router: flagged images, plus a random sample of the rest, go to review.
 
+An image is flagged when the pixel detector's probability reaches the threshold or when
+its file carries provenance evidence (a C2PA manifest, a generator's metadata): the two
+detectors are independent, and either is reason enough for a human to look.
+
 The sample is drawn by hashing the image id, not by a random generator, so a replay or a
 reprocessed batch routes exactly the same images, and reviewers' labels of the sample give
 an unbiased estimate of what the detector misses.
@@ -26,7 +30,7 @@ def route(
     event: EnrichedEvent, threshold: float, sample_rate: float
 ) -> Literal["flagged", "sampled"] | None:
     """Return why ``event`` goes to review, or ``None`` if it does not."""
-    if event.detection.ai_probability >= threshold:
+    if event.detection.ai_probability >= threshold or event.detection.signals:
         return "flagged"
     if in_sample(event.image_id, sample_rate):
         return "sampled"
@@ -67,6 +71,7 @@ class ModerationRouter:
                 ai_probability=event.detection.ai_probability,
                 caption=event.caption.text,
                 tags=event.tags.values,
+                signals=event.detection.signals,
             )
             results.append([Output(Topic.MODERATION, review)])
         return results

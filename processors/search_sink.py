@@ -1,8 +1,10 @@
 """The search sink: keeps the search index up to date from enriched.v1.
 
-It emits nothing; the runner still commits its offsets in a transaction after each batch
-is indexed. The index write and the offset commit are not one transaction, but the index
-upserts by image id, so a batch indexed twice after a crash leaves the same index.
+Each image is indexed by its caption, its tags and their broader terms, so ``deeptrust
+search animal`` finds a photo tagged ``ladybug``. It emits nothing; the runner still
+commits its offsets in a transaction after each batch is indexed. The index write and the
+offset commit are not one transaction, but the index upserts by image id, so a batch
+indexed twice after a crash leaves the same index.
 """
 
 from __future__ import annotations

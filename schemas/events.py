@@ -104,6 +104,11 @@ class Tags(BaseModel):
 
     values: list[str]
     model: str
+    broader: list[str] = Field(
+        default_factory=list,
+        description="Vocabulary terms above the tags in WordNet (ladybug: beetle, insect, "
+        "animal), nearest first, so a search for a category finds its members.",
+    )
 
 
 class EnrichedEvent(CaptionedEvent):
@@ -126,6 +131,10 @@ class ModerationEvent(Event):
     ai_probability: float = Field(ge=0.0, le=1.0)
     caption: str
     tags: list[str]
+    signals: list[str] = Field(
+        default_factory=list,
+        description="Provenance evidence from the file (C2PA, generator metadata), if any.",
+    )
 
 
 class DeadLetterEvent(BaseModel):

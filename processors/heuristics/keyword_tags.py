@@ -1,9 +1,12 @@
-"""Search tags taken from a caption's words and normalised to a controlled vocabulary.
+"""Search tags taken from a caption's words, each a term of the controlled vocabulary.
 
-Words outside the vocabulary are dropped, aliases map to their canonical tag (``b&w`` and
-``black-and-white`` both become ``monochrome``), and each tag appears once, in caption
-order. The vocabulary can be extended through the spec's ``aliases`` option
-(``alias=tag,alias=tag``).
+Words with no tag are dropped, aliases map to their tag (``b&w`` and ``black-and-white``
+both become ``monochrome``, ``puppy`` becomes ``dog``), and each tag appears once, in
+caption order. Every tag is a term of ``processors/vocabulary/terms.tsv``, so the tag
+stage's vocabulary mapping keeps them as they are and adds their broader terms. The
+caption's framing words (``landscape-format``, ``square``) give no tag: the shape of the
+frame is not what a photo shows, and no WordNet noun means it. More aliases can be given
+through the spec's ``aliases`` option (``alias=tag,alias=tag``).
 """
 
 from __future__ import annotations
@@ -13,52 +16,47 @@ from collections.abc import Sequence
 
 from processors.models import ModelSpec, register
 
+COLOURS = [
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "cyan",
+    "blue",
+    "purple",
+    "pink",
+    "white",
+    "grey",
+    "black",
+    "brown",
+]
 VOCABULARY: dict[str, str] = {
     # colour and tone
-    **{
-        colour: colour
-        for colour in (
-            "red",
-            "orange",
-            "yellow",
-            "green",
-            "cyan",
-            "blue",
-            "purple",
-            "pink",
-            "white",
-            "grey",
-            "black",
-            "brown",
-        )
-    },
+    **{colour: colour for colour in COLOURS},
     "gray": "grey",
     "colour": "colour",
     "color": "colour",
     "black-and-white": "monochrome",
     "b&w": "monochrome",
     "monochrome": "monochrome",
-    "dark": "low-key",
-    "bright": "high-key",
-    # structure and framing
-    "detailed": "detailed",
-    "smooth": "minimal",
-    "minimal": "minimal",
-    "landscape-format": "landscape-orientation",
-    "portrait-format": "portrait-orientation",
-    "square": "square-format",
+    "dark": "darkness",
+    "bright": "brightness",
+    # detail
+    "detailed": "detail",
+    "smooth": "minimalism",
+    "minimal": "minimalism",
     # common subjects (from learned captioners)
     "dog": "dog",
     "puppy": "dog",
     "cat": "cat",
     "kitten": "cat",
     "person": "person",
-    "man": "person",
-    "woman": "person",
+    "man": "man",
+    "woman": "woman",
     "people": "people",
     "beach": "beach",
     "sea": "sea",
-    "ocean": "sea",
+    "ocean": "ocean",
     "mountain": "mountain",
     "tree": "tree",
     "flower": "flower",

@@ -5,9 +5,10 @@ from PIL import Image, ImageFilter
 
 import processors.heuristics  # noqa: F401 - registers the backends
 from processors.heuristics.colour_texture import DIMENSIONS, embed
-from processors.heuristics.keyword_tags import KeywordTagger
+from processors.heuristics.keyword_tags import VOCABULARY, KeywordTagger
 from processors.heuristics.statistics_caption import describe
 from processors.models import ModelSpec, load_model
+from processors.vocabulary.terms import read_terms
 from streams.images import FetchedImage, decode_image
 from tests.images import generator_png, jpeg_bytes, sample_paths
 
@@ -71,3 +72,15 @@ def test_tagger_normalises_aliases_and_drops_unknown_words():
         "grey",
         "sky",
     ]
+
+
+def test_every_keyword_tag_is_a_vocabulary_term():
+    terms = {entry.term for entry in read_terms()}
+    assert set(VOCABULARY.values()) <= terms
+
+
+def test_keyword_tags_of_a_statistics_caption_leave_out_the_frame():
+    tagger = KeywordTagger(ModelSpec("tag", "keywords", "keywords"))
+    caption = describe(Image.new("L", (300, 100), 128))
+    assert "landscape-format" in caption
+    assert tagger.tags(caption) == ["minimalism", "monochrome"]

@@ -5,7 +5,7 @@ from processors.search_index import SearchIndex
 from schemas.events import Caption, Detection, EnrichedEvent, Tags
 
 
-def enriched(image_id, probability=0.1, caption="a photo", tags=()):
+def enriched(image_id, probability=0.1, caption="a photo", tags=(), signals=()):
     return EnrichedEvent(
         event_id=f"e-{image_id}",
         image_id=image_id,
@@ -18,6 +18,7 @@ def enriched(image_id, probability=0.1, caption="a photo", tags=()):
             label="ai_generated" if probability >= 0.5 else "real",
             model="m",
             model_version="1",
+            signals=list(signals),
         ),
         caption=Caption(text=caption, model="c"),
         tags=Tags(values=list(tags), model="t"),
@@ -26,6 +27,12 @@ def enriched(image_id, probability=0.1, caption="a photo", tags=()):
 
 def test_flagged_images_always_go_to_review():
     assert route(enriched("a", probability=0.9), threshold=0.5, sample_rate=0.0) == "flagged"
+
+
+def test_provenance_evidence_flags_an_image_the_pixel_score_passes():
+    traced = enriched("c2pa", probability=0.1, signals=["c2pa-manifest"])
+    assert route(traced, threshold=0.5, sample_rate=0.0) == "flagged"
+    assert route(enriched("clean", probability=0.1), threshold=0.5, sample_rate=0.0) is None
 
 
 def test_sample_is_deterministic_and_near_its_rate():
