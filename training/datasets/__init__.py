@@ -1,0 +1,7 @@
+"""Training data on the way in: loaders for the published layouts, quality checks, manifests, split.
+
+A loader turns a dataset's own files into :class:`~training.datasets.example.Example` rows;
+:func:`~training.datasets.quality.check_quality` keeps the usable ones and says why the
+others were dropped; :mod:`~training.datasets.manifest` pins what was kept to a version; and
+:mod:`~training.datasets.split` assigns each file to train or test by its content.
+"""
