@@ -28,7 +28,10 @@ def test_int8_embeddings_point_the_same_way(outputs):
     full = full / np.linalg.norm(full, axis=1, keepdims=True)
     quantized = quantized / np.linalg.norm(quantized, axis=1, keepdims=True)
     cosines = np.sum(full * quantized, axis=1)
-    assert cosines.min() > 0.9, cosines
+    # onnxruntime 1.32 gives 0.89-0.97 on the samples (an earlier onnxruntime gave 0.97-0.99);
+    # a broken quantization (wrong scales, a missing dequantize) falls far below 0.85.
+    assert cosines.min() > 0.85, cosines
+    assert np.median(cosines) > 0.93, cosines
 
 
 def test_int8_mostly_keeps_the_top_label(outputs):
