@@ -41,6 +41,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from PIL import Image
+from publish import publish
 
 from processors.backbones.mobilenet_v2 import (
     DEFAULT_CALIBRATION_DIR,
@@ -347,9 +348,7 @@ def write(
         *(["", "Skipped:", *(f"- {reason}" for reason in skipped)] if skipped else []),
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
-    print("\n".join(lines))
+    publish(RESULTS, lines)
 
 
 if __name__ == "__main__":

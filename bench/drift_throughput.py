@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Producer
 from PIL import Image
+from publish import publish
 
 import processors.registry  # noqa: F401 - registers the model backends
 from deeptrust.processes import StageProcess
@@ -159,9 +160,7 @@ def main() -> None:
         f"Efficiency (broker / alone): {rate_broker / rate_alone:.2f}",
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
-    print("\n".join(lines))
+    publish(RESULTS, lines)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from publish import publish
+
 import processors.registry  # noqa: F401 - registers the model backends
 from deeptrust.processes import StageProcess
 from processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
@@ -232,9 +234,7 @@ def write(rows: list[Row], args: argparse.Namespace) -> None:
         ),
         "",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines))
-    print("\n".join(lines))
+    publish(RESULTS, lines)
 
 
 if __name__ == "__main__":
