@@ -5,12 +5,14 @@ import sys
 
 import pytest
 
+import processors.registry  # noqa: F401 - registers the backends the stages use
 from processors.heuristics.keyword_tags import KeywordTagger
 from processors.heuristics.statistics_caption import describe
-from processors.models import ModelSpec
+from processors.models import ModelSpec, load_model
 from processors.moderation import in_sample
+from processors.settings import ProcessorSettings
 from schemas.events import EnrichedEvent, ModerationEvent
-from streams.images import decode_image
+from streams.images import FetchedImage, decode_image
 from streams.reader import read_to_end, read_until
 from streams.stage import derived_event_id
 from streams.topics import Topic
@@ -59,8 +61,15 @@ def test_every_upload_is_enriched_exactly_once_in_order(
         assert len({item.partition for item in consumed}) == 1
 
     generated = next(i.event for i in received if i.event.image_id == "img-generated")
-    assert generated.detection.label == "ai_generated"
     assert generated.detection.signals == ["png-text:parameters"]
+    detector = ProcessorSettings().model_spec("detect")
+    assert generated.detection.model == detector.label == "mobilenet-probe"
+    probe = load_model(detector)
+    local = probe.predict([FetchedImage(photos[0], decode_image(photos[0]))])[0]
+    for photo in (i.event for i in received if i.event.image_id == "img-0"):
+        assert photo.detection.ai_probability == pytest.approx(local.ai_probability, abs=1e-4)
+        assert photo.detection.label == local.label
+        assert photo.detection.signals == []
     expected_caption = describe(decode_image(photos[0]).image)
     tagger = KeywordTagger(ModelSpec("tag", "keywords", "keywords"))
     for photo in (i.event for i in received if i.event.image_id == "img-0"):
@@ -70,9 +79,14 @@ def test_every_upload_is_enriched_exactly_once_in_order(
         assert photo.tags.values
 
     moderated = read_to_end(kafka, topics(Topic.MODERATION), ModerationEvent, 30)
-    should_review = [
-        e for e in sent if e.image_id == "img-generated" or in_sample(e.image_id, SAMPLE_RATE)
-    ]
+    flagged = {
+        e.image_id
+        for e in (i.event for i in received)
+        if e.detection.ai_probability >= ProcessorSettings().moderation_threshold
+        or e.detection.signals
+    }
+    assert "img-generated" in flagged
+    should_review = [e for e in sent if e.image_id in flagged or in_sample(e.image_id, SAMPLE_RATE)]
     assert len(moderated) == len(should_review)
     assert {m.event.reason for m in moderated if m.event.image_id == "img-generated"} == {"flagged"}
 
