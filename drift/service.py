@@ -29,10 +29,9 @@ from streams.config import KafkaSettings
 from streams.dead_letters import DeadLetterBudget, dead_letter
 from streams.errors import InvalidInput
 from streams.exactly_once import (
-    abort_transaction,
-    commit_transaction,
-    consumer_config,
-    producer_config,
+    commit_with_offsets,
+    fenced_producer,
+    transactional_consumer,
     usable,
 )
 from streams.lag import LagProbe
@@ -79,25 +78,10 @@ class DriftService:
 
     def run(self, stop: threading.Event) -> None:
         """Judge windows until ``stop`` is set; what was consumed is committed or replayed."""
-        producer = Producer(
-            producer_config(
-                self._kafka,
-                self._group_id,
-                self._runner.instance_id,
-                self._runner.transaction_timeout_ms,
-            )
-        )
         # Fence a crashed predecessor first, so its open transaction cannot hide state.
-        producer.init_transactions(self._runner.kafka_timeout_s)
+        producer = fenced_producer(self._kafka, self._group_id, self._runner)
         self._monitor.restore(self._load_states())
-        consumer = Consumer(
-            consumer_config(
-                self._kafka,
-                self._group_id,
-                self._runner.instance_id,
-                self._runner.session_timeout_ms,
-            )
-        )
+        consumer = transactional_consumer(self._kafka, self._group_id, self._runner)
         try:
             consumer.subscribe([self._topics(Topic.EMBEDDINGS)])
             self._metrics.set_ready(True)
@@ -169,43 +153,29 @@ class DriftService:
         self._budget.check(self._accepted, len(rejected))
         states = self._monitor.take_changed()
         topic = self._topics(Topic.EMBEDDINGS)
-        producer.begin_transaction()
-        try:
-            for output, trace_id in outputs:
-                encoded = encode(output.event, getattr(output.event, "key"), trace_id)  # noqa: B009
-                producer.produce(
-                    self._topics(output.topic),
-                    key=encoded.key,
-                    value=encoded.value,
-                    headers=encoded.headers,
-                )
-            for message, error in rejected:
-                letter = dead_letter(NAME, message, error)
-                producer.produce(
-                    self._topics(Topic.DEAD_LETTERS),
-                    key=letter.key,
-                    value=letter.value,
-                    headers=letter.headers,
-                )
-            for state in states:
-                encoded = encode(state, state.key)
-                producer.produce(
-                    self._topics(Topic.DRIFT_STATE),
-                    key=encoded.key,
-                    value=encoded.value,
-                    headers=encoded.headers,
-                )
-            producer.send_offsets_to_transaction(
-                [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
-                consumer.consumer_group_metadata(),
-                self._runner.kafka_timeout_s,
+        records = [
+            (
+                self._topics(output.topic),
+                encode(output.event, getattr(output.event, "key"), trace_id),  # noqa: B009
             )
-            commit_transaction(producer, self._runner.kafka_timeout_s, self._runner.max_attempts)
-        except BaseException:
-            # The monitor has moved on in memory; only a restart (replaying from the
-            # committed offsets and state) makes memory and Kafka agree again.
-            abort_transaction(producer, self._runner.kafka_timeout_s)
-            raise
+            for output, trace_id in outputs
+        ]
+        records += [
+            (self._topics(Topic.DEAD_LETTERS), dead_letter(NAME, message, error))
+            for message, error in rejected
+        ]
+        records += [(self._topics(Topic.DRIFT_STATE), encode(state, state.key)) for state in states]
+        # On failure the transaction is aborted, but the monitor has moved on in memory; only
+        # a restart (replaying from the committed offsets and state) makes memory and Kafka
+        # agree again, so the error propagates.
+        commit_with_offsets(
+            producer,
+            consumer,
+            records,
+            [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
+            self._runner.kafka_timeout_s,
+            self._runner.max_attempts,
+        )
         self._committed, self._last_commit = offsets, self._clock()
         self._budget.record(self._accepted, len(rejected))
         self._accepted = 0

@@ -12,29 +12,47 @@ import processors.llm.models  # registers the LLM-backed tagger and captioner
 import processors.transformers_backends  # noqa: F401 - registers hf-vit, onnx-vit, hf-blip
 from processors.caption import CaptionStage
 from processors.detect import DetectStage
+from processors.model_follower import ModelFollower
 from processors.moderation import ModerationRouter
 from processors.search_sink import SearchSink
 from processors.settings import ProcessorSettings
 from processors.tag import TagStage
+from streams.config import KafkaSettings
 from streams.stage import Stage
 
-_BUILDERS: dict[str, Callable[[ProcessorSettings], Stage[Any, Any]]] = {
-    "detect": lambda s: DetectStage(
-        s.object_store(), s.model_spec("detect"), s.model_spec("embed"), s.max_pixels
-    ),
-    "caption": lambda s: CaptionStage(s.object_store(), s.model_spec("caption"), s.max_pixels),
-    "tag": lambda s: TagStage(s.model_spec("tag")),
-    "moderation": lambda s: ModerationRouter(s.moderation_threshold, s.moderation_sample_rate),
-    "search": lambda s: SearchSink(s.search_db),
+
+def _detect(s: ProcessorSettings, kafka: KafkaSettings) -> DetectStage:
+    """The detect stage, following the model changelog when ``detect_follow`` names a model."""
+    store = s.object_store()
+    detector = s.model_spec("detect")
+    follower = None
+    if s.detect_follow:
+        follower = ModelFollower(kafka, store, s.detect_follow, detector, s.model_cache_dir)
+    return DetectStage(store, detector, s.model_spec("embed"), s.max_pixels, follower)
+
+
+_BUILDERS: dict[str, Callable[[ProcessorSettings, KafkaSettings], Stage[Any, Any]]] = {
+    "detect": _detect,
+    "caption": lambda s, _: CaptionStage(s.object_store(), s.model_spec("caption"), s.max_pixels),
+    "tag": lambda s, _: TagStage(s.model_spec("tag")),
+    "moderation": lambda s, _: ModerationRouter(s.moderation_threshold, s.moderation_sample_rate),
+    "search": lambda s, _: SearchSink(s.search_db),
 }
 STAGE_NAMES = tuple(_BUILDERS)
 
 
-def build_stage(name: str, settings: ProcessorSettings) -> Stage[Any, Any]:
-    """Return the stage called ``name``, configured from ``settings``."""
+def build_stage(
+    name: str, settings: ProcessorSettings, kafka: KafkaSettings | None = None
+) -> Stage[Any, Any]:
+    """Return the stage called ``name``, configured from ``settings``.
+
+    ``kafka`` (default: read from ``DEEPTRUST_KAFKA_*``, as the runner does) is for stages
+    that read Kafka beside their input, such as a detect stage that follows model updates.
+    """
     try:
-        return _BUILDERS[name](settings)
+        builder = _BUILDERS[name]
     except KeyError:
         raise ValueError(
             f"unknown stage {name!r}; choose one of {', '.join(STAGE_NAMES)}"
         ) from None
+    return builder(settings, kafka if kafka is not None else KafkaSettings())

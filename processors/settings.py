@@ -25,7 +25,7 @@ class ProcessorSettings(BaseSettings):
     max_image_bytes: int = 50 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
 
-    detect_backend: str = "provenance"
+    detect_backend: str = "mobilenet-probe"
     embed_backend: str = "mobilenet-v2"
     caption_backend: str = "image-statistics"
     tag_backend: str = "keywords"
@@ -36,6 +36,13 @@ class ProcessorSettings(BaseSettings):
     """Backend options (``DEEPTRUST_MODEL_OPTIONS``, a JSON object) merged into every spec's,
     e.g. ``{"path": "/models/vit-detector", "device": "cuda", "dtype": "float16"}``. A key
     naming a task (``"caption": {"path": ...}``) holds options for that task alone and wins."""
+
+    detect_follow: str | None = None
+    """Registered model name whose production versions the detect stage follows on the
+    ``models.v1`` topic and swaps in without a restart (``DEEPTRUST_DETECT_FOLLOW``, e.g.
+    ``deeptrust-detector``); unset, the stage serves the configured model until restarted."""
+    model_cache_dir: Path = Path(".deeptrust/models")
+    """Where followed artefacts are cached, each named by its SHA-256."""
 
     moderation_threshold: float = 0.5
     moderation_sample_rate: float = 0.02

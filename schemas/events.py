@@ -294,6 +294,54 @@ class DriftStateRecord(BaseModel):
         return f"{self.model}@{self.model_version}"
 
 
+class FeedbackEvent(Event):
+    """A human's decision about an image: the label the training set grows from.
+
+    Keyed by image id on a compacted topic, so a reviewer's later correction replaces the
+    earlier decision instead of adding a contradicting example.
+    """
+
+    schema_name: ClassVar[str] = "feedback"
+    schema_version: ClassVar[int] = 1
+
+    uri: str = Field(description="Where the image bytes live (file:// or s3://).")
+    label: Literal["ai_generated", "real"]
+    reviewer: str = Field(min_length=1, description="Who decided (a person or a queue).")
+    decided_at: datetime
+    note: str = Field(default="", max_length=2000)
+
+
+class ModelUpdateEvent(BaseModel):
+    """A registered model version took an alias: a candidate to try, or the new production.
+
+    Stages that follow the model swap to a new production version between batches; the
+    artefact lives in the object store, so a stage needs no access to the tracking server.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_name: ClassVar[str] = "model_update"
+    schema_version: ClassVar[int] = 1
+
+    event_id: str = Field(description="Unique id of this event (a UUID).")
+    model: str = Field(min_length=1, description="Registered model name, e.g. deeptrust-detector.")
+    version: str = Field(min_length=1, description="The registry's version number.")
+    alias: Literal["candidate", "production"]
+    task: Literal["detect"] = Field(description="The stage task that runs the model.")
+    backend: str = Field(min_length=1, description="The backend that loads the artefact.")
+    artifact_uri: str = Field(description="The artefact in the object store (file:// or s3://).")
+    artifact_sha256: str = Field(pattern="^[0-9a-f]{64}$")
+    run_id: str = Field(description="The tracking run that produced the version.")
+    request_id: str | None = Field(default=None, description="The retrain request behind it.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Offline evaluation.")
+    updated_at: datetime
+
+    @property
+    def key(self) -> str:
+        """The changelog key: the latest event per model and alias survives compaction."""
+        return f"{self.model}:{self.alias}"
+
+
 EVENT_TYPES: tuple[type[BaseModel], ...] = (
     UploadEvent,
     DetectedEvent,
@@ -306,4 +354,6 @@ EVENT_TYPES: tuple[type[BaseModel], ...] = (
     AlertEvent,
     RetrainRequestEvent,
     DriftStateRecord,
+    FeedbackEvent,
+    ModelUpdateEvent,
 )

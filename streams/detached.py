@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 
 @dataclass(frozen=True)
 class DetachedProcess:
@@ -62,19 +64,47 @@ class DetachedProcess:
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)
+        # The process leads its own session (see spawn), so its group holds any workers it
+        # started; signalling the group leaves none behind.
+        _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and alive(pid):
             time.sleep(0.2)
         if alive(pid):
-            os.kill(pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+
+    def wait_http(self, url: str, timeout_s: float) -> str | None:
+        """Poll ``url`` until it answers 200; return why not (exit or timeout), else None.
+
+        Servers that answer HTTP (the LLM server, the tracking server) are ready when a
+        cheap endpoint answers; the reason comes with the log's tail for the caller's error.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                return f"{self.name} exited:\n{self.log_tail()}"
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return None
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        return f"{self.name} not ready after {timeout_s}s:\n{self.log_tail()}"
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the log, for error messages."""
         if not self.log_file.exists():
             return "(no log)"
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal ``pid``'s process group, or ``pid`` alone if it no longer leads one."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        os.kill(pid, signum)
 
 
 def alive(pid: int) -> bool:

@@ -23,6 +23,7 @@ class Reason(StrEnum):
     UNDECODABLE_IMAGE = "undecodable_image"
     TOO_MANY_PIXELS = "too_many_pixels"
     INCOMPATIBLE_EMBEDDING = "incompatible_embedding"
+    TRAINING_FAILED = "training_failed"
 
 
 class InvalidInput(Exception):

@@ -9,41 +9,62 @@ abort calls that tell retriable errors from fatal ones.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from streams.codec import Encoded
 from streams.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
-def consumer_config(
-    kafka: KafkaSettings, group_id: str, instance_id: str, session_timeout_ms: int
-) -> dict[str, Any]:
+class Instance(Protocol):
+    """What names one instance of a consumer-producer loop and bounds its waits."""
+
+    instance_id: str
+    session_timeout_ms: int
+    transaction_timeout_ms: int
+    kafka_timeout_s: float
+
+
+def transactional_consumer(
+    kafka: KafkaSettings, group_id: str, instance: Instance, **overrides: Any
+) -> Consumer:
     """A read_committed consumer in a static group whose offsets go in transactions."""
-    return {
-        **kafka.client_config(),
-        "group.id": group_id,
-        "group.instance.id": f"{group_id}-{instance_id}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "isolation.level": "read_committed",
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": session_timeout_ms,
-    }
+    return Consumer(
+        {
+            **kafka.client_config(),
+            "group.id": group_id,
+            "group.instance.id": f"{group_id}-{instance.instance_id}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": instance.session_timeout_ms,
+            **overrides,
+        }
+    )
 
 
-def producer_config(
-    kafka: KafkaSettings, group_id: str, instance_id: str, transaction_timeout_ms: int
-) -> dict[str, Any]:
-    """A transactional producer with an id that is stable across restarts of an instance."""
-    return {
-        **kafka.client_config(),
-        "transactional.id": f"{group_id}-{instance_id}",
-        "transaction.timeout.ms": transaction_timeout_ms,
-        "linger.ms": 5,
-    }
+def fenced_producer(kafka: KafkaSettings, group_id: str, instance: Instance) -> Producer:
+    """A transactional producer, stable per instance, that has fenced its predecessors.
+
+    The transactional id survives restarts, and ``init_transactions`` aborts what a crashed
+    predecessor left open, so nothing it wrote half-way can hide the state a restarted
+    instance is about to read.
+    """
+    producer = Producer(
+        {
+            **kafka.client_config(),
+            "transactional.id": f"{group_id}-{instance.instance_id}",
+            "transaction.timeout.ms": instance.transaction_timeout_ms,
+            "linger.ms": 5,
+        }
+    )
+    producer.init_transactions(instance.kafka_timeout_s)
+    return producer
 
 
 def commit_transaction(producer: Producer, timeout_s: float, max_attempts: int) -> None:
@@ -56,6 +77,30 @@ def commit_transaction(producer: Producer, timeout_s: float, max_attempts: int) 
             if not exception.args[0].retriable() or attempt == max_attempts:
                 raise
             log.warning("commit attempt %d: %s; retrying", attempt, exception)
+
+
+def commit_with_offsets(
+    producer: Producer,
+    consumer: Consumer,
+    records: Sequence[tuple[str, Encoded]],
+    offsets: list[TopicPartition],
+    timeout_s: float,
+    max_attempts: int,
+) -> None:
+    """Produce ``records`` and commit ``offsets`` in one transaction, or abort and re-raise.
+
+    Either every record becomes visible with the offsets that consumed its inputs, or none
+    does and the inputs are read again: the step every exactly-once loop here ends with.
+    """
+    producer.begin_transaction()
+    try:
+        for topic, encoded in records:
+            producer.produce(topic, key=encoded.key, value=encoded.value, headers=encoded.headers)
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), timeout_s)
+        commit_transaction(producer, timeout_s, max_attempts)
+    except BaseException:
+        abort_transaction(producer, timeout_s)
+        raise
 
 
 def abort_transaction(producer: Producer, timeout_s: float) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
+from pydantic import BaseModel
 
 from schemas.events import UploadEvent
 from streams.codec import encode
@@ -90,6 +91,19 @@ class UploadProducer:
         if remaining or self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryFailed(f"{remaining} undelivered, failures: {failures[:5]}")
+
+
+def produce_one(kafka: KafkaSettings, topic: str, event: BaseModel, key: str) -> None:
+    """Produce a single event (a label, a promotion) and wait until the broker has it.
+
+    For the rare events people cause, where a command must not report success before the
+    event is durable; streams of events go through a long-lived producer instead.
+    """
+    encoded = encode(event, key=key)
+    producer = Producer({**kafka.client_config(), "enable.idempotence": True, "acks": "all"})
+    producer.produce(topic, key=encoded.key, value=encoded.value, headers=encoded.headers)
+    if producer.flush(30) != 0:
+        raise DeliveryFailed(f"{topic}: the event for {key!r} was not delivered")
 
 
 def image_files(paths: Iterable[Path]) -> list[Path]:

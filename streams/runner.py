@@ -28,15 +28,14 @@ from streams.config import KafkaSettings
 from streams.dead_letters import DeadLetterBudget, dead_letter
 from streams.errors import DeadLetterRateExceeded, InvalidInput
 from streams.exactly_once import (
-    abort_transaction,
-    commit_transaction,
-    consumer_config,
-    producer_config,
+    commit_with_offsets,
+    fenced_producer,
+    transactional_consumer,
     usable,
 )
 from streams.lag import LagProbe
 from streams.metrics import StageMetrics
-from streams.stage import Output, Result, Stage
+from streams.stage import Output, ReportsMetrics, Result, Stage
 from streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
@@ -101,11 +100,12 @@ class StageRunner:
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; the batch in hand is always finished."""
+        if isinstance(self._stage, ReportsMetrics):
+            self._stage.register_metrics(self._metrics.registry)
         self._stage.setup()
-        consumer = Consumer(self._consumer_config())
-        producer = Producer(self._producer_config())
+        consumer = transactional_consumer(self._kafka, self._group_id, self._settings)
         try:
-            producer.init_transactions(self._settings.kafka_timeout_s)
+            producer = fenced_producer(self._kafka, self._group_id, self._settings)
             consumer.subscribe([self._topics(self._stage.input_topic)])
             self._metrics.set_ready(True)
             log.info("stage %s consuming %s", self._stage.name, self._stage.input_topic.value)
@@ -121,22 +121,6 @@ class StageRunner:
             consumer.close()
             self._stage.close()
             log.info("stage %s stopped", self._stage.name)
-
-    def _consumer_config(self) -> dict[str, Any]:
-        return consumer_config(
-            self._kafka,
-            self._group_id,
-            self._settings.instance_id,
-            self._settings.session_timeout_ms,
-        )
-
-    def _producer_config(self) -> dict[str, Any]:
-        return producer_config(
-            self._kafka,
-            self._group_id,
-            self._settings.instance_id,
-            self._settings.transaction_timeout_ms,
-        )
 
     def _handle(self, batch: _Batch, consumer: Consumer, producer: Producer) -> None:
         self._metrics.consumed(len(batch.messages))
@@ -186,22 +170,19 @@ class StageRunner:
     def _commit(self, batch: _Batch, consumer: Consumer, producer: Producer) -> None:
         rejected = sum(isinstance(result, InvalidInput) for result in batch.results)
         self._budget.check(len(batch.results) - rejected, rejected)
-        producer.begin_transaction()
-        try:
-            for message, result in zip(batch.messages, batch.results, strict=True):
-                for topic, encoded in self._encode(message, result):
-                    producer.produce(
-                        topic, key=encoded.key, value=encoded.value, headers=encoded.headers
-                    )
-            producer.send_offsets_to_transaction(
-                batch.offsets(), consumer.consumer_group_metadata(), self._settings.kafka_timeout_s
-            )
-            commit_transaction(
-                producer, self._settings.kafka_timeout_s, self._settings.max_attempts
-            )
-        except BaseException:
-            abort_transaction(producer, self._settings.kafka_timeout_s)
-            raise
+        records = [
+            record
+            for message, result in zip(batch.messages, batch.results, strict=True)
+            for record in self._encode(message, result)
+        ]
+        commit_with_offsets(
+            producer,
+            consumer,
+            records,
+            batch.offsets(),
+            self._settings.kafka_timeout_s,
+            self._settings.max_attempts,
+        )
         self._budget.record(len(batch.results) - rejected, rejected)
         self._count_committed(batch)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from streams.errors import InvalidInput
@@ -69,6 +70,15 @@ class Stage(Protocol, Generic[In, Item]):
 
     def close(self) -> None:
         """Release what ``setup`` acquired."""
+        ...
+
+
+@runtime_checkable
+class ReportsMetrics(Protocol):
+    """A stage with metrics of its own (e.g. model reloads), exported beside the runner's."""
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Register the stage's collectors in the runner's registry."""
         ...
 
 

@@ -27,9 +27,11 @@ class Topic(StrEnum):
     ALERTS = "alerts.v1"
     RETRAIN = "retrain.v1"
     DRIFT_STATE = "drift-state.v1"
+    FEEDBACK = "feedback.v1"
+    MODELS = "models.v1"
 
 
-COMPACTED = frozenset({Topic.DRIFT_STATE})
+COMPACTED = frozenset({Topic.DRIFT_STATE, Topic.FEEDBACK, Topic.MODELS})
 """Changelog topics: only the latest value per key matters, so the log is compacted."""
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from schemas.events import UploadEvent
+from schemas.events import ModelUpdateEvent, UploadEvent
 
 
 def upload_event(**overrides: object) -> UploadEvent:
@@ -18,3 +20,20 @@ def upload_event(**overrides: object) -> UploadEvent:
         uploaded_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
     return UploadEvent.model_validate(fields | overrides)
+
+
+def model_update(uri: str, sha256: str, **overrides: Any) -> ModelUpdateEvent:
+    """A production update of the followed detector, as the training service announces one."""
+    fields: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "model": "deeptrust-detector",
+        "version": "2",
+        "alias": "production",
+        "task": "detect",
+        "backend": "mobilenet-probe",
+        "artifact_uri": uri,
+        "artifact_sha256": sha256,
+        "run_id": "run-test",
+        "updated_at": datetime.now(UTC),
+    }
+    return ModelUpdateEvent.model_validate(fields | overrides)

@@ -9,11 +9,8 @@ the local broker, so the stages talk to it exactly as they would talk to vLLM.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from streams.detached import DetachedProcess
 from streams.local_broker import CACHE_DIR
@@ -83,19 +80,9 @@ class LocalLLMServer:
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until ``/v1/models`` answers, or raise with the log's tail."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                raise LLMServerError(f"LLM server exited:\n{self._process.log_tail()}")
-            try:
-                if httpx.get(f"{self.base_url}/models", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise LLMServerError(
-            f"LLM server not ready after {timeout_s}s:\n{self._process.log_tail()}"
-        )
+        failure = self._process.wait_http(f"{self.base_url}/models", timeout_s)
+        if failure is not None:
+            raise LLMServerError(failure)
 
     def stop(self) -> None:
         """Stop the server."""
