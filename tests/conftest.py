@@ -117,12 +117,22 @@ def send_raw_upload(producer: Producer, topics: TopicNames, event: UploadEvent) 
     producer.flush(10)
 
 
-def run_cli(kafka: KafkaSettings, *args: str, timeout_s: float = 120) -> str:
-    """Run ``deeptrust ARGS...`` against this test's topics; return its stdout."""
+def run_cli(
+    kafka: KafkaSettings,
+    *args: str,
+    timeout_s: float = 120,
+    env: dict[str, str] | None = None,
+    fails: bool = False,
+) -> str:
+    """Run ``deeptrust ARGS...`` against this test's topics; return its stdout.
+
+    With ``fails`` the command must exit non-zero, and its stdout and stderr come back.
+    """
     finished = subprocess.run(
         [sys.executable, "-m", "deeptrust.cli", *args],
         env={
             **os.environ,
+            **(env or {}),
             "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
             "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         },
@@ -131,5 +141,8 @@ def run_cli(kafka: KafkaSettings, *args: str, timeout_s: float = 120) -> str:
         timeout=timeout_s,
         check=False,
     )
+    if fails:
+        assert finished.returncode != 0, finished.stdout
+        return finished.stdout + finished.stderr
     assert finished.returncode == 0, finished.stdout + finished.stderr
     return finished.stdout

@@ -7,7 +7,7 @@ import pytest
 from schemas.events import AlertEvent
 from streams.codec import encode
 from streams.topics import Topic
-from tests.integration.conftest import run_cli
+from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration
 

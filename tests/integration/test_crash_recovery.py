@@ -7,8 +7,8 @@ from schemas.events import DetectedEvent, EmbeddingEvent
 from streams.reader import read_to_end
 from streams.stage import derived_event_id
 from streams.topics import Topic
+from tests.conftest import wait_for
 from tests.images import sample_paths, small_photo
-from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 UPLOADS = 400

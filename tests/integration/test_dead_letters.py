@@ -11,8 +11,8 @@ from streams.codec import encode
 from streams.dead_letters import REASON_HEADER
 from streams.reader import read_until
 from streams.topics import Topic
+from tests.conftest import send_raw_upload, wait_for
 from tests.images import corrupt_bytes, jpeg_bytes, truncated_jpeg
-from tests.integration.conftest import send_raw_upload, wait_for
 
 pytestmark = pytest.mark.integration
 

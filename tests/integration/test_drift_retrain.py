@@ -22,8 +22,8 @@ from schemas.events import AlertEvent, DriftReportEvent, EmbeddingEvent, Retrain
 from streams.codec import encode
 from streams.reader import read_to_end
 from streams.topics import Topic
+from tests.conftest import run_cli, wait_for
 from tests.images import sample_paths
-from tests.integration.conftest import run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 REFERENCE, WINDOW = 300, 100

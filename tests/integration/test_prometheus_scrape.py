@@ -13,8 +13,8 @@ import pytest
 
 from deeptrust.debian import debian_package
 from streams.local_broker import free_port
+from tests.conftest import wait_for
 from tests.images import corrupt_bytes, jpeg_bytes
-from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 RULES = (
