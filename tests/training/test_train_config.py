@@ -1,0 +1,182 @@
+"""TrainConfig: TOML loading with overrides, validation, the sweep grid and the digest.
+
+No torch: these run in the main environment and in .venv-train alike.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.trainer.config import SWEEPABLE, TrainConfig, expand_sweep, load_config
+
+SHIPPED = Path(__file__).resolve().parents[2] / "training" / "configs" / "detector.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "train.toml"
+    path.write_text(text)
+    return path
+
+
+def test_toml_round_trip_with_sweep_and_overrides(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        [service]
+        unrelated = "ignored"
+
+        [train]
+        seed = 7
+        epochs = 12
+        batch_size = 32
+        accumulation_steps = 4
+        learning_rate = 0.02
+        precision = "bf16"
+        device = "cpu"
+        threshold = 0.4
+
+        [train.sweep]
+        weight_decay = [0.0, 0.01]
+        epochs = [5, 10]
+        """,
+    )
+    config = load_config(path, {"seed": 3, "learning_rate": 0.5})
+    assert config.seed == 3  # override wins
+    assert config.learning_rate == 0.5
+    assert config.epochs == 12
+    assert config.batch_size == 32
+    assert config.accumulation_steps == 4
+    assert config.weight_decay == 0.001  # default, not in the file
+    assert config.precision == "bf16"
+    assert config.device == "cpu"
+    assert config.threshold == 0.4
+    assert config.sweep == {"weight_decay": [0.0, 0.01], "epochs": [5.0, 10.0]}
+    # An override of sweep replaces the whole table.
+    assert load_config(path, {"sweep": {}}).sweep == {}
+
+
+def test_shipped_config_loads_and_its_grid_is_six_points():
+    config = load_config(SHIPPED)
+    assert config == TrainConfig(
+        sweep={"learning_rate": [0.003, 0.01, 0.03], "weight_decay": [0.0001, 0.001]}
+    )
+    grid = expand_sweep(config)
+    assert len(grid) == 6
+    assert len({point.digest() for point in grid}) == 6
+
+
+def test_missing_train_table_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="no \\[train\\] table"):
+        load_config(write(tmp_path, "[trian]\nepochs = 3\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[train]\nepoch = 3\n", "epoch"),
+        ("[train]\n[train.sweep]\nseed = [1, 2]\n", "only learning_rate"),
+        ("[train]\n[train.sweep]\nmomentum = [0.9]\n", "momentum"),
+        ("[train]\nbatch_size = 30\naccumulation_steps = 4\n", "not a multiple"),
+        ('[train]\nprecision = "fp8"\n', "precision"),
+        ("[train]\nthreshold = 1.0\n", "threshold"),
+        ("[train]\nlearning_rate = 0\n", "learning_rate"),
+        ("[train]\nepochs = 0\n", "epochs"),
+        ("[train]\n[train.sweep]\nepochs = [2.5]\n", "whole number"),
+        ("[train]\n[train.sweep]\nlearning_rate = []\n", "no values"),
+        ("[train]\n[train.sweep]\nlearning_rate = [0.1, 0.1]\n", "repeats"),
+    ],
+)
+def test_invalid_configs_are_rejected(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_unknown_field_and_sweep_name_rejected_directly():
+    with pytest.raises(ValueError, match="extra"):
+        TrainConfig.model_validate({"lr": 0.1})
+    with pytest.raises(ValueError, match="dropout"):
+        TrainConfig(sweep={"dropout": [0.1]})
+
+
+def test_accumulation_must_divide_batch_size_also_across_the_sweep():
+    with pytest.raises(ValueError, match="not a multiple"):
+        TrainConfig(batch_size=64, accumulation_steps=3)
+    # Each point alone is fine, one combination is not: caught when the config is built.
+    with pytest.raises(ValueError, match="sweep point"):
+        TrainConfig(batch_size=64, sweep={"accumulation_steps": [1, 2, 3]})
+    assert TrainConfig(batch_size=48, accumulation_steps=3).accumulation_steps == 3
+
+
+def test_config_is_frozen():
+    config = TrainConfig()
+    with pytest.raises(ValueError, match="frozen"):
+        config.epochs = 3
+
+
+def test_grid_size_order_and_types():
+    config = TrainConfig(
+        batch_size=32,
+        # Listed out of SWEEPABLE order on purpose: the grid nests in SWEEPABLE order.
+        sweep={"accumulation_steps": [1, 2], "learning_rate": [0.1, 0.01, 0.001], "epochs": [3]},
+    )
+    grid = expand_sweep(config)
+    assert len(grid) == 3 * 1 * 2
+    assert [(p.learning_rate, p.epochs, p.accumulation_steps) for p in grid] == [
+        (0.1, 3, 1),
+        (0.1, 3, 2),
+        (0.01, 3, 1),
+        (0.01, 3, 2),
+        (0.001, 3, 1),
+        (0.001, 3, 2),
+    ]
+    for point in grid:
+        assert point.sweep == {}
+        assert type(point.epochs) is int
+        assert type(point.accumulation_steps) is int
+        assert point.batch_size == 32  # unswept fields carried over
+    assert expand_sweep(config) == grid  # deterministic
+    assert SWEEPABLE.index("learning_rate") < SWEEPABLE.index("accumulation_steps")
+
+
+def test_empty_sweep_gives_the_config_itself():
+    config = TrainConfig(epochs=3)
+    assert expand_sweep(config) == [config]
+
+
+def test_digest_is_stable_ignores_sweep_and_follows_every_field():
+    base = TrainConfig()
+    assert base.digest() == TrainConfig().digest()
+    assert len(base.digest()) == 64
+    assert base.digest() == TrainConfig(sweep={"learning_rate": [0.1]}).digest()
+    # A value that equals the default but is written out gives the same run.
+    assert base.digest() == TrainConfig(epochs=40, precision="auto").digest()
+    changes = {
+        "seed": 1,
+        "epochs": 41,
+        "batch_size": 32,
+        "accumulation_steps": 2,
+        "learning_rate": 0.02,
+        "weight_decay": 0.0,
+        "precision": "fp32",
+        "device": "cpu",
+        "threshold": 0.6,
+    }
+    assert set(changes) == set(TrainConfig.model_fields) - {"sweep"}
+    digests = {TrainConfig(**{name: value}).digest() for name, value in changes.items()}
+    assert len(digests) == len(changes)
+    assert base.digest() not in digests
+
+
+def test_digest_of_a_grid_point_matches_the_same_config_written_out():
+    point = expand_sweep(TrainConfig(sweep={"epochs": [7], "learning_rate": [0.5]}))[0]
+    assert point.digest() == TrainConfig(epochs=7, learning_rate=0.5).digest()
+
+
+def test_digest_is_pinned_so_checkpoints_on_disk_stay_resumable():
+    # Checkpoints store this digest; if it changed with a pydantic or json upgrade, every
+    # half-finished run would refuse to resume. Change it only with the digest's version.
+    assert TrainConfig().digest() == (
+        "54987494d9c9ac4ca22b9cc71ec2485fac3e7e5c759b197eedd5bd2f81347ce4"
+    )

@@ -1,0 +1,152 @@
+"""The training loop's settings, read from TOML, and the hyper-parameter grid they span.
+
+The retrain service trains one probe per grid point and keeps the best, so a config is both
+"how to train" and "what to try": the plain fields are one training run, ``sweep`` lists
+alternative values for some of them. Each grid point is a full :class:`TrainConfig` with an
+empty sweep, and its :meth:`~TrainConfig.digest` names it, so a checkpoint can prove which
+run it belongs to.
+
+No torch here (pydantic and tomllib only): the service validates a config before it starts
+a worker that has torch, and the tests run in the main environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Fields a sweep may vary, in the order the grid nests them (the last one varies fastest).
+# The order is fixed here, not taken from the TOML, so two files that list the same sweep
+# in another order give the same grid in the same order.
+SWEEPABLE: tuple[str, ...] = (
+    "learning_rate",
+    "weight_decay",
+    "epochs",
+    "batch_size",
+    "accumulation_steps",
+)
+_INTEGER_FIELDS = frozenset({"epochs", "batch_size", "accumulation_steps"})
+DIGEST_VERSION = "deeptrust-train-config/1"
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class TrainConfig(BaseModel):
+    """One training run of the probe head, plus the grid of alternatives in ``sweep``.
+
+    ``batch_size`` is the *effective* batch: the optimiser steps once per ``batch_size``
+    rows. With ``accumulation_steps`` N > 1 those rows go through the model as N
+    micro-batches of ``batch_size // N`` rows each, whose gradients add up to the
+    effective batch's, so accumulation trades memory for nothing else; ``batch_size`` must
+    therefore be a multiple of N. Frozen and strict about unknown keys, because a typo in a
+    config should fail loudly rather than train with a default.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = 0
+    epochs: int = Field(default=40, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    accumulation_steps: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=0.01, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(default=0.001, ge=0, allow_inf_nan=False)
+    precision: Precision = "auto"
+    device: str = "auto"
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    sweep: dict[str, list[float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        """Reject configs that would only fail later, mid-sweep, in a worker."""
+        if self.batch_size % self.accumulation_steps:
+            raise ValueError(
+                f"batch_size {self.batch_size} is not a multiple of accumulation_steps "
+                f"{self.accumulation_steps}: micro-batches would differ in size"
+            )
+        if not self.device.strip():
+            raise ValueError("device must be 'auto' or a torch device such as 'cpu' or 'cuda:0'")
+        for name, values in self.sweep.items():
+            if name not in SWEEPABLE:
+                raise ValueError(f"sweep over {name!r}: only {', '.join(SWEEPABLE)} may be swept")
+            if not values:
+                raise ValueError(f"sweep over {name!r} lists no values")
+            if len(set(values)) != len(values):
+                raise ValueError(f"sweep over {name!r} repeats a value: {values}")
+            for value in values:
+                if not math.isfinite(value):
+                    raise ValueError(f"sweep over {name!r} holds {value}, not a finite number")
+                if name in _INTEGER_FIELDS and not float(value).is_integer():
+                    raise ValueError(f"sweep over {name!r} holds {value}, not a whole number")
+        # Building every point validates each combination (e.g. a swept batch_size that a
+        # swept accumulation_steps does not divide) now, not hours into the sweep.
+        _grid(self)
+        return self
+
+    def digest(self) -> str:
+        """SHA-256 of every field but ``sweep``: the identity of one training run.
+
+        A checkpoint stores it, so resuming with another config is caught instead of
+        silently continuing someone else's run. ``sweep`` is left out because it says what
+        else to try, not how this run trains.
+        """
+        fields = self.model_dump(mode="json", exclude={"sweep"})
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(f"{DIGEST_VERSION}\n{text}".encode()).hexdigest()
+
+
+def _grid(config: TrainConfig) -> list[TrainConfig]:
+    """Every combination of the sweep's values, in :data:`SWEEPABLE` order, sweep emptied."""
+    if not config.sweep:
+        return [config]
+    names = [name for name in SWEEPABLE if name in config.sweep]
+    base = config.model_dump(exclude={"sweep"})
+    points = []
+    for values in itertools.product(*(config.sweep[name] for name in names)):
+        update: dict[str, object] = {
+            name: int(value) if name in _INTEGER_FIELDS else float(value)
+            for name, value in zip(names, values, strict=True)
+        }
+        try:
+            points.append(TrainConfig.model_validate({**base, **update}))
+        except ValueError as error:
+            raise ValueError(f"sweep point {update} is not a valid config: {error}") from error
+    return points
+
+
+def expand_sweep(config: TrainConfig) -> list[TrainConfig]:
+    """The full grid of ``config.sweep`` as configs with an empty sweep; ``[config]`` if none.
+
+    Cartesian product in a fixed order (fields in :data:`SWEEPABLE` order, the last varying
+    fastest; each field's values in the order given), so the service can number grid points
+    and a restarted sweep meets them in the same order.
+    """
+    return _grid(config)
+
+
+def load_config(path: Path, overrides: Mapping[str, object] | None = None) -> TrainConfig:
+    """Read the ``[train]`` table (and its ``[train.sweep]``) of a TOML file.
+
+    ``overrides`` replace top-level fields of ``[train]`` (a ``sweep`` override replaces the
+    whole sweep), so the service can apply a retrain request's settings on top of the
+    shipped defaults. Other tables in the file are ignored: they belong to other parts of
+    the service. A file without ``[train]`` is rejected, as a misspelt table name would
+    otherwise train on defaults.
+    """
+    with path.open("rb") as handle:
+        document = tomllib.load(handle)
+    table = document.get("train")
+    if not isinstance(table, dict):
+        raise ValueError(f"{path} has no [train] table")
+    merged: dict[str, object] = {**table, **dict(overrides or {})}
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
