@@ -1,0 +1,35 @@
+"""Settings of the training service (``DEEPTRUST_TRAINING_*``), read once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class TrainingSettings(BaseSettings):
+    """Where runs are tracked, what data a job reads, and where its work lives."""
+
+    model_config = SettingsConfigDict(env_prefix="DEEPTRUST_TRAINING_")
+
+    tracking_uri: str = "http://127.0.0.1:5000"
+    """The MLflow tracking server (``deeptrust mlflow up`` starts a local one there)."""
+    experiment: str = "deeptrust-detector"
+    registered_model: str = "deeptrust-detector"
+    config: Path = CONFIG_DIR / "detector.toml"
+    """Hyperparameters and the sweep (``training/configs/detector.toml``)."""
+    datasets: list[Path] = Field(default_factory=list)
+    """Folders in the Kaggle AI-vs-human layout; empty means the offline seed dataset."""
+    seed_dataset_dir: Path = Path(".deeptrust/datasets/seed")
+    seed_real_count: int = Field(default=300, ge=1)
+    seed_debian_photos: bool = False
+    """Add Debian's mate-backgrounds photographs (apt) to the seed dataset's real side."""
+    include_feedback: bool = True
+    work_dir: Path = Path(".deeptrust/training")
+    """Feature cache, checkpoints (a retried job resumes from them) and evaluation plots."""
+    artifact_prefix: str = "models"
+    """Object-store key prefix of registered artefacts, which stages download."""
+    threads: int = Field(default=2, ge=1)

@@ -1,0 +1,102 @@
+"""The model registry, through MLflow: versions, aliases, and what stages need to know.
+
+A version's tags carry where its artefact sits in the object store and its SHA-256, so a
+model-update event can be rebuilt from the registry alone: promotion needs nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from schemas.events import ModelUpdateEvent
+
+Alias = Literal["candidate", "production"]
+ARTIFACT_URI_TAG = "deeptrust.artifact_uri"
+ARTIFACT_SHA_TAG = "deeptrust.artifact_sha256"
+BACKEND_TAG = "deeptrust.backend"
+REQUEST_TAG = "deeptrust.request_id"
+HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "brier")
+"""What a model-update event carries; slices and curves stay in the tracking server."""
+_UPDATE_NAMESPACE = uuid.UUID("0b6f3c52-8f0e-4f7e-9d1c-2a6c1f4e7b90")
+
+
+@dataclass(frozen=True)
+class Registry:
+    """One registered model's versions and aliases."""
+
+    client: MlflowClient
+    name: str
+
+    def register(self, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
+        """Register the run's artefact folder as a new version; return its number."""
+        try:
+            self.client.create_registered_model(self.name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(
+            self.name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags
+        )
+        return str(version.version)
+
+    def set_alias(self, alias: Alias, version: str) -> None:
+        """Point ``alias`` at ``version`` (an alias names exactly one version)."""
+        self.client.set_registered_model_alias(self.name, alias, version)
+
+    def version_of(self, alias: Alias) -> str | None:
+        """The version ``alias`` points at, or None if it points nowhere yet."""
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException:
+            return None
+
+    def run_metrics(self, version: str) -> dict[str, float]:
+        """The headline offline metrics of the run that produced ``version``."""
+        run_id = self.client.get_model_version(self.name, version).run_id
+        logged = self.client.get_run(run_id).data.metrics
+        return {name: float(logged[name]) for name in HEADLINE_METRICS if name in logged}
+
+    def offline_metrics(self, version: str) -> dict[str, float]:
+        """Every metric the job logged for ``version`` (test split, slices, production's)."""
+        run_id = self.client.get_model_version(self.name, version).run_id
+        return {
+            name: float(value) for name, value in self.client.get_run(run_id).data.metrics.items()
+        }
+
+    def update_event(
+        self, version: str, alias: Alias, metrics: dict[str, float] | None = None
+    ) -> ModelUpdateEvent:
+        """The models-topic event saying ``version`` now holds ``alias``.
+
+        Its id is derived from name, version and alias, so announcing the same fact twice
+        (a retried job, a repeated promotion) yields the same event id.
+        """
+        found: Any = self.client.get_model_version(self.name, version)
+        tags: dict[str, str] = dict(found.tags)
+        return ModelUpdateEvent(
+            event_id=str(uuid.uuid5(_UPDATE_NAMESPACE, f"{self.name}/{version}/{alias}")),
+            model=self.name,
+            version=version,
+            alias=alias,
+            task="detect",
+            backend=tags[BACKEND_TAG],
+            artifact_uri=tags[ARTIFACT_URI_TAG],
+            artifact_sha256=tags[ARTIFACT_SHA_TAG],
+            run_id=str(found.run_id),
+            request_id=tags.get(REQUEST_TAG),
+            metrics=metrics if metrics is not None else self.run_metrics(version),
+            updated_at=datetime.now(UTC),
+        )
+
+    def version_for_request(self, request_id: str) -> str | None:
+        """The version an earlier job registered for ``request_id``, if one did."""
+        found = self.client.search_model_versions(
+            f"name = '{self.name}' and tags.`{REQUEST_TAG}` = '{request_id}'"
+        )
+        return str(found[0].version) if found else None
