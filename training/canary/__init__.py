@@ -1,0 +1,1 @@
+"""Canary by replay: a candidate model on replayed traffic, compared, gated, promoted."""

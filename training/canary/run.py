@@ -1,0 +1,227 @@
+"""Canary by replay: the candidate sees real traffic again, beside production's verdicts.
+
+A range of the uploads topic is copied under a canary prefix (its own topics and consumer
+groups, so production is untouched), a detect stage running the candidate processes it,
+and the comparison, the offline metrics and the stated gates decide. Only a passing
+candidate takes the ``production`` alias, and the models topic tells every detect stage
+that follows the model to load it between two batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+import mlflow
+from confluent_kafka import Consumer, TopicPartition
+
+from deeptrust.processes import StageProcess
+from schemas.events import DeadLetterEvent, DetectedEvent, Detection, ModelUpdateEvent
+from streams.codec import PRODUCED_AT, decode
+from streams.config import KafkaSettings
+from streams.errors import InvalidInput
+from streams.exactly_once import usable
+from streams.local_broker import free_port
+from streams.objectstore import ObjectStore
+from streams.producer import produce_one
+from streams.reader import read_to_end
+from streams.stage import derived_event_id
+from streams.topics import Topic, TopicNames, create_topics
+from training.canary.comparison import Comparison, compare
+from training.canary.gates import GateResult, Gates, judge
+from training.canary.replay import ReplayRange, copy_range
+from training.tracking.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CanaryReport:
+    """Everything the decision rested on."""
+
+    model: str
+    version: str
+    prefix: str
+    comparison: Comparison
+    gates: list[GateResult]
+    promoted: bool
+
+    @property
+    def passed(self) -> bool:
+        """Every gate passed."""
+        return all(gate.passed for gate in self.gates)
+
+    def to_json(self) -> str:
+        """The report as the tracking server keeps it."""
+        body = asdict(self)
+        body["passed"] = self.passed
+        return json.dumps(body, indent=2, sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class CanaryEnvironment:
+    """How to start the canary's detect stage: the processors' settings it inherits."""
+
+    stage_env: dict[str, str]
+    """``DEEPTRUST_*`` settings of production's detect stage (object store, limits)."""
+    work_dir: Path
+    ready_timeout_s: float = 120.0
+    drain_timeout_s: float = 600.0
+
+
+def _candidate_head(store: ObjectStore, event: ModelUpdateEvent, folder: Path) -> Path:
+    """Download the candidate's artefact and check it is the one registered."""
+    data = store.get(event.artifact_uri)
+    if hashlib.sha256(data).hexdigest() != event.artifact_sha256:
+        raise ValueError(f"{event.artifact_uri} does not match the registered SHA-256")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{event.artifact_sha256}.npz"
+    path.write_bytes(data)
+    return path
+
+
+def _production_detections(
+    kafka: KafkaSettings, wanted: set[str], since_ms: int | None, timeout_s: float
+) -> dict[str, Detection]:
+    """Production's verdicts with the wanted ids, read from the replay range's start on.
+
+    Reading starts at the first upload's timestamp, not the topic's beginning: at scale the
+    detected topic holds days of traffic and the canary needs minutes of it.
+    """
+    topic = TopicNames(kafka.topic_prefix)(Topic.DETECTED)
+    consumer = Consumer(
+        {
+            **kafka.client_config(),
+            "group.id": "canary-unused",  # assigned partitions only: nothing is committed
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    found: dict[str, Detection] = {}
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
+        starts = [
+            TopicPartition(topic, p, since_ms if since_ms is not None else 0) for p in partitions
+        ]
+        positions = consumer.offsets_for_times(starts, timeout_s) if since_ms else None
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout_s)[1]
+            for p in partitions
+        }
+        assigned = [
+            TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else ends[tp.partition])
+            for tp in (positions or [TopicPartition(topic, p, 0) for p in partitions])
+        ]
+        consumer.assign(assigned)
+        pending = {tp.partition for tp in assigned if tp.offset < ends[tp.partition]}
+        deadline = time.monotonic() + timeout_s
+        while pending and wanted - found.keys():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: production verdicts not read in {timeout_s}s")
+            for message in consumer.consume(500, 0.5):
+                if not usable(message):
+                    continue
+                try:
+                    event = decode(message.value(), message.headers(), DetectedEvent)
+                except InvalidInput:
+                    continue
+                if event.event_id in wanted:
+                    found[event.event_id] = event.detection
+            current = consumer.position([TopicPartition(topic, p) for p in pending])
+            pending -= {tp.partition for tp in current if tp.offset >= ends[tp.partition]}
+    finally:
+        consumer.close()
+    return found
+
+
+def run_canary(
+    kafka: KafkaSettings,
+    store: ObjectStore,
+    registry: Registry,
+    version: str,
+    window: ReplayRange,
+    gates: Gates,
+    environment: CanaryEnvironment,
+    promote: bool = True,
+) -> CanaryReport:
+    """Replay ``window`` through ``version``, compare, judge, and promote if every gate passes."""
+    candidate = registry.update_event(version, "candidate")
+    prefix = f"{kafka.topic_prefix}canary-v{version}-{uuid.uuid4().hex[:6]}."
+    canary = kafka.model_copy(update={"topic_prefix": prefix})
+    create_topics(canary)
+    production_topics, canary_topics = TopicNames(kafka.topic_prefix), TopicNames(prefix)
+    copied = copy_range(
+        kafka, production_topics(Topic.UPLOADS), canary_topics(Topic.UPLOADS), window
+    )
+    log.info("replaying %d uploads under %s", copied.messages, prefix)
+    head = _candidate_head(store, candidate, environment.work_dir / "heads")
+    stage = StageProcess(
+        "detect",
+        {
+            **environment.stage_env,
+            "DEEPTRUST_KAFKA_TOPIC_PREFIX": prefix,
+            "DEEPTRUST_MODEL_VERSION": version,
+            "DEEPTRUST_MODEL_OPTIONS": json.dumps({"detect": {"head": str(head)}}),
+            "DEEPTRUST_DETECT_FOLLOW": "",
+        },
+        free_port(),
+        environment.work_dir / "logs" / f"{prefix}detect.log",
+    )
+    stage.start()
+    try:
+        stage.wait_ready(environment.ready_timeout_s)
+        outputs, errors, rate = _drain(canary, canary_topics, copied.messages, environment)
+    finally:
+        stage.terminate()
+    wanted = {derived_event_id(u.event_id, "detect", Topic.DETECTED) for u in copied.uploads}
+    production = _production_detections(
+        kafka, wanted, copied.first_timestamp_ms, environment.drain_timeout_s
+    )
+    comparison = compare(production, outputs, copied.messages, errors, rate)
+    offline = registry.offline_metrics(version)
+    results = judge(gates, comparison, offline)
+    passed = all(result.passed for result in results)
+    report = CanaryReport(registry.name, version, prefix, comparison, results, promote and passed)
+    with mlflow.start_run(run_id=candidate.run_id):
+        mlflow.log_metrics(comparison.metrics())
+        mlflow.set_tag("deeptrust.canary", "passed" if passed else "failed")
+        mlflow.log_text(report.to_json(), f"canary/{prefix.rstrip('.')}.json")
+    if report.promoted:
+        _promote(kafka, registry, version)
+    return report
+
+
+def _drain(
+    canary: KafkaSettings, topics: TopicNames, expected: int, environment: CanaryEnvironment
+) -> tuple[dict[str, Detection], int, float | None]:
+    """Wait until every replayed upload has a verdict or a dead letter; time the verdicts."""
+    deadline = time.monotonic() + environment.drain_timeout_s
+    while True:
+        detected = read_to_end(canary, topics(Topic.DETECTED), DetectedEvent, 60)
+        letters = read_to_end(canary, topics(Topic.DEAD_LETTERS), DeadLetterEvent, 60)
+        if len(detected) + len(letters) >= expected:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"canary produced {len(detected)} verdicts and {len(letters)} dead letters "
+                f"of {expected} in {environment.drain_timeout_s}s"
+            )
+        time.sleep(0.5)  # polling the topics' ends; the canary stage works meanwhile
+    stamps = sorted(datetime.fromisoformat(item.headers[PRODUCED_AT]) for item in detected)
+    span_s = (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else 0.0
+    rate = (len(stamps) - 1) / span_s if span_s > 0 else None
+    return {item.event.event_id: item.event.detection for item in detected}, len(letters), rate
+
+
+def _promote(kafka: KafkaSettings, registry: Registry, version: str) -> None:
+    """Give ``version`` the production alias and tell the stages, in that order."""
+    registry.set_alias("production", version)
+    event = registry.update_event(version, "production")
+    produce_one(kafka, TopicNames(kafka.topic_prefix)(Topic.MODELS), event, event.key)
+    log.info("%s version %s promoted to production", registry.name, version)
