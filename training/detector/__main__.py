@@ -27,6 +27,7 @@ from processors.detectors.mobilenet_probe import HEAD_FILE, ProbeHead, shipped_h
 from processors.models import ModelSpec
 from training.detector import data
 from training.detector.evaluate import HEADER, Metrics, confusion_matrix
+from training.detector.export import export_generated
 from training.detector.generators import (
     SIZE,
     GeneratorConfig,
@@ -40,6 +41,7 @@ from training.detector.probe import choose_l2, train_head
 ROOT = data.ROOT
 DOC = ROOT / "docs" / "detector.md"
 SAMPLES_PNG = ROOT / "docs" / "detector-samples.png"
+GENERATED_DIR = ROOT / "samples" / "generated"
 NATIVE = 256  # the "native resolution" real crops of the shortcut comparison
 QUALITIES: tuple[int | None, ...] = (None, 90, 75)
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
@@ -60,6 +62,7 @@ class Sizes:
     fake_test: int
     real_train: int
     real_test: int
+    exported: int
 
 
 FULL = Sizes(
@@ -70,6 +73,7 @@ FULL = Sizes(
     fake_test=1000,
     real_train=3000,
     real_test=1000,
+    exported=150,
 )
 QUICK = Sizes(
     generator_crops=256,
@@ -79,6 +83,7 @@ QUICK = Sizes(
     fake_test=40,
     real_train=60,
     real_test=40,
+    exported=8,
 )
 
 
@@ -130,6 +135,7 @@ def main() -> None:
     head_path = args.out / HEAD_FILE if args.out else shipped_head_path()
     doc_path = args.out / "detector.md" if args.out else DOC
     png_path = args.out / "detector-samples.png" if args.out else SAMPLES_PNG
+    generated_dir = args.out / "generated" if args.out else GENERATED_DIR
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -169,6 +175,10 @@ def main() -> None:
     fake_count = sizes.fake_train + sizes.fake_test
     fakes = {"DCGAN": gan_sampler(fake_count, args.seed + 1)}
     fakes["VAE"] = vae_sampler(fake_count, args.seed + 2)
+    exported = {
+        "dcgan": gan_sampler(sizes.exported, args.seed + 3),
+        "vae": vae_sampler(sizes.exported, args.seed + 4),
+    }
     now = lap("sampling", now)
 
     # 3. Detector data: real crops of train / test photographs; fakes split by sample.
@@ -305,6 +315,7 @@ def main() -> None:
     }
     head = ProbeHead(shipped.weights, shipped.bias, shipped.mean, shipped.scale, 0.5, metadata)
     head.save(head_path)
+    export_generated(exported, generated_dir, gan_log.parameters, vae_log.parameters)
     sample_grid([data.to_array(real_test[:12]), fakes["DCGAN"][-12:], fakes["VAE"][-12:]]).save(
         png_path
     )
@@ -430,8 +441,9 @@ generators that the project trained itself on {len(train_photos)} photographs**.
 nothing reliable about images from modern diffusion models, commercial generators, or GANs
 it has not seen; no such images are available offline, so none were tested. Treat its
 probability as one weak signal beside the provenance detector (whose findings it reports
-in `signals`), not as a verdict. It is not the pipeline's default; select it with
-`DEEPTRUST_DETECT_BACKEND=mobilenet-probe`.
+in `signals`), not as a verdict. It is the pipeline's default detector because it is
+the only pixel-based one that installs offline; moderation flags an image when either
+the probability reaches its threshold or a provenance signal is present.
 
 ## Recipe
 
