@@ -324,7 +324,7 @@ def test_every_stage_of_the_code_has_a_deployment_running_it(rendered):
         "8080",
     ]
     env = resolved_env(deployments["retrain"], rendered["everything"])
-    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["DEEPTRUST_TRAINING_TRACKING_URI"] == "http://mlflow:5000"
 
 
 def test_grace_period_and_batch_size_come_from_the_values(helm, tmp_path):
