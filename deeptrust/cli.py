@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
+from deeptrust.training_cli import feedback, mlflow_group, replay, retrain, retrain_service
 from streams.config import KafkaSettings
 from streams.local_broker import LocalBroker
 
@@ -175,7 +176,8 @@ def stage_run(name: str, metrics_port: int) -> None:
     from streams.runner import RunnerSettings
 
     runner_settings = RunnerSettings()
-    run = _drift_service(runner_settings) if name == "drift" else _stage(name, runner_settings)
+    services = {"drift": _drift_service, "retrain": _retrain_service}
+    run = services.get(name, lambda settings: _stage(name, settings))(runner_settings)
     metrics = StageMetrics(name)
     server = HealthServer(metrics, metrics_port, liveness_timeout_s=60 + runner_settings.max_wait_s)
     stop = threading.Event()
@@ -215,6 +217,10 @@ def _drift_service(runner_settings: RunnerSettings) -> _Run:
     return lambda metrics, stop: DriftService(
         settings, KafkaSettings(), runner_settings, metrics
     ).run(stop)
+
+
+def _retrain_service(runner_settings: RunnerSettings) -> _Run:
+    return retrain_service(runner_settings)
 
 
 @cli.group()
@@ -326,6 +332,12 @@ def demo(images: Path, query: str, home: Path) -> None:
     from deeptrust.demo import run_demo
 
     run_demo(Console(width=None if sys.stdout.isatty() else 160), images, query, home)
+
+
+cli.add_command(mlflow_group)
+cli.add_command(feedback)
+cli.add_command(replay)
+cli.add_command(retrain)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-import mlflow
 from confluent_kafka import Consumer, TopicPartition
 
 from deeptrust.processes import StageProcess
@@ -188,10 +187,12 @@ def run_canary(
     results = judge(gates, comparison, offline)
     passed = all(result.passed for result in results)
     report = CanaryReport(registry.name, version, prefix, comparison, results, promote and passed)
-    with mlflow.start_run(run_id=candidate.run_id):
-        mlflow.log_metrics(comparison.metrics())
-        mlflow.set_tag("deeptrust.canary", "passed" if passed else "failed")
-        mlflow.log_text(report.to_json(), f"canary/{prefix.rstrip('.')}.json")
+    # The registry's client, not the fluent API: it knows the tracking URI it was given.
+    client, run_id = registry.client, candidate.run_id
+    for name, value in comparison.metrics().items():
+        client.log_metric(run_id, name, value)
+    client.set_tag(run_id, "deeptrust.canary", "passed" if passed else "failed")
+    client.log_text(run_id, report.to_json(), f"canary/{prefix.rstrip('.')}.json")
     if report.promoted:
         _promote(kafka, registry, version)
     return report

@@ -193,9 +193,9 @@ class RetrainJob:
             best = next(s for s in result.history if s.epoch == result.best_epoch)
             mlflow.log_metrics({"best_val_auc": best.val_auc, "best_val_loss": best.val_loss})
             mlflow.log_params(
-                {
-                    "device": result.device,
-                    "precision": result.precision,
+                {  # what "auto" resolved to; the requested values are logged above
+                    "used_device": result.device,
+                    "used_precision": result.precision,
                     "resumed_from": result.resumed_from,
                 }
             )

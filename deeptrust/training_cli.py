@@ -1,0 +1,197 @@
+"""Commands of the training side: the tracking server, human feedback, the retrain consumer.
+
+MLflow and torch live in the ``train`` extra (``.venv-train``), so they are imported inside
+the commands: the rest of the CLI works in an environment without them.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from streams.config import KafkaSettings
+
+if TYPE_CHECKING:
+    from streams.metrics import StageMetrics
+    from streams.runner import RunnerSettings
+
+DEFAULT_HOME = Path(".deeptrust")
+
+
+def retrain_service(
+    runner_settings: RunnerSettings,
+) -> Callable[[StageMetrics, threading.Event], None]:
+    """The retrain consumer as ``deeptrust stage run retrain`` runs it."""
+    from processors.settings import ProcessorSettings
+    from training.service.consumer import RetrainService
+    from training.service.job import RetrainJob
+    from training.service.settings import TrainingSettings
+
+    kafka = KafkaSettings()
+    job = RetrainJob(TrainingSettings(), ProcessorSettings().object_store(), kafka)
+    return lambda metrics, stop: RetrainService(job, kafka, runner_settings, metrics).run(stop)
+
+
+@click.command("retrain")
+@click.option("--request-id", default=None, help="Idempotency key (default: a new UUID).")
+@click.option("--no-feedback", is_flag=True, help="Leave the feedback topic out (no broker).")
+def retrain(request_id: str | None, no_feedback: bool) -> None:
+    """Run one retrain job now, without the consumer: train, evaluate, register a candidate."""
+    from processors.settings import ProcessorSettings
+    from training.service.job import RetrainJob
+    from training.service.settings import TrainingSettings
+
+    job = RetrainJob(
+        TrainingSettings(),
+        ProcessorSettings().object_store(),
+        None if no_feedback else KafkaSettings(),
+    )
+    outcome = job.run(request_id or str(uuid.uuid4()), {"reason": "manual"})
+    shown = ", ".join(f"{name} {value:.3f}" for name, value in sorted(outcome.metrics.items()))
+    click.echo(f"version {outcome.version} (run {outcome.run_id}) is the candidate: {shown}")
+
+
+@click.group("mlflow")
+def mlflow_group() -> None:
+    """Run a local MLflow tracking server (SQLite store, local artefacts)."""
+
+
+_home_option = click.option(
+    "--home", type=click.Path(path_type=Path), default=DEFAULT_HOME / "mlflow", show_default=True
+)
+_port_option = click.option("--port", type=int, default=5000, show_default=True)
+
+
+@mlflow_group.command("up")
+@_home_option
+@_port_option
+def mlflow_up(home: Path, port: int) -> None:
+    """Start the server unless it runs; print its tracking URI."""
+    from training.tracking.local_server import LocalTrackingServer, TrackingServerError
+
+    server = LocalTrackingServer(home, port)
+    try:
+        server.start()
+    except TrackingServerError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"mlflow tracking at {server.tracking_uri} (pid {server.pid()})")
+
+
+@mlflow_group.command("down")
+@_home_option
+@_port_option
+def mlflow_down(home: Path, port: int) -> None:
+    """Stop the server; runs and models stay in its store."""
+    from training.tracking.local_server import LocalTrackingServer
+
+    LocalTrackingServer(home, port).stop()
+    click.echo("mlflow stopped")
+
+
+@click.command("feedback")
+@click.argument("image_id")
+@click.argument("label", type=click.Choice(["ai_generated", "real"]))
+@click.option("--uri", required=True, help="Where the image is (the upload event's uri).")
+@click.option("--reviewer", required=True, help="Who decided.")
+@click.option("--note", default="", help="Why, for the record.")
+def feedback(image_id: str, label: str, uri: str, reviewer: str, note: str) -> None:
+    """Record a human's label for an image on the feedback topic (training data)."""
+    from schemas.events import FeedbackEvent
+    from streams.producer import produce_one
+    from streams.topics import Topic, TopicNames
+
+    kafka = KafkaSettings()
+    event = FeedbackEvent.model_validate(
+        {
+            "event_id": str(uuid.uuid4()),
+            "image_id": image_id,
+            "uri": uri,
+            "label": label,
+            "reviewer": reviewer,
+            "decided_at": datetime.now(UTC),
+            "note": note,
+        }
+    )
+    produce_one(kafka, TopicNames(kafka.topic_prefix)(Topic.FEEDBACK), event, event.image_id)
+    click.echo(f"{image_id}: {label} (by {reviewer})")
+
+
+@click.command("replay")
+@click.option("--version", "version", required=True, help="The registered version to try.")
+@click.option("--since", type=click.DateTime(), help="Replay uploads from this time (UTC)...")
+@click.option("--until", type=click.DateTime(), help="...to this time (UTC, exclusive).")
+@click.option("--from-offset", type=int, help="Or from this offset, on every partition...")
+@click.option("--to-offset", type=int, help="...to this offset (exclusive).")
+@click.option(
+    "--gates",
+    "gates_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="A TOML file with a [gates] table (defaults otherwise).",
+)
+@click.option("--promote/--no-promote", default=True, show_default=True)
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_HOME / "canary",
+    show_default=True,
+)
+def replay(
+    version: str,
+    since: datetime | None,
+    until: datetime | None,
+    from_offset: int | None,
+    to_offset: int | None,
+    gates_file: Path | None,
+    promote: bool,
+    work_dir: Path,
+) -> None:
+    """Canary a candidate on replayed uploads; promote it if every gate passes."""
+    import os
+
+    from mlflow import MlflowClient
+
+    from processors.settings import ProcessorSettings
+    from training.canary.gates import Gates
+    from training.canary.replay import ReplayRange
+    from training.canary.run import CanaryEnvironment, run_canary
+    from training.service.settings import TrainingSettings
+    from training.tracking.registry import Registry
+
+    settings = TrainingSettings()
+    registry = Registry(MlflowClient(settings.tracking_uri), settings.registered_model)
+    window = ReplayRange(
+        since=since.replace(tzinfo=UTC) if since else None,
+        until=until.replace(tzinfo=UTC) if until else None,
+        from_offset=from_offset,
+        to_offset=to_offset,
+    )
+    stage_env = {key: value for key, value in os.environ.items() if key.startswith("DEEPTRUST_")}
+    report = run_canary(
+        KafkaSettings(),
+        ProcessorSettings().object_store(),
+        registry,
+        version,
+        window,
+        Gates.load(gates_file),
+        CanaryEnvironment(stage_env, work_dir),
+        promote,
+    )
+    for gate in report.gates:
+        click.echo(str(gate))
+    comparison = report.comparison
+    click.echo(
+        f"compared {comparison.compared} of {comparison.replayed} replayed uploads: "
+        f"agreement {comparison.agreement:.3f}, mean |shift| {comparison.mean_abs_shift:.3f}"
+    )
+    if report.promoted:
+        click.echo(f"{registry.name} version {version} promoted to production")
+    elif report.passed:
+        click.echo("every gate passed; not promoted (--no-promote)")
+    else:
+        raise click.ClickException(f"version {version} not promoted: a gate failed")
