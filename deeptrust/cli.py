@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from deeptrust.training_cli import feedback, mlflow_group, replay, retrain, retrain_service
+from deeptrust.webhooks.cli import notify
 from streams.config import KafkaSettings
 from streams.local_broker import LocalBroker
 
@@ -254,7 +255,7 @@ def drift_report(out: Path, timeout: float) -> None:
 
 @cli.group()
 def alerts() -> None:
-    """Follow the alerts topic."""
+    """Follow the alerts topic, or deliver it to subscribed webhooks."""
 
 
 @alerts.command("tail")
@@ -334,6 +335,7 @@ def demo(images: Path, query: str, home: Path) -> None:
     run_demo(Console(width=None if sys.stdout.isatty() else 160), images, query, home)
 
 
+alerts.add_command(notify)
 cli.add_command(mlflow_group)
 cli.add_command(feedback)
 cli.add_command(replay)

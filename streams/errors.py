@@ -24,6 +24,7 @@ class Reason(StrEnum):
     TOO_MANY_PIXELS = "too_many_pixels"
     INCOMPATIBLE_EMBEDDING = "incompatible_embedding"
     TRAINING_FAILED = "training_failed"
+    UNDELIVERABLE_ALERT = "undeliverable_alert"
 
 
 class InvalidInput(Exception):

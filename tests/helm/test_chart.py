@@ -23,6 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from deeptrust.webhooks.cli import notify
+from deeptrust.webhooks.subscriptions import load_subscriptions
 from processors.caption import CaptionStage
 from processors.detect import DetectStage
 from processors.moderation import ModerationRouter
@@ -60,6 +62,7 @@ SECRET_SENTINELS = {
     "DEEPTRUST_LLM_API_KEY": "llm-api-key-sentinel",
     "DEEPTRUST_GATEWAY_API_KEYS": "gateway-keys-sentinel",
     "HF_TOKEN": "hf-token-sentinel",
+    "DEEPTRUST_WEBHOOK_SECRET_ONCALL": "webhook-secret-sentinel",
 }
 
 Manifest = dict[str, Any]
@@ -120,6 +123,22 @@ def render(helm: str, tmp_path: Path, *files: Path, **overrides: Any) -> list[Ma
 EVERYTHING = {
     "stages": {"retrain": {"enabled": True, "mlflowTrackingUri": "http://mlflow:5000"}},
     "gateway": {"enabled": True, "apiKeys": {"existingSecret": "gateway-keys"}},
+    "alertWebhooks": {
+        "enabled": True,
+        "group": "ops-alert-webhooks",
+        "retry": {"maxAttempts": 4, "initialBackoffSeconds": 0.5, "maxBackoffSeconds": 20},
+        "subscriptions": [
+            {
+                "name": "oncall",
+                "url": "https://hooks.example.com/deeptrust?team=ml&env=<prod>",
+                "kinds": ["drift"],
+                "minSeverity": "warning",
+                "timeoutSeconds": 5,
+                "secret": {"existingSecret": "oncall-webhook", "key": "signing-secret"},
+            },
+            {"name": "audit.log", "url": "http://audit.internal:8080/alerts"},
+        ],
+    },
 }
 INLINE_SECRETS = {
     "kafka": {
@@ -144,6 +163,16 @@ INLINE_SECRETS = {
         "apiKeys": {"value": SECRET_SENTINELS["DEEPTRUST_GATEWAY_API_KEYS"]},
     },
     "vllm": {"enabled": True, "hfToken": {"value": SECRET_SENTINELS["HF_TOKEN"]}},
+    "alertWebhooks": {
+        "enabled": True,
+        "subscriptions": [
+            {
+                "name": "oncall",
+                "url": "https://hooks.example.com/x",
+                "secret": {"value": SECRET_SENTINELS["DEEPTRUST_WEBHOOK_SECRET_ONCALL"]},
+            }
+        ],
+    },
     "keda": {"enabled": True},
     "stageDefaults": {"autoscaling": {"enabled": True}},
     "stages": {"search": {"autoscaling": {"enabled": False}}},
@@ -630,7 +659,7 @@ def test_service_monitor_scrapes_every_stage(rendered):
         for service in of_kind(manifests, "Service").values()
         if selector.items() <= service["metadata"]["labels"].items()
     }
-    assert set(scraped) == {*STAGE_DEPLOYMENTS, "drift"}
+    assert set(scraped) == {*STAGE_DEPLOYMENTS, "drift", "alert-webhooks"}
     workloads = {component(m): m for m in manifests if m["kind"] in ("Deployment", "StatefulSet")}
     for name, service in scraped.items():
         assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
@@ -652,3 +681,84 @@ def test_dashboard_config_map_ships_the_dashboard_unchanged(rendered):
     (content,) = dashboard["data"].values()
     expected = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
     assert json.loads(content) == expected
+
+
+# --- alert webhooks ----------------------------------------------------------------------
+
+
+def test_alert_webhooks_are_off_by_default(rendered):
+    for variant in ("default", "production"):
+        manifests = rendered[variant]
+        assert not [m for m in manifests if component(m) == "alert-webhooks"], variant
+
+
+def test_alert_webhooks_read_the_subscriptions_the_values_give(rendered, tmp_path):
+    manifests = rendered["everything"]
+    notifier = by_component(manifests, "Deployment")["alert-webhooks"]
+    container = main_container(notifier)
+    assert notifier["spec"]["replicas"] == 1
+    # The arguments are the notify command's own options, and the file is where it looks.
+    args = container["args"]
+    assert args[:2] == ["alerts", "notify"]
+    options = notify.make_context("notify", args[2:]).params
+    assert options["metrics_port"] == container["ports"][0]["containerPort"] == 8000
+    assert options["group"] == "ops-alert-webhooks"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    config_file = Path(options["subscriptions_file"])
+    assert config_file.parent == Path(mounts["subscriptions"])
+    volume = next(v for v in pod_spec(notifier)["volumes"] if v["name"] == "subscriptions")
+    config_map = of_kind(manifests, "ConfigMap")[volume["configMap"]["name"]]
+    # The rendered file is one the notifier's own loader accepts, saying what the values say.
+    copied = tmp_path / config_file.name
+    copied.write_text(config_map["data"][config_file.name])
+    env = resolved_env(notifier, manifests)
+    loaded = load_subscriptions(copied, {name: "resolved" for name in env})
+    assert loaded.retry.model_dump() == {
+        "max_attempts": 4,
+        "initial_backoff_s": 0.5,
+        "max_backoff_s": 20,
+    }
+    oncall, audit = loaded.subscriptions
+    assert (oncall.name, oncall.url) == (
+        "oncall",
+        EVERYTHING["alertWebhooks"]["subscriptions"][0]["url"],
+    )
+    assert (oncall.kinds, oncall.min_severity, oncall.timeout_s) == (("drift",), "warning", 5)
+    assert env[oncall.secret_env] == ("secret", "oncall-webhook", "signing-secret")
+    assert (audit.name, audit.kinds, audit.min_severity, audit.secret_env) == (
+        "audit.log",
+        (),
+        "info",
+        None,
+    )
+    # Kafka credentials yes; keys it has no use for, no.
+    assert env["DEEPTRUST_KAFKA_SASL_PASSWORD"][0] == "secret"
+    assert not {"AWS_SECRET_ACCESS_KEY", "DEEPTRUST_LLM_API_KEY"} & env.keys()
+
+
+@pytest.mark.parametrize(
+    ("subscriptions", "message"),
+    [
+        ([], "alertWebhooks.enabled needs at least one entry"),
+        ([{"name": "a"}], "alertWebhooks.subscriptions[0] needs a name and a url"),
+        (
+            [{"name": "a-b", "url": "http://h/1"}, {"name": "a_b", "url": "http://h/2"}],
+            'names "a-b" and "a_b" collide',
+        ),
+        (
+            [{"name": "a", "url": "http://h/1", "minSeverity": "loud"}],
+            "minSeverity must be info, warning or critical",
+        ),
+        (
+            [{"name": "a", "url": "http://h/1", "secret": {"existingSecret": "", "key": "k"}}],
+            "alertWebhooks.subscriptions a: secret needs existingSecret",
+        ),
+    ],
+    ids=["none", "no-url", "colliding-names", "bad-severity", "empty-secret"],
+)
+def test_alert_webhooks_rendering_fails_clearly(helm, tmp_path, subscriptions, message):
+    failed = template(
+        helm, tmp_path, alertWebhooks={"enabled": True, "subscriptions": subscriptions}
+    )
+    assert failed.returncode != 0
+    assert message in failed.stderr

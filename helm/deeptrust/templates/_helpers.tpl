@@ -123,6 +123,18 @@ DEEPTRUST_LLM_API_KEY: {{ toJson $v.llm.apiKey }}
 DEEPTRUST_GATEWAY_API_KEYS: {{ toJson $v.gateway.apiKeys }}
 HF_TOKEN: {{ toJson $v.vllm.hfToken }}
 KAFKA_CA_CERT: {{ toJson $v.kafka.tls.ca }}
+{{- if $v.alertWebhooks.enabled }}
+{{- range $subscription := $v.alertWebhooks.subscriptions }}
+{{- with $subscription.secret }}
+{{ include "deeptrust.webhookSecretEnv" $subscription.name }}: {{ toJson . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The variable holding one webhook subscription's signing secret (alert-webhooks.yaml). */}}
+{{- define "deeptrust.webhookSecretEnv" -}}
+{{- printf "DEEPTRUST_WEBHOOK_SECRET_%s" (regexReplaceAll "[^A-Z0-9]" (upper (toString .)) "_") -}}
 {{- end -}}
 
 {{/* A secretKeyRef for one of the secretRefs, or nothing when it is not set. */}}

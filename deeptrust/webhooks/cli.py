@@ -1,0 +1,76 @@
+"""``notify``: run the webhook notifier (to be wired in as ``deeptrust alerts notify``).
+
+Also runnable on its own: ``python -m deeptrust.webhooks.cli --subscriptions FILE``.
+Heavy imports happen inside the command, so importing it costs the main CLI nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+
+@click.command("notify")
+@click.option(
+    "--subscriptions",
+    "subscriptions_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="TOML file of subscriptions (docs/alerts.md).",
+)
+@click.option("--metrics-port", type=int, default=8000, show_default=True)
+@click.option("--group", default=None, help="Consumer group  [default: <prefix>alert-webhooks]")
+def notify(subscriptions_file: Path, metrics_port: int, group: str | None) -> None:
+    """Deliver alerts to subscribed webhooks until SIGTERM; the alert in hand is finished."""
+    from deeptrust.webhooks.delivery import WebhookSender
+    from deeptrust.webhooks.metrics import WebhookMetrics
+    from deeptrust.webhooks.service import NAME, AlertWebhookService
+    from deeptrust.webhooks.subscriptions import SubscriptionError, load_subscriptions
+    from streams.config import KafkaSettings
+    from streams.metrics import HealthServer, StageMetrics
+    from streams.runner import RunnerSettings
+
+    try:
+        config = load_subscriptions(subscriptions_file)
+    except SubscriptionError as error:
+        raise click.ClickException(str(error)) from error
+    runner = RunnerSettings()
+    metrics = StageMetrics(NAME)
+    names = [subscription.name for subscription in config.subscriptions]
+    webhook_metrics = WebhookMetrics(metrics.registry, names)
+    service = AlertWebhookService(
+        config.subscriptions,
+        WebhookSender(config.retry, webhook_metrics),
+        webhook_metrics,
+        KafkaSettings(),
+        runner,
+        metrics,
+        group,
+    )
+    server = HealthServer(metrics, metrics_port, liveness_timeout_s=60 + runner.max_wait_s)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %d: finishing the alert in hand", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    server.start()
+    try:
+        service.run(stop)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # as the main CLI: no URL per request
+    notify()

@@ -1,0 +1,171 @@
+"""The subscriptions file: who wants which alerts, where, and how they are signed.
+
+A TOML file, read once at start-up and checked strictly (unknown keys, bad URLs, duplicate
+names and unset secrets are errors naming the subscription), because a typo found at
+start-up costs nothing and one found when an alert is due costs the alert::
+
+    [retry]                         # optional; these are the defaults
+    max_attempts = 5
+    initial_backoff_s = 1.0
+    max_backoff_s = 30.0
+
+    [[subscription]]
+    name = "oncall"                 # in headers, metrics and dead letters
+    url = "https://hooks.example.com/deeptrust"
+    kinds = ["drift"]               # empty or absent: every kind
+    min_severity = "warning"        # info < warning < critical
+    secret_env = "ONCALL_SECRET"    # or secret = "..." inline; signs the body
+    timeout_s = 10                  # per connect, send and read
+
+Secrets are named by environment variable (``secret_env``) so that the file can live in a
+ConfigMap while the secret lives in a Secret; ``secret`` inline is for local use.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+from deeptrust.alerts import AlertFilter
+from deeptrust.webhooks.retry import RetryPolicy
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""Names go into HTTP headers and Prometheus labels: keep them plain."""
+
+
+class SubscriptionError(ValueError):
+    """The subscriptions file cannot be used; the message says where and why."""
+
+
+class Subscription(BaseModel):
+    """One receiver: the alerts it wants and how to reach it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    url: str
+    kinds: tuple[str, ...] = ()
+    min_severity: Literal["info", "warning", "critical"] = "info"
+    secret: SecretStr | None = None
+    secret_env: str | None = Field(default=None, min_length=1)
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return url
+
+    @field_validator("kinds")
+    @classmethod
+    def _named_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not kind.strip() for kind in kinds):
+            raise ValueError("kinds must be non-empty strings")
+        return kinds
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> Subscription:
+        if self.secret is not None and self.secret_env is not None:
+            raise ValueError("give secret or secret_env, not both")
+        return self
+
+    @property
+    def filter(self) -> AlertFilter:
+        """The alerts this subscriber wants, as ``deeptrust alerts tail`` would pick them."""
+        return AlertFilter(self.kinds, self.min_severity)
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials or query (which may hold tokens), for logs and DLQs."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{host}{port}{parts.path}"
+
+    def signing_secret(self) -> str | None:
+        """The secret that signs bodies for this receiver, if it has one."""
+        return self.secret.get_secret_value() if self.secret else None
+
+
+class SubscriptionFile(BaseModel):
+    """The whole file: a retry policy and at least one subscription, names unique."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retry: RetryPolicy = RetryPolicy()
+    subscriptions: tuple[Subscription, ...] = Field(alias="subscription")
+
+    @model_validator(mode="after")
+    def _some_unique_names(self) -> SubscriptionFile:
+        if not self.subscriptions:
+            raise ValueError("at least one [[subscription]] is needed")
+        names = [subscription.name for subscription in self.subscriptions]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"subscription names must be unique: {', '.join(duplicates)}")
+        return self
+
+
+def load_subscriptions(path: Path, environ: Mapping[str, str] | None = None) -> SubscriptionFile:
+    """Read and check ``path``; secrets named by ``secret_env`` are resolved from ``environ``."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SubscriptionError(f"{path}: cannot read: {error.strerror or error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise SubscriptionError(f"{path}: not valid TOML: {error}") from error
+    return parse_subscriptions(raw, str(path), os.environ if environ is None else environ)
+
+
+def parse_subscriptions(
+    raw: Mapping[str, object], source: str, environ: Mapping[str, str]
+) -> SubscriptionFile:
+    """Check parsed TOML; every problem is reported, each with the subscription it is in."""
+    try:
+        parsed = SubscriptionFile.model_validate(raw)
+    except ValidationError as error:
+        problems = "\n".join(f"  {_where(item, raw)}: {item['msg']}" for item in error.errors())
+        raise SubscriptionError(f"{source}: invalid subscriptions:\n{problems}") from error
+    resolved = []
+    for subscription in parsed.subscriptions:
+        if subscription.secret_env is not None:
+            value = environ.get(subscription.secret_env)
+            if not value:
+                raise SubscriptionError(
+                    f"{source}: subscription {subscription.name!r}: secret_env "
+                    f"{subscription.secret_env} is not set in the environment"
+                )
+            subscription = subscription.model_copy(update={"secret": SecretStr(value)})
+        resolved.append(subscription)
+    return parsed.model_copy(update={"subscriptions": tuple(resolved)})
+
+
+def _where(item: ErrorDetails, raw: Mapping[str, object]) -> str:
+    """Turn an error location into words: ``subscription 2 ('pager') url``."""
+    loc = list(item["loc"])
+    if len(loc) >= 2 and loc[0] == "subscription" and isinstance(loc[1], int):
+        index = loc[1]
+        entries = raw.get("subscription")
+        entry = entries[index] if isinstance(entries, list) and index < len(entries) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        label = f"subscription {index + 1}" + (f" ({name!r})" if isinstance(name, str) else "")
+        rest = [str(part) for part in loc[2:]]
+        return " ".join([label, ".".join(rest)]) if rest else label
+    return ".".join(str(part) for part in loc) or "file"

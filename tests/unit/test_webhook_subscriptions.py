@@ -1,0 +1,183 @@
+"""The subscriptions file: what it accepts, and that what it refuses is named clearly."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from deeptrust.webhooks.retry import RetryPolicy
+from deeptrust.webhooks.subscriptions import SubscriptionError, load_subscriptions
+from schemas.events import AlertEvent
+
+FULL = """
+[retry]
+max_attempts = 3
+initial_backoff_s = 0.5
+max_backoff_s = 4
+
+[[subscription]]
+name = "oncall"
+url = "https://user:pw@hooks.example.com/deeptrust?token=abc"
+kinds = ["drift"]
+min_severity = "warning"
+secret_env = "ONCALL_SECRET"
+timeout_s = 3
+
+[[subscription]]
+name = "audit-log"
+url = "http://audit.internal:8080/alerts"
+secret = "inline-secret"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "subscriptions.toml"
+    path.write_text(text)
+    return path
+
+
+def alert(kind: str, severity: str) -> AlertEvent:
+    return AlertEvent(
+        event_id="a-1",
+        kind=kind,
+        severity=severity,
+        subject="mobilenet-v2@1",
+        summary="s",
+        raised_at=datetime(2026, 1, 1, tzinfo=UTC),
+        source="test",
+    )
+
+
+def test_full_file_is_read_with_secrets_resolved(tmp_path):
+    loaded = load_subscriptions(write(tmp_path, FULL), {"ONCALL_SECRET": "from-env"})
+    assert loaded.retry == RetryPolicy(max_attempts=3, initial_backoff_s=0.5, max_backoff_s=4)
+    oncall, audit = loaded.subscriptions
+    assert (oncall.name, oncall.kinds, oncall.min_severity, oncall.timeout_s) == (
+        "oncall",
+        ("drift",),
+        "warning",
+        3,
+    )
+    assert oncall.signing_secret() == "from-env"
+    assert audit.signing_secret() == "inline-secret"
+    assert (audit.kinds, audit.min_severity, audit.timeout_s) == ((), "info", 10.0)
+    assert "inline-secret" not in repr(audit), "secrets stay out of reprs and logs"
+
+
+def test_display_url_drops_credentials_and_query(tmp_path):
+    oncall, audit = load_subscriptions(write(tmp_path, FULL), {"ONCALL_SECRET": "x"}).subscriptions
+    assert oncall.display_url == "https://hooks.example.com/deeptrust"
+    assert audit.display_url == "http://audit.internal:8080/alerts"
+
+
+def test_filters_match_like_alerts_tail(tmp_path):
+    oncall, audit = load_subscriptions(write(tmp_path, FULL), {"ONCALL_SECRET": "x"}).subscriptions
+    assert oncall.filter.matches(alert("drift", "warning"))
+    assert oncall.filter.matches(alert("drift", "critical"))
+    assert not oncall.filter.matches(alert("drift", "info"))
+    assert not oncall.filter.matches(alert("drift-reference", "critical"))
+    assert audit.filter.matches(alert("anything", "info")), "no kinds: every kind"
+
+
+def test_retry_defaults_apply_without_a_retry_table(tmp_path):
+    text = '[[subscription]]\nname = "a"\nurl = "http://localhost/x"\n'
+    assert load_subscriptions(write(tmp_path, text), {}).retry == RetryPolicy()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "subscription: Field required"),
+        ("subscription = []", "at least one [[subscription]] is needed"),
+        ("[[subscription]\n", "not valid TOML"),
+        (
+            '[[subscription]]\nname = "pager"\nurl = "ftp://host/x"\n',
+            "subscription 1 ('pager') url: Value error, must be an http:// or https:// URL",
+        ),
+        (
+            '[[subscription]]\nname = "pager"\nurl = "http:///x"\n',
+            "subscription 1 ('pager') url",
+        ),
+        (
+            '[[subscription]]\nname = "pager"\nurl = "http://h/x"\nmin_severity = "high"\n',
+            "subscription 1 ('pager') min_severity: Input should be 'info', 'warning' or",
+        ),
+        (
+            '[[subscription]]\nname = "pager"\nurl = "http://h/x"\nkind = ["drift"]\n',
+            "subscription 1 ('pager') kind: Extra inputs are not permitted",
+        ),
+        (
+            '[[subscription]]\nname = "has space"\nurl = "http://h/x"\n',
+            "subscription 1 ('has space') name: String should match pattern",
+        ),
+        (
+            '[[subscription]]\nurl = "http://h/x"\n',
+            "subscription 1 name: Field required",
+        ),
+        (
+            '[[subscription]]\nname = "a"\nurl = "http://h/x"\ntimeout_s = 0\n',
+            "subscription 1 ('a') timeout_s: Input should be greater than 0",
+        ),
+        (
+            '[[subscription]]\nname = "a"\nurl = "http://h/x"\nkinds = [""]\n',
+            "kinds must be non-empty strings",
+        ),
+        (
+            '[[subscription]]\nname = "a"\nurl = "http://h/x"\nsecret = "s"\nsecret_env = "S"\n',
+            "give secret or secret_env, not both",
+        ),
+        (
+            '[[subscription]]\nname = "a"\nurl = "http://h/x"\n'
+            '[[subscription]]\nname = "a"\nurl = "http://h/y"\n',
+            "subscription names must be unique: a",
+        ),
+        (
+            '[retry]\nmax_attempts = 0\n[[subscription]]\nname = "a"\nurl = "http://h/x"\n',
+            "retry.max_attempts: Input should be greater than or equal to 1",
+        ),
+    ],
+    ids=[
+        "empty",
+        "no-subscriptions",
+        "not-toml",
+        "scheme",
+        "no-host",
+        "severity",
+        "typo-key",
+        "bad-name",
+        "no-name",
+        "zero-timeout",
+        "empty-kind",
+        "two-secret-sources",
+        "duplicate-names",
+        "no-attempts",
+    ],
+)
+def test_invalid_files_are_refused_with_where_and_why(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(SubscriptionError) as refused:
+        load_subscriptions(path, {})
+    assert str(path) in str(refused.value)
+    assert message in str(refused.value)
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = (
+        '[[subscription]]\nname = "a"\nurl = "gopher://h"\n'
+        '[[subscription]]\nname = "b"\nurl = "http://h/x"\nmin_severity = "loud"\n'
+    )
+    with pytest.raises(SubscriptionError) as refused:
+        load_subscriptions(write(tmp_path, text), {})
+    assert "subscription 1 ('a') url" in str(refused.value)
+    assert "subscription 2 ('b') min_severity" in str(refused.value)
+    assert "at least one" not in str(refused.value), "only real problems are listed"
+
+
+def test_unset_secret_variable_is_an_error_naming_it(tmp_path):
+    with pytest.raises(SubscriptionError, match="'oncall': secret_env ONCALL_SECRET is not set"):
+        load_subscriptions(write(tmp_path, FULL), {})
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(SubscriptionError, match="cannot read"):
+        load_subscriptions(tmp_path / "absent.toml", {})
