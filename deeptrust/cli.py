@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
+from deeptrust.gateway_cli import gateway
 from deeptrust.training_cli import feedback, mlflow_group, replay, retrain, retrain_service
 from deeptrust.webhooks.cli import notify
 from streams.config import KafkaSettings
@@ -336,6 +337,7 @@ def demo(images: Path, query: str, home: Path) -> None:
 
 
 alerts.add_command(notify)
+cli.add_command(gateway)
 cli.add_command(mlflow_group)
 cli.add_command(feedback)
 cli.add_command(replay)

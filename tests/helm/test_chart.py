@@ -320,9 +320,8 @@ def test_every_deeptrust_workload_is_probed_bounded_and_unprivileged(rendered, v
         name = component(workload)
         spec = pod_spec(workload)
         container = main_container(workload)
-        readiness = "/healthz" if name == "gateway" else "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
-        assert container["readinessProbe"]["httpGet"]["path"] == readiness, name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
         assert {"cpu", "memory"} <= container["resources"]["requests"].keys(), name
         assert "memory" in container["resources"]["limits"], name
         assert spec["securityContext"]["runAsNonRoot"] is True, name
@@ -352,6 +351,8 @@ def test_every_stage_of_the_code_has_a_deployment_running_it(rendered):
         "--port",
         "8080",
     ]
+    gateway_env = resolved_env(deployments["gateway"], rendered["everything"])
+    assert gateway_env["DEEPTRUST_GATEWAY_STATUS_DB"].startswith("/tmp/"), "a writable path"
     env = resolved_env(deployments["retrain"], rendered["everything"])
     assert env["DEEPTRUST_TRAINING_TRACKING_URI"] == "http://mlflow:5000"
 

@@ -1,0 +1,61 @@
+"""The gateway's settings (``DEEPTRUST_GATEWAY_*``), read once at start-up.
+
+Kafka (``DEEPTRUST_KAFKA_*``) and the object store (``DEEPTRUST_OBJECT_STORE_ROOT`` or
+``DEEPTRUST_S3_*``) come from the settings every other command reads, so the gateway writes
+where the stages read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.images import DEFAULT_MAX_PIXELS
+
+MiB = 1024 * 1024
+
+
+class GatewaySettings(BaseSettings):
+    """Keys, limits, the remote-fetch policy and where the status store lives."""
+
+    model_config = SettingsConfigDict(env_prefix="DEEPTRUST_GATEWAY_")
+
+    api_keys: list[SecretStr] = Field(default_factory=list, validate_default=True)
+    """Accepted ``X-API-Key`` values, a JSON list (``'["key-a", "key-b"]'``). Required: the
+    gateway takes no anonymous uploads. Several keys allow rotation without downtime."""
+
+    max_bytes: int = Field(default=20 * MiB, ge=1)
+    """Largest image accepted, checked on ``Content-Length`` first and again while reading."""
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
+    """Largest image by pixel count, read from the header (no decompression bombs)."""
+    allowed_types: list[str] = Field(
+        default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/gif"]
+    )
+    """MIME types accepted, as sniffed from the bytes; the client's declaration is ignored."""
+
+    fetch_hosts: list[str] = Field(default_factory=list)
+    """Hosts whose ``http(s)://`` URIs the gateway may fetch. Empty (the default) refuses
+    every remote URI: fetching whatever URL a client names would let it reach internal
+    services (SSRF). URIs already in the object store are always accepted as references."""
+    fetch_timeout_s: float = Field(default=5.0, gt=0)
+    """Total time for one remote fetch; redirects are never followed."""
+
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    """How long a request waits for the broker's acknowledgement before answering 503."""
+
+    status_db: Path = Path(".deeptrust/gateway-status.db")
+    """The SQLite file of results per image (one per pod; an emptyDir is enough)."""
+    status_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
+    """Results older than this are dropped from the status store."""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _some_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        """Refuse to start without a key, and refuse empty keys (they would match nothing)."""
+        if not keys:
+            raise ValueError("set at least one API key: the gateway takes no anonymous uploads")
+        if any(not key.get_secret_value() for key in keys):
+            raise ValueError("an API key is empty")
+        return keys
