@@ -129,7 +129,9 @@ class Feed:
     def _watch(self) -> None:
         if self.stage is not None:
             assert self.stage.returncode is None, self.stage.log_tail()
-            self.health.append(self.stage.get("/healthz"))
+            # A generous timeout: this checks that the server stays up through a swap, not
+            # its latency on a machine that other test processes share.
+            self.health.append(self.stage.get("/healthz", timeout_s=15))
 
 
 @pytest.fixture
