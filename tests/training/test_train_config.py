@@ -12,6 +12,7 @@ import pytest
 from training.trainer.config import SWEEPABLE, TrainConfig, expand_sweep, load_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "training" / "configs" / "detector.toml"
+SHIPPED_VIT = SHIPPED.with_name("detector-vit.toml")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -65,6 +66,31 @@ def test_shipped_config_loads_and_its_grid_is_six_points():
     grid = expand_sweep(config)
     assert len(grid) == 6
     assert len({point.digest() for point in grid}) == 6
+
+
+def test_shipped_vit_config_loads_and_sweeps_the_learning_rate():
+    config = load_config(SHIPPED_VIT)
+    assert config.backbone == "hf-vit"
+    assert config.model == "google/vit-base-patch16-224"
+    assert config.learning_rate == 5e-5
+    assert config.batch_size % config.accumulation_steps == 0
+    grid = expand_sweep(config)
+    assert [point.learning_rate for point in grid] == [2e-5, 5e-5, 1e-4]
+    assert all(point.model == config.model for point in grid)
+
+
+def test_hf_vit_needs_a_model_and_the_probe_takes_none():
+    with pytest.raises(ValueError, match="needs model"):
+        TrainConfig(backbone="hf-vit")
+    with pytest.raises(ValueError, match="needs model"):
+        TrainConfig(backbone="hf-vit", model="  ")
+    with pytest.raises(ValueError, match="apply to backbone hf-vit"):
+        TrainConfig(model="google/vit-base-patch16-224")
+    with pytest.raises(ValueError, match="apply to backbone hf-vit"):
+        TrainConfig(freeze_epochs=1)
+    with pytest.raises(ValueError, match="backbone"):
+        TrainConfig.model_validate({"backbone": "resnet", "model": "x"})
+    assert TrainConfig(backbone="hf-vit", model="/models/vit").model == "/models/vit"
 
 
 def test_missing_train_table_is_rejected(tmp_path):
@@ -163,9 +189,14 @@ def test_digest_is_stable_ignores_sweep_and_follows_every_field():
         "device": "cpu",
         "threshold": 0.6,
     }
-    assert set(changes) == set(TrainConfig.model_fields) - {"sweep"}
+    # The fine-tune's fields only make sense together, so they change as a set.
+    vit = {"backbone": "hf-vit", "model": "google/vit-base-patch16-224"}
+    later = [vit, {**vit, "model": "/models/vit"}, {**vit, "freeze_epochs": 1}]
+    later_fields = {name for fields in later for name in fields}
+    assert set(changes) | later_fields == set(TrainConfig.model_fields) - {"sweep"}
     digests = {TrainConfig(**{name: value}).digest() for name, value in changes.items()}
-    assert len(digests) == len(changes)
+    digests |= {TrainConfig(**fields).digest() for fields in later}
+    assert len(digests) == len(changes) + len(later)
     assert base.digest() not in digests
 
 

@@ -259,7 +259,7 @@ def test_the_gradient_scaler_path_trains_and_resumes(problem, tmp_path, monkeypa
     # scaler too: scaled steps learn, and the scaler's state survives a resume.
     from training.trainer import loop
 
-    monkeypatch.setattr(loop, "_make_scaler", lambda precision, device: torch.amp.GradScaler("cpu"))
+    monkeypatch.setattr(loop, "make_scaler", lambda precision, device: torch.amp.GradScaler("cpu"))
     settings = config(epochs=4, precision="fp16")
     reference = train_probe(*problem, settings)
     assert reference.precision == "fp16"
@@ -280,6 +280,6 @@ def test_the_gradient_scaler_path_trains_and_resumes(problem, tmp_path, monkeypa
     np.testing.assert_allclose(weights_of(resumed), weights_of(reference), rtol=0, atol=1e-6)
 
     # The same checkpoint on a device without a scaler is refused, not half-restored.
-    monkeypatch.setattr(loop, "_make_scaler", lambda precision, device: None)
+    monkeypatch.setattr(loop, "make_scaler", lambda precision, device: None)
     with pytest.raises(ValueError, match="gradient scaler"):
         train_probe(*problem, settings, checkpoint_dir=tmp_path)

@@ -37,10 +37,20 @@ _INTEGER_FIELDS = frozenset({"epochs", "batch_size", "accumulation_steps"})
 DIGEST_VERSION = "deeptrust-train-config/1"
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Backbone = Literal["mobilenet-probe", "hf-vit"]
+# Fields added after checkpoints existed: left out of the digest while they hold their
+# defaults, so a probe config written before them keeps its digest and its checkpoints.
+_LATER_FIELDS: dict[str, object] = {"backbone": "mobilenet-probe", "model": "", "freeze_epochs": 0}
 
 
 class TrainConfig(BaseModel):
-    """One training run of the probe head, plus the grid of alternatives in ``sweep``.
+    """One training run of the detector, plus the grid of alternatives in ``sweep``.
+
+    ``backbone`` says what is trained: ``mobilenet-probe``, a logistic head on frozen
+    MobileNetV2 features (the offline default), or ``hf-vit``, a transformers image
+    classifier fine-tuned end to end from ``model`` (a hub id such as
+    ``google/vit-base-patch16-224`` or a ``save_pretrained`` directory), whose backbone may
+    stay frozen for the first ``freeze_epochs`` epochs while the new head settles.
 
     ``batch_size`` is the *effective* batch: the optimiser steps once per ``batch_size``
     rows. With ``accumulation_steps`` N > 1 those rows go through the model as N
@@ -61,6 +71,9 @@ class TrainConfig(BaseModel):
     precision: Precision = "auto"
     device: str = "auto"
     threshold: float = Field(default=0.5, gt=0, lt=1)
+    backbone: Backbone = "mobilenet-probe"
+    model: str = ""
+    freeze_epochs: int = Field(default=0, ge=0)
     sweep: dict[str, list[float]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -70,6 +83,13 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"batch_size {self.batch_size} is not a multiple of accumulation_steps "
                 f"{self.accumulation_steps}: micro-batches would differ in size"
+            )
+        if self.backbone == "hf-vit" and not self.model.strip():
+            raise ValueError("backbone hf-vit needs model: a hub id or a model directory")
+        if self.backbone == "mobilenet-probe" and (self.model or self.freeze_epochs):
+            raise ValueError(
+                "model and freeze_epochs apply to backbone hf-vit; the mobilenet-probe "
+                "backbone is fixed and always frozen"
             )
         if not self.device.strip():
             raise ValueError("device must be 'auto' or a torch device such as 'cpu' or 'cuda:0'")
@@ -95,9 +115,13 @@ class TrainConfig(BaseModel):
 
         A checkpoint stores it, so resuming with another config is caught instead of
         silently continuing someone else's run. ``sweep`` is left out because it says what
-        else to try, not how this run trains.
+        else to try, not how this run trains; fields added later count only when they differ
+        from their defaults, so the digests of earlier configs (and their checkpoints) hold.
         """
         fields = self.model_dump(mode="json", exclude={"sweep"})
+        for name, default in _LATER_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
         text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(f"{DIGEST_VERSION}\n{text}".encode()).hexdigest()
 

@@ -24,55 +24,40 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from processors.detectors.mobilenet_probe import ProbeHead
-from streams.atomic_file import write_atomically
 from training.detector.probe import MIN_SCALE, balanced_weights
-from training.evaluation.classification import roc_auc
 from training.trainer.config import TrainConfig
+from training.trainer.runtime import (
+    CHECKPOINT_FILE,
+    EpochStats,
+    RunIdentity,
+    accumulate_gradients,
+    autocast_dtype,
+    checked_labels,
+    load_checkpoint,
+    make_scaler,
+    optimizer_step,
+    resolve_device,
+    resolve_precision,
+    restore_rng,
+    rng_devices,
+    rng_state,
+    save_checkpoint,
+    seed_run,
+    validation_metrics,
+)
 
-CHECKPOINT_FILE = "last.pt"
+__all__ = ["CHECKPOINT_FILE", "EpochStats", "TrainResult", "train_probe"]
+
 CHECKPOINT_FORMAT = 1
 DATA_DIGEST_VERSION = b"deeptrust-train-data/1"
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    """What one epoch achieved, handed to ``on_epoch`` (the service logs it to MLflow).
-
-    ``epoch`` counts from 1. ``train_loss`` is the mean class-balanced loss over the epoch's
-    minibatches (the model moving as it goes); ``val_loss`` the class-balanced loss of the
-    model at the epoch's end, the quantity the best epoch is chosen by. ``val_accuracy``
-    uses the config's threshold. ``val_auc`` is NaN when validation holds one class only.
-    """
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    val_auc: float
-    seconds: float
-
-    def metrics(self) -> dict[str, float]:
-        """The numbers as ``name -> float`` for a metrics logger, leaving out an undefined AUC."""
-        values = {
-            "train_loss": self.train_loss,
-            "val_loss": self.val_loss,
-            "val_accuracy": self.val_accuracy,
-            "epoch_seconds": self.seconds,
-        }
-        if math.isfinite(self.val_auc):
-            values["val_auc"] = self.val_auc
-        return values
 
 
 @dataclass(frozen=True)
@@ -123,46 +108,6 @@ class _Data:
     digest: str
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"``: the current CUDA device if there is one, else the CPU; or the named device.
-
-    A named CUDA device on a machine without one fails here, with a message, rather than
-    deep inside the first tensor copy.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but torch sees no CUDA device")
-    return device
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``"auto"``: fp16 on CUDA (tensor cores, with a gradient scaler), fp32 elsewhere.
-
-    CPUs gain little from float16 autocast and lack fast float16 kernels, so auto keeps them
-    in fp32; ``"bf16"`` or ``"fp16"`` may still be forced on any device.
-    """
-    if name == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if name not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"precision {name!r} is not auto, fp32, fp16 or bf16")
-    return name
-
-
-def _autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype for a resolved precision; None means plain float32."""
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
-    """Autocast for half precision, nothing for fp32, so one code path serves all three."""
-    if dtype is None:
-        return nullcontext()
-    context: AbstractContextManager[Any] = torch.autocast(device_type=device.type, dtype=dtype)
-    return context
-
-
 def _checked(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Features as float64 rows and 0/1 labels as float64, or a ValueError naming the set."""
     features = np.asarray(x, np.float64)
@@ -171,13 +116,10 @@ def _checked(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.nd
         raise ValueError(
             f"{name} features {features.shape} and labels {labels.shape} must be (N, D) and (N,)"
         )
-    if len(labels) == 0:
-        raise ValueError(f"{name} set is empty")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError(f"{name} labels must be 0 (human) or 1 (AI-generated)")
+    checked = checked_labels(labels, name)
     if not np.isfinite(features).all():
         raise ValueError(f"{name} features hold NaN or infinite values")
-    return features, labels.astype(np.float64)
+    return features, checked
 
 
 def _prepare(
@@ -224,18 +166,6 @@ def _prepare(
     )
 
 
-def _log_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-row binary cross-entropy from logits: ``log(1 + e^z) - y z``, in float32.
-
-    The same function as ``binary_cross_entropy_with_logits`` and as stable (``softplus``
-    is linear beyond ``z = 20``), but one fused elementwise op: on small CPU batches torch's
-    own version measured about 100 times slower here (thread-pool overhead per call).
-    """
-    z = logits.float()
-    loss: torch.Tensor = F.softplus(z) - labels * z
-    return loss
-
-
 def _accumulate_gradients(
     model: torch.nn.Linear,
     x: torch.Tensor,
@@ -245,25 +175,13 @@ def _accumulate_gradients(
     dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
-    """Backward one effective batch in micro-batches; return its weighted mean loss (detached).
+    """Backward one effective batch of feature rows (kept for the gradient tests)."""
 
-    Each micro-batch's loss is its weighted sum divided by the *effective* batch's row count,
-    so the micro-batches' gradients add up to the gradient of the effective batch's mean
-    loss, whatever their sizes (a short last effective batch or a short last micro-batch
-    included). The caller steps the optimiser afterwards.
-    """
-    rows = x.shape[0]
-    total = torch.zeros((), device=x.device)
-    for start in range(0, rows, micro_size):
-        stop = start + micro_size
-        with _autocast(x.device, dtype):
-            logits = model(x[start:stop]).squeeze(1)
-        # The loss in float32 whatever autocast produced: half precision loses too much there.
-        losses = _log_loss(logits, y[start:stop])
-        loss = (losses * w[start:stop]).sum() / rows
-        (loss if scaler is None else scaler.scale(loss)).backward()
-        total += loss.detach()
-    return total
+    def forward(start: int, stop: int) -> torch.Tensor:
+        logits: torch.Tensor = model(x[start:stop]).squeeze(1)
+        return logits
+
+    return accumulate_gradients(forward, y, w, micro_size, dtype, scaler)
 
 
 def _evaluate(model: torch.nn.Linear, data: _Data, threshold: float) -> tuple[float, float, float]:
@@ -274,23 +192,9 @@ def _evaluate(model: torch.nn.Linear, data: _Data, threshold: float) -> tuple[fl
     """
     model.eval()
     with torch.no_grad():
-        logits = model(data.val_x).squeeze(1).float()
-        losses = _log_loss(logits, data.val_y)
-        val_loss = float((losses * data.val_w).sum().item()) / len(data.val_labels)
-        scores = logits.double().cpu().numpy()
+        logits = model(data.val_x).squeeze(1)
     model.train()
-    # p >= threshold  <=>  logit >= log(threshold / (1 - threshold)); no sigmoid saturation.
-    predicted = scores >= math.log(threshold / (1.0 - threshold))
-    accuracy = float(np.mean(predicted == data.val_labels.astype(bool)))
-    auc = roc_auc(data.val_labels, scores)
-    return val_loss, accuracy, math.nan if auc is None else auc
-
-
-def _rng_devices(device: torch.device) -> list[int]:
-    """The CUDA devices whose RNG the run may touch (none on the CPU)."""
-    if device.type != "cuda":
-        return []
-    return [device.index if device.index is not None else torch.cuda.current_device()]
+    return validation_metrics(logits, data.val_y, data.val_w, threshold)
 
 
 def train_probe(
@@ -319,21 +223,9 @@ def train_probe(
         raise ValueError("train_probe takes one grid point; expand_sweep(config) first")
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    dtype = _autocast_dtype(precision)
     data = _prepare(train_x, train_y, val_x, val_y, device)
-    with torch.random.fork_rng(devices=_rng_devices(device)):
-        return _run(data, config, device, precision, dtype, checkpoint_dir, on_epoch)
-
-
-def _make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
-    """A gradient scaler for float16 on CUDA, where small gradients would underflow to zero.
-
-    bfloat16 has float32's exponent range and needs none; float16 forced on the CPU goes
-    without one too (a linear head's gradients stay far from float16's underflow).
-    """
-    if precision == "fp16" and device.type == "cuda":
-        return torch.amp.GradScaler("cuda")
-    return None
+    with torch.random.fork_rng(devices=rng_devices(device)):
+        return _run(data, config, device, precision, checkpoint_dir, on_epoch)
 
 
 def _run(
@@ -341,18 +233,13 @@ def _run(
     config: TrainConfig,
     device: torch.device,
     precision: str,
-    dtype: torch.dtype | None,
     checkpoint_dir: Path | None,
     on_epoch: Callable[[EpochStats], None] | None,
 ) -> TrainResult:
     """The loop itself, inside :func:`train_probe`'s RNG fork."""
-    # Seed only the generators this run forked (the CPU's, and its own GPU's), not every
-    # GPU's as torch.manual_seed would: the model is initialised on the CPU from this seed.
-    torch.default_generator.manual_seed(config.seed)
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.manual_seed(config.seed)
-    shuffle = torch.Generator().manual_seed(config.seed)
+    # The model is initialised on the CPU from this seed.
+    shuffle = seed_run(config.seed, device)
+    dtype = autocast_dtype(precision)
     model = torch.nn.Linear(data.train_x.shape[1], 1).to(device)
     optimizer = torch.optim.AdamW(
         [
@@ -361,22 +248,19 @@ def _run(
         ],
         lr=config.learning_rate,
     )
-    scaler = _make_scaler(precision, device)
+    scaler = make_scaler(precision, device)
+    identity = RunIdentity(CHECKPOINT_FORMAT, config, data.digest, precision, scaler is not None)
     history: list[EpochStats] = []
     best: _Best | None = None
     resumed_from: int | None = None
     path = None if checkpoint_dir is None else checkpoint_dir / CHECKPOINT_FILE
-    if path is not None and path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        _check_checkpoint(saved, path, config, data, precision, scaler is not None)
+    saved = None if path is None else load_checkpoint(path, identity)
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         if scaler is not None:
             scaler.load_state_dict(saved["scaler"])
-        torch.set_rng_state(saved["torch_rng"])
-        if device.type == "cuda" and saved["cuda_rng"] is not None:
-            torch.cuda.set_rng_state(saved["cuda_rng"], device)
-        shuffle.set_state(saved["shuffle_rng"])
+        restore_rng(saved, device, shuffle)
         history = [EpochStats(**stats) for stats in saved["history"]]
         best = _Best(**saved["best"])
         resumed_from = int(saved["epoch"])
@@ -400,12 +284,7 @@ def _run(
                 scaler,
             )
             loss_sum += mean_loss * len(batch)
-            if scaler is None:
-                optimizer.step()
-            else:
-                scaler.step(optimizer)
-                scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(optimizer, scaler)
         val_loss, accuracy, auc = _evaluate(model, data, config.threshold)
         stats = EpochStats(
             epoch=epoch,
@@ -428,56 +307,19 @@ def _run(
         if on_epoch is not None:
             on_epoch(stats)
         if path is not None:
-            # A run killed mid-write keeps its previous checkpoint whole, never a truncated
-            # one that would fail the resume.
             state = {
-                "format": CHECKPOINT_FORMAT,
-                "config_digest": config.digest(),
-                "data_digest": data.digest,
-                "precision": precision,
-                "scaled": scaler is not None,
-                "epoch": epoch,
+                **identity.header(epoch),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scaler": None if scaler is None else scaler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "shuffle_rng": shuffle.get_state(),
+                **rng_state(device, shuffle),
                 "best": best.state(),
                 "history": [asdict(entry) for entry in history],
             }
-            write_atomically(path, partial(torch.save, state))
+            save_checkpoint(path, state)
     if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
         raise RuntimeError("no epoch was trained")
     return _result(best, history, data, config, device, precision, resumed_from)
-
-
-def _check_checkpoint(
-    saved: dict[str, Any],
-    path: Path,
-    config: TrainConfig,
-    data: _Data,
-    precision: str,
-    scaled: bool,
-) -> None:
-    """Refuse to resume a checkpoint that belongs to another run."""
-    if saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} has checkpoint format {saved.get('format')!r}, not 1")
-    if saved["config_digest"] != config.digest():
-        raise ValueError(
-            f"{path} was written by another config (digest {saved['config_digest'][:12]}, this "
-            f"config {config.digest()[:12]}); use a fresh checkpoint directory per grid point"
-        )
-    if saved["data_digest"] != data.digest:
-        raise ValueError(
-            f"{path} was written for other training or validation data (digest "
-            f"{saved['data_digest'][:12]}, this data {data.digest[:12]}); refusing to mix runs"
-        )
-    if saved["precision"] != precision or saved["scaled"] != scaled:
-        raise ValueError(
-            f"{path} was trained in {saved['precision']} (gradient scaler: {saved['scaled']}); "
-            f"this device resolves to {precision} (gradient scaler: {scaled})"
-        )
 
 
 def _result(

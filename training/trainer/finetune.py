@@ -1,0 +1,404 @@
+"""Fine-tune a transformers image classifier (a ViT) as the detector, resumable and mixed-precision.
+
+For users with real weights (a hub id such as ``google/vit-base-patch16-224``, or a local
+``save_pretrained`` directory): the whole network learns, not only a head on frozen
+features, which is what a detector of modern generators needs. The result is a
+``save_pretrained`` directory (model and image processor) that the production ``hf-vit``
+detect backend (:mod:`processors.transformers_backends.vit`) loads unchanged: labels
+``{0: "real", 1: "ai_generated"}``.
+
+The promises are the probe loop's (:mod:`training.trainer.loop`), through the same helpers
+(:mod:`training.trainer.runtime`): AdamW, the class-balanced binary objective (on the
+two-class softmax, whose cross-entropy is the binary log-loss of ``logit_ai - logit_real``),
+fp16 autocast with a gradient scaler on CUDA (bf16 on request), gradient accumulation with
+the config's effective batch, one atomic checkpoint per epoch that a rerun resumes from and
+another config or other data is refused by. The best epoch is the one with the highest
+validation ROC-AUC (ties: the lower validation loss), the service's rule for grid points.
+
+Only the retrain worker imports this module (torch and transformers, ``.venv-train``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+
+from training.detector.probe import balanced_weights
+from training.trainer.config import TrainConfig
+from training.trainer.runtime import (
+    CHECKPOINT_FILE,
+    EpochStats,
+    RunIdentity,
+    accumulate_gradients,
+    autocast_dtype,
+    checked_labels,
+    load_checkpoint,
+    make_scaler,
+    optimizer_step,
+    resolve_device,
+    resolve_precision,
+    restore_rng,
+    rng_devices,
+    rng_state,
+    save_checkpoint,
+    seed_run,
+    validation_metrics,
+)
+
+LABELS: dict[int, str] = {0: "real", 1: "ai_generated"}
+"""The output classes the ``hf-vit`` detect backend reads (it looks for ``ai_generated``)."""
+CHECKPOINT_FORMAT = 1
+DATA_DIGEST_VERSION = b"deeptrust-finetune-data/1"
+TRAINING_RECORD = "deeptrust_training.json"
+"""Provenance written beside the weights in the output directory."""
+_SNAPSHOT = "best-epoch-"
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    """The best epoch's model directory and how the run got there.
+
+    Fields as :class:`~training.trainer.loop.TrainResult`'s, with ``output_dir`` (model and
+    processor, loadable by the ``hf-vit`` backend) in place of a head, and ``metadata``, the
+    provenance also written to ``output_dir / TRAINING_RECORD``.
+    """
+
+    output_dir: Path
+    history: list[EpochStats]
+    best_epoch: int
+    resumed_from: int | None
+    device: str
+    precision: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Best:
+    """The best epoch so far; its weights are a ``save_pretrained`` snapshot on disk."""
+
+    epoch: int
+    val_auc: float
+    val_loss: float
+
+    def rank(self) -> tuple[float, float]:
+        """Higher is better: AUC first, then lower loss; undefined values rank last."""
+        auc = self.val_auc if math.isfinite(self.val_auc) else -math.inf
+        loss = -self.val_loss if math.isfinite(self.val_loss) else -math.inf
+        return auc, loss
+
+
+@dataclass(frozen=True)
+class _Data:
+    """RGB images and their labels and class-balanced weights as device tensors."""
+
+    train: list[Image.Image]
+    train_y: torch.Tensor
+    train_w: torch.Tensor
+    val: list[Image.Image]
+    val_y: torch.Tensor
+    val_w: torch.Tensor
+    digest: str
+
+
+def _prepare(
+    train: Sequence[Image.Image],
+    train_y: np.ndarray,
+    val: Sequence[Image.Image],
+    val_y: np.ndarray,
+    device: torch.device,
+) -> _Data:
+    """Check the sets, convert to RGB, and digest the pixels and labels both sets hold."""
+    sets = []
+    sha = hashlib.sha256(DATA_DIGEST_VERSION)
+    for name, images, labels in (("training", train, train_y), ("validation", val, val_y)):
+        checked = checked_labels(labels, name)
+        if len(images) != len(checked):
+            raise ValueError(f"{name} has {len(images)} images but {len(checked)} labels")
+        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
+        sha.update(f"{name}:{len(rgb)}".encode())
+        for image in rgb:
+            sha.update(repr(image.size).encode())
+            sha.update(image.tobytes())
+        sha.update(checked.astype(np.uint8).tobytes())
+        sets.append((rgb, checked))
+    (train_rgb, ty), (val_rgb, vy) = sets
+    if len(np.unique(ty)) != 2:
+        raise ValueError("the training set must hold both classes")
+
+    def tensor(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(values, np.float32)).to(device)
+
+    return _Data(
+        train=train_rgb,
+        train_y=tensor(ty),
+        train_w=tensor(balanced_weights(ty)),
+        val=val_rgb,
+        val_y=tensor(vy),
+        val_w=tensor(balanced_weights(vy)),
+        digest=sha.hexdigest(),
+    )
+
+
+def load_classifier(source: str) -> Any:
+    """The classifier at ``source`` in float32 with :data:`LABELS`, re-headed if it had others.
+
+    A checkpoint already labelled ``real``/``ai_generated`` (an earlier fine-tune) keeps its
+    head. Any other gets a freshly initialised two-class head, even one with two classes of
+    other names: whether its ``FAKE`` means index 0 or 1 is a guess this code does not make.
+    """
+    config = transformers.AutoConfig.from_pretrained(source)
+    current = {int(index): str(name) for index, name in config.id2label.items()}
+    auto = transformers.AutoModelForImageClassification
+    if current == LABELS:
+        return auto.from_pretrained(source, dtype=torch.float32)
+    model = auto.from_pretrained(
+        source,
+        dtype=torch.float32,
+        id2label=LABELS,
+        label2id={name: index for index, name in LABELS.items()},
+        ignore_mismatched_sizes=True,
+    )
+    # Everything outside the backbone is head: take it from a fresh model of the same shape.
+    fresh = auto.from_config(model.config)
+    backbone = f"{model.base_model_prefix}."
+    head = {k: v for k, v in fresh.state_dict().items() if not k.startswith(backbone)}
+    model.load_state_dict(head, strict=False)
+    return model
+
+
+def _binary_logits(model: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """``logit_ai - logit_real``: the two-class softmax as one log-odds, what the loss reads."""
+    logits: torch.Tensor = model(pixel_values=pixels).logits
+    return logits[:, 1] - logits[:, 0]
+
+
+def fine_tune(
+    train_images: Sequence[Image.Image],
+    train_y: np.ndarray,
+    val_images: Sequence[Image.Image],
+    val_y: np.ndarray,
+    config: TrainConfig,
+    output_dir: Path,
+    checkpoint_dir: Path | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> FineTuneResult:
+    """Fine-tune ``config.model`` on the images; write the best epoch to ``output_dir``.
+
+    The contract is :func:`~training.trainer.loop.train_probe`'s: one grid point; with
+    ``checkpoint_dir``, ``last.pt`` (and the best epoch's snapshot) there is rewritten after
+    every epoch and a rerun with the same config and data resumes after its last epoch,
+    while another config's or other data's checkpoint raises ValueError; ``on_epoch`` runs
+    before the checkpoint (at-least-once reporting). ``output_dir`` is replaced by the best
+    epoch's ``save_pretrained`` model and processor. The caller's RNG state is untouched.
+    """
+    if config.sweep:
+        raise ValueError("fine_tune takes one grid point; expand_sweep(config) first")
+    if config.backbone != "hf-vit":
+        raise ValueError(f"fine_tune trains backbone hf-vit, not {config.backbone}")
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    data = _prepare(train_images, train_y, val_images, val_y, device)
+    with ExitStack() as stack:
+        if checkpoint_dir is None:
+            checkpoint_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        stack.enter_context(torch.random.fork_rng(devices=rng_devices(device)))
+        return _Run(data, config, device, precision, checkpoint_dir).train(output_dir, on_epoch)
+
+
+class _Run:
+    """One fine-tune: the model, optimiser and processor, and the loop over epochs."""
+
+    def __init__(
+        self,
+        data: _Data,
+        config: TrainConfig,
+        device: torch.device,
+        precision: str,
+        folder: Path,
+    ) -> None:
+        self.data, self.config, self.device, self.precision = data, config, device, precision
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.shuffle = seed_run(config.seed, device)  # before the head is initialised
+        self.processor = transformers.AutoImageProcessor.from_pretrained(config.model)
+        self.model = load_classifier(config.model).to(device)
+        # The usual transformer recipe: no weight decay on biases and normalisation scales.
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            ],
+            lr=config.learning_rate,
+        )
+        self.scaler = make_scaler(precision, device)
+        self.identity = RunIdentity(
+            CHECKPOINT_FORMAT, config, data.digest, precision, self.scaler is not None
+        )
+        self.micro_size = config.batch_size // config.accumulation_steps
+
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The processor's resized, normalised pixels of ``images`` on the device."""
+        inputs = self.processor(images=list(images), return_tensors="pt")
+        pixels: torch.Tensor = inputs["pixel_values"].to(self.device)
+        return pixels
+
+    def _snapshot(self, epoch: int) -> Path:
+        return self.folder / f"{_SNAPSHOT}{epoch:04d}"
+
+    def _save_snapshot(self, epoch: int) -> None:
+        """The model as the backend will load it, renamed into place once complete."""
+        target = self._snapshot(epoch)
+        shutil.rmtree(target, ignore_errors=True)  # a redone epoch's leftover
+        partial = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{target.name}."))
+        self.model.save_pretrained(partial)
+        partial.rename(target)
+
+    def _drop_snapshots_but(self, epoch: int) -> None:
+        for path in self.folder.glob(f"{_SNAPSHOT}*"):
+            if path != self._snapshot(epoch):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _set_backbone_frozen(self, frozen: bool) -> None:
+        """Frozen parameters get no gradient, so AdamW leaves them (and their decay) alone."""
+        for parameter in self.model.base_model.parameters():
+            parameter.requires_grad_(not frozen)
+
+    def _train_epoch(self) -> float:
+        data, config = self.data, self.config
+        self.model.train()
+        order = torch.randperm(len(data.train), generator=self.shuffle).tolist()
+        loss_sum = torch.zeros((), device=self.device)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            images = [data.train[i] for i in batch]
+
+            def forward(first: int, stop: int, images: list[Image.Image] = images) -> torch.Tensor:
+                return _binary_logits(self.model, self._pixels(images[first:stop]))
+
+            index = torch.tensor(batch, device=self.device)
+            mean_loss = accumulate_gradients(
+                forward,
+                data.train_y[index],
+                data.train_w[index],
+                self.micro_size,
+                autocast_dtype(self.precision),
+                self.scaler,
+            )
+            loss_sum += mean_loss * len(batch)
+            optimizer_step(self.optimizer, self.scaler)
+        return float(loss_sum.item()) / len(order)
+
+    def _evaluate(self) -> tuple[float, float, float]:
+        """Validation in float32, as the ``hf-vit`` backend serves by default."""
+        self.model.eval()
+        with torch.no_grad():
+            logits = torch.cat(
+                [
+                    _binary_logits(self.model, self._pixels(self.data.val[i : i + self.micro_size]))
+                    for i in range(0, len(self.data.val), self.micro_size)
+                ]
+            )
+        self.model.train()
+        return validation_metrics(logits, self.data.val_y, self.data.val_w, self.config.threshold)
+
+    def train(
+        self, output_dir: Path, on_epoch: Callable[[EpochStats], None] | None
+    ) -> FineTuneResult:
+        """Resume if a checkpoint is there, run the remaining epochs, write the best one out."""
+        config, path = self.config, self.folder / CHECKPOINT_FILE
+        history: list[EpochStats] = []
+        best: _Best | None = None
+        resumed_from: int | None = None
+        saved = load_checkpoint(path, self.identity)
+        if saved is not None:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            if self.scaler is not None:
+                self.scaler.load_state_dict(saved["scaler"])
+            restore_rng(saved, self.device, self.shuffle)
+            history = [EpochStats(**stats) for stats in saved["history"]]
+            best = _Best(**saved["best"])
+            resumed_from = int(saved["epoch"])
+        for epoch in range((resumed_from or 0) + 1, config.epochs + 1):
+            started = time.perf_counter()
+            self._set_backbone_frozen(epoch <= config.freeze_epochs)
+            train_loss = self._train_epoch()
+            val_loss, accuracy, auc = self._evaluate()
+            seconds = time.perf_counter() - started
+            stats = EpochStats(epoch, train_loss, val_loss, accuracy, auc, seconds)
+            history.append(stats)
+            candidate = _Best(epoch, auc, val_loss)
+            if best is None or candidate.rank() > best.rank():
+                best = candidate
+                self._save_snapshot(epoch)
+            if on_epoch is not None:
+                on_epoch(stats)
+            state = {
+                **self.identity.header(epoch),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict(),
+                **rng_state(self.device, self.shuffle),
+                "best": asdict(best),
+                "history": [asdict(entry) for entry in history],
+            }
+            save_checkpoint(path, state)
+            self._drop_snapshots_but(best.epoch)
+        if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
+            raise RuntimeError("no epoch was trained")
+        return self._write_output(output_dir, best, history, resumed_from)
+
+    def _write_output(
+        self,
+        output_dir: Path,
+        best: _Best,
+        history: list[EpochStats],
+        resumed_from: int | None,
+    ) -> FineTuneResult:
+        """The best snapshot, the processor and the provenance record, in ``output_dir``."""
+        shutil.rmtree(output_dir, ignore_errors=True)
+        shutil.copytree(self._snapshot(best.epoch), output_dir)
+        self.processor.save_pretrained(output_dir)
+        metadata: dict[str, Any] = {
+            "trainer": "training.trainer.finetune",
+            "base_model": self.config.model,
+            "config": self.config.model_dump(mode="json"),
+            "config_digest": self.config.digest(),
+            "data_digest": self.data.digest,
+            "best_epoch": best.epoch,
+            "best_val_loss": best.val_loss,
+            "best_val_auc": best.val_auc if math.isfinite(best.val_auc) else None,
+            "train_rows": len(self.data.train),
+            "val_rows": len(self.data.val),
+            "device": str(self.device),
+            "precision": self.precision,
+            "torch_version": str(torch.__version__),
+            "transformers_version": str(transformers.__version__),
+        }
+        (output_dir / TRAINING_RECORD).write_text(
+            json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8"
+        )
+        return FineTuneResult(
+            output_dir=output_dir,
+            history=list(history),
+            best_epoch=best.epoch,
+            resumed_from=resumed_from,
+            device=str(self.device),
+            precision=self.precision,
+            metadata=metadata,
+        )
