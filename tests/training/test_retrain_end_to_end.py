@@ -7,7 +7,6 @@ Runs in .venv-train (torch and mlflow); the main environment skips it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from schemas.events import (  # noqa: E402
     ModelUpdateEvent,
     RetrainRequestEvent,
 )
-from streams.local_broker import free_port  # noqa: E402
 from streams.producer import produce_one  # noqa: E402
 from streams.reader import read_to_end  # noqa: E402
 from streams.topics import Topic  # noqa: E402
@@ -44,14 +42,6 @@ weight_decay = 0.001
 [train.sweep]
 learning_rate = [0.01, 0.03]
 """
-
-
-@pytest.fixture(scope="session")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTrackingServer]:
-    server = LocalTrackingServer(tmp_path_factory.mktemp("mlflow"), port=free_port())
-    server.start(timeout_s=180)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from streams.topics import Topic, TopicNames, create_topics
 from training.canary.comparison import Comparison, compare
 from training.canary.gates import GateResult, Gates, judge
 from training.canary.replay import ReplayRange, copy_range
+from training.service.vit_recipe import ViTCandidate
 from training.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -74,15 +75,35 @@ class CanaryEnvironment:
     drain_timeout_s: float = 600.0
 
 
-def _candidate_head(store: ObjectStore, event: ModelUpdateEvent, folder: Path) -> Path:
-    """Download the candidate's artefact and check it is the one registered."""
+def _candidate_detector(
+    store: ObjectStore, event: ModelUpdateEvent, folder: Path
+) -> dict[str, str]:
+    """Fetch and check the candidate's artefact; the detect stage's settings to serve it.
+
+    The settings are ``DEEPTRUST_DETECT_BACKEND`` and ``DEEPTRUST_MODEL_OPTIONS``. A probe
+    head is a file the ``mobilenet-probe`` backend reads as ``head``; a fine-tuned ViT is
+    an archive, unpacked here, that the ``hf-vit`` backend reads as ``path``.
+    """
     data = store.get(event.artifact_uri)
     if hashlib.sha256(data).hexdigest() != event.artifact_sha256:
         raise ValueError(f"{event.artifact_uri} does not match the registered SHA-256")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{event.artifact_sha256}.npz"
-    path.write_bytes(data)
-    return path
+    if event.backend == "mobilenet-probe":
+        path = folder / f"{event.artifact_sha256}.npz"
+        path.write_bytes(data)
+        options = {"head": str(path)}
+    elif event.backend == "hf-vit":
+        directory = folder / event.artifact_sha256
+        options = ViTCandidate.from_artefact(data, directory, store.get).spec().options
+    else:
+        raise ValueError(
+            f"version {event.version} has backend {event.backend!r}; the canary runs "
+            "mobilenet-probe and hf-vit detectors only"
+        )
+    return {
+        "DEEPTRUST_DETECT_BACKEND": event.backend,
+        "DEEPTRUST_MODEL_OPTIONS": json.dumps({"detect": options}),
+    }
 
 
 def _production_detections(
@@ -159,14 +180,14 @@ def run_canary(
         kafka, production_topics(Topic.UPLOADS), canary_topics(Topic.UPLOADS), window
     )
     log.info("replaying %d uploads under %s", copied.messages, prefix)
-    head = _candidate_head(store, candidate, environment.work_dir / "heads")
+    detector = _candidate_detector(store, candidate, environment.work_dir / "heads")
     stage = StageProcess(
         "detect",
         {
             **environment.stage_env,
             "DEEPTRUST_KAFKA_TOPIC_PREFIX": prefix,
             "DEEPTRUST_MODEL_VERSION": version,
-            "DEEPTRUST_MODEL_OPTIONS": json.dumps({"detect": {"head": str(head)}}),
+            **detector,
             "DEEPTRUST_DETECT_FOLLOW": "",
         },
         free_port(),

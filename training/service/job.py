@@ -2,38 +2,40 @@
 
 Everything a job learns goes to one MLflow run tagged with the request id: the data version
 and quality counts, one nested run per grid point with its epoch curves, and the chosen
-head's test metrics, slices and plots beside the production model's on the same test set.
-The head is copied into the object store (stages download it from there) and registered
-with the alias ``candidate``; promotion is the canary's decision, not the job's.
+detector's test metrics, slices and plots beside the production model's on the same test
+set. The artefact is copied into the object store (stages download it from there) and
+registered with the alias ``candidate``; promotion is the canary's decision, not the job's.
+What is trained (a probe head on frozen features, or a fine-tuned ViT) is the config's
+``backbone``, and its recipe's business (:mod:`training.service.recipe`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow import MlflowClient
 
-from processors.backbones.mobilenet_v2 import WEIGHTS_SHA256
-from processors.detectors.mobilenet_probe import HEAD_FILE, ProbeHead
 from schemas.events import ModelUpdateEvent
 from streams.config import KafkaSettings
 from streams.objectstore import ObjectStore
-from training.datasets.quality import Accepted
 from training.evaluation.classification import evaluate_binary, write_artefacts
 from training.evaluation.faces import haar_face_counter
 from training.evaluation.slices import evaluate_slices, image_traits, slice_metrics
 from training.service.data import Source, TrainingData, byte_reader, folder_sources, prepare
 from training.service.features import FeatureCache
 from training.service.feedback import feedback_examples
+from training.service.probe_recipe import ProbeCandidate, ProbeFeatures, ProbeRecipe
+from training.service.recipe import Candidate, Recipe, labels_of
 from training.service.seed_dataset import build_seed_dataset
 from training.service.settings import TrainingSettings
+from training.service.vit_recipe import ViTCandidate, ViTRecipe
 from training.tracking.registry import (
     ARTIFACT_SHA_TAG,
     ARTIFACT_URI_TAG,
@@ -41,10 +43,9 @@ from training.tracking.registry import (
     REQUEST_TAG,
     Registry,
 )
-from training.trainer import EpochStats, TrainConfig, expand_sweep, load_config, train_probe
+from training.trainer import EpochStats, TrainConfig, expand_sweep, load_config
 
 log = logging.getLogger(__name__)
-BACKEND = "mobilenet-probe"
 ARTIFACT_PATH = "detector"
 
 
@@ -63,7 +64,7 @@ class GridPoint:
     """One trained configuration and how it did on the validation split."""
 
     config: TrainConfig
-    head: ProbeHead
+    candidate: Candidate
     val_auc: float
     val_loss: float
 
@@ -78,7 +79,8 @@ class RetrainJob:
         self._store = store
         self._kafka = kafka
         self._read = byte_reader(store)
-        self._features = FeatureCache(settings.work_dir / "features", settings.threads)
+        cache = FeatureCache(settings.work_dir / "features", settings.threads)
+        self._features = ProbeFeatures(cache, self._read)
         mlflow.set_tracking_uri(settings.tracking_uri)
         self._client = MlflowClient(settings.tracking_uri)
         self.registry = Registry(self._client, settings.registered_model)
@@ -124,59 +126,50 @@ class RetrainJob:
             sources.append(Source("feedback", tuple(feedback_examples(self._kafka))))
         return sources
 
+    def _recipe(self, config: TrainConfig, data: TrainingData) -> Recipe:
+        """What trains this config's backbone on this job's data."""
+        if config.backbone == "hf-vit":
+            return ViTRecipe(data, self._read)
+        return ProbeRecipe(data, self._features)
+
     def _train_and_register(self, run_id: str, request_id: str, scratch: Path) -> str:
         data = prepare(self._sources(), self._read, scratch / "manifests")
         mlflow.log_artifacts(str(scratch / "manifests"), "manifests")
+        for name in ("train", "validation", "test"):
+            labels = labels_of(getattr(data, name))
+            if len(set(labels.tolist())) < 2:
+                raise ValueError(
+                    f"the {name} split needs both labels; it has {len(labels)} examples"
+                )
+        base = load_config(self._settings.config)
+        recipe = self._recipe(base, data)
         mlflow.log_params(
             {
                 "data_version": data.version,
                 "train_examples": len(data.train),
                 "validation_examples": len(data.validation),
                 "test_examples": len(data.test),
-                "backbone_weights_sha256": WEIGHTS_SHA256[:16],
+                "backbone": base.backbone,
+                **recipe.params(),
             }
         )
         mlflow.log_metrics(data.quality_metrics())
-        splits = {
-            name: self._arrays(getattr(data, name)) for name in ("train", "validation", "test")
-        }
-        for name, (_, labels) in splits.items():
-            if len(set(labels.tolist())) < 2:
-                raise ValueError(
-                    f"the {name} split needs both labels; it has {len(labels)} examples"
-                )
 
-        base = load_config(self._settings.config)
-        points = [self._fit(config, splits, request_id) for config in expand_sweep(base)]
+        points = [
+            self._fit(config, recipe, request_id, scratch / "fits" / config.digest()[:16])
+            for config in expand_sweep(base)
+        ]
         best = max(points, key=lambda p: (p.val_auc, -p.val_loss))
         mlflow.log_params({f"best.{k}": v for k, v in _hyperparameters(best.config).items()})
+        metrics = self._evaluate(best.candidate, data, scratch)
+        provenance = {"data_version": data.version, "request_id": request_id, "run_id": run_id}
+        artefact = best.candidate.write(scratch / ARTIFACT_PATH, provenance)
+        version = self._register(best.candidate.backend, artefact, run_id, request_id, metrics)
+        # Registered: a redelivered request is answered from the registry, never resumed.
+        shutil.rmtree(self._settings.work_dir / "checkpoints" / request_id, ignore_errors=True)
+        return version
 
-        head = replace(
-            best.head,
-            metadata={
-                **best.head.metadata,
-                "backbone": "mobilenet-v2",
-                "backbone_weights_sha256": WEIGHTS_SHA256,
-                "data_version": data.version,
-                "request_id": request_id,
-                "run_id": run_id,
-            },
-        )
-        metrics = self._evaluate(head, data, splits["test"], scratch / "evaluation")
-        return self._register(head, run_id, request_id, metrics, scratch / ARTIFACT_PATH)
-
-    def _arrays(self, items: list[Accepted]) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [(item.sha256, item.example.uri) for item in items]
-        features = self._features.features(pairs, self._read).astype(np.float64)
-        labels = np.array([item.example.label for item in items], np.float64)
-        return features, labels
-
-    def _fit(
-        self,
-        config: TrainConfig,
-        splits: dict[str, tuple[np.ndarray, np.ndarray]],
-        request_id: str,
-    ) -> GridPoint:
+    def _fit(self, config: TrainConfig, recipe: Recipe, request_id: str, folder: Path) -> GridPoint:
         """Train one grid point in a nested run, resuming from its checkpoint if one exists."""
         checkpoints = self._settings.work_dir / "checkpoints" / request_id / config.digest()[:16]
         with mlflow.start_run(
@@ -187,9 +180,7 @@ class RetrainJob:
             def log_epoch(stats: EpochStats) -> None:
                 mlflow.log_metrics(stats.metrics(), step=stats.epoch)
 
-            result = train_probe(
-                *splits["train"], *splits["validation"], config, checkpoints, log_epoch
-            )
+            result, candidate = recipe.fit(config, checkpoints, log_epoch, folder)
             best = next(s for s in result.history if s.epoch == result.best_epoch)
             mlflow.log_metrics({"best_val_auc": best.val_auc, "best_val_loss": best.val_loss})
             mlflow.log_params(
@@ -199,62 +190,57 @@ class RetrainJob:
                     "resumed_from": result.resumed_from,
                 }
             )
-        return GridPoint(config, result.head, best.val_auc, best.val_loss)
+        return GridPoint(config, candidate, best.val_auc, best.val_loss)
 
     def _evaluate(
-        self,
-        head: ProbeHead,
-        data: TrainingData,
-        test: tuple[np.ndarray, np.ndarray],
-        folder: Path,
+        self, candidate: Candidate, data: TrainingData, scratch: Path
     ) -> dict[str, float]:
         """Test-split metrics, slices and plots, beside production's on the same images."""
-        features, labels = test
-        probabilities = head.probability(features)
-        report = evaluate_binary(labels, probabilities, head.threshold)
+        labels = labels_of(data.test)
+        probabilities = candidate.probabilities(data.test)
+        report = evaluate_binary(labels, probabilities, candidate.threshold)
+        folder = scratch / "evaluation"
         folder.mkdir(parents=True, exist_ok=True)
         write_artefacts(report, folder)
         faces = haar_face_counter()
         traits = [image_traits(self._read(item.example.uri), faces) for item in data.test]
         tags = [item.example.tags for item in data.test]
-        slices = evaluate_slices(labels, probabilities, traits, tags, head.threshold)
+        slices = evaluate_slices(labels, probabilities, traits, tags, candidate.threshold)
         metrics = report.metrics() | slice_metrics(slices)
-        production = self._production_head()
+        production = self._production(scratch / "production")
         if production is not None:
-            theirs = evaluate_binary(labels, production.probability(features), production.threshold)
-            metrics |= theirs.metrics("production/")
+            theirs = production.probabilities(data.test)
+            metrics |= evaluate_binary(labels, theirs, production.threshold).metrics("production/")
         mlflow.log_metrics(metrics)
         mlflow.log_artifacts(str(folder), "evaluation")
         return metrics
 
-    def _production_head(self) -> ProbeHead | None:
-        """The head the production alias points at, read from the object store."""
+    def _production(self, folder: Path) -> Candidate | None:
+        """The model the production alias points at, from the object store, by its backend."""
         version = self.registry.version_of("production")
         if version is None:
             return None
         event = self.registry.update_event(version, "production", metrics={})
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / HEAD_FILE
-            path.write_bytes(self._store.get(event.artifact_uri))
-            return ProbeHead.load(path)
+        data = self._store.get(event.artifact_uri)
+        if event.backend == "hf-vit":
+            return ViTCandidate.from_artefact(data, folder, self._read)
+        return ProbeCandidate.from_artefact(data, folder, self._features)
 
     def _register(
-        self, head: ProbeHead, run_id: str, request_id: str, metrics: dict[str, float], folder: Path
+        self, backend: str, artefact: Path, run_id: str, request_id: str, metrics: dict[str, float]
     ) -> str:
-        """Log the head, copy it to the object store, register it and alias it ``candidate``."""
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / HEAD_FILE
-        head.save(path)
-        mlflow.log_artifacts(str(folder), ARTIFACT_PATH)
-        data = path.read_bytes()
+        """Log the artefact, copy it to the object store, register it, alias it ``candidate``."""
+        mlflow.log_artifact(str(artefact), ARTIFACT_PATH)
+        data = artefact.read_bytes()
         sha256 = hashlib.sha256(data).hexdigest()
-        key = f"{self._settings.artifact_prefix}/{self._settings.registered_model}/{sha256}.npz"
+        suffix = "".join(artefact.suffixes)
+        key = f"{self._settings.artifact_prefix}/{self._settings.registered_model}/{sha256}{suffix}"
         stored = self._store.put(key, data)
         version = self.registry.register(
             run_id,
             ARTIFACT_PATH,
             {
-                BACKEND_TAG: BACKEND,
+                BACKEND_TAG: backend,
                 ARTIFACT_URI_TAG: stored.uri,
                 ARTIFACT_SHA_TAG: sha256,
                 REQUEST_TAG: request_id,
@@ -262,9 +248,10 @@ class RetrainJob:
         )
         self.registry.set_alias("candidate", version)
         log.info(
-            "registered %s version %s (f1 %.3f)",
+            "registered %s version %s (%s, f1 %.3f)",
             self._settings.registered_model,
             version,
+            backend,
             metrics["f1"],
         )
         return version
@@ -272,7 +259,8 @@ class RetrainJob:
 
 def _hyperparameters(config: TrainConfig) -> dict[str, Any]:
     """The swept and fixed knobs of a config, as run parameters."""
-    fields = (
+    fields: tuple[str, ...] = (
+        "backbone",
         "learning_rate",
         "weight_decay",
         "epochs",
@@ -281,4 +269,6 @@ def _hyperparameters(config: TrainConfig) -> dict[str, Any]:
         "precision",
         "seed",
     )
+    if config.backbone == "hf-vit":
+        fields += ("model", "freeze_epochs")
     return {name: getattr(config, name) for name in fields}

@@ -1,0 +1,123 @@
+"""The ``hf-vit`` recipe: fine-tune a transformers image classifier on the job's images.
+
+Training is :func:`training.trainer.finetune.fine_tune`; scoring loads the trained
+directory through the production ``hf-vit`` detect backend (``processors.models.load_model``
+with the options a detect stage would be given), so the offline metrics are those of the
+code that will serve it. The artefact is the directory as a reproducible ``.tar.gz``
+(:mod:`training.tracking.archive`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+import processors.transformers_backends  # noqa: F401 - registers the hf-vit backend
+from processors.models import ModelSpec, load_model
+from processors.transformers_backends.common import DEFAULT_THRESHOLD
+from streams.images import decode_image
+from training.datasets.quality import Accepted
+from training.service.data import TrainingData
+from training.service.recipe import Outcome, labels_of
+from training.tracking.archive import SUFFIX, pack_directory, unpack_archive
+
+if TYPE_CHECKING:  # torch is imported when a fit starts: the canary reads archives without it
+    from training.trainer import EpochStats, TrainConfig
+
+BACKEND = "hf-vit"
+ARCHIVE_FILE = f"model{SUFFIX}"
+RECORD_FILE = "deeptrust_training.json"
+"""The provenance record fine_tune writes beside the weights (``finetune.TRAINING_RECORD``)."""
+
+
+def decode_all(items: Sequence[Accepted], read: Callable[[str], bytes]) -> list[Image.Image]:
+    """The examples' pixels, as the detect stage decodes an upload."""
+    return [decode_image(read(item.example.uri)).image for item in items]
+
+
+class ViTCandidate:
+    """A ``save_pretrained`` classifier directory, scored through the ``hf-vit`` backend."""
+
+    backend = BACKEND
+    suffix = SUFFIX
+
+    def __init__(self, folder: Path, threshold: float, read: Callable[[str], bytes]) -> None:
+        self.folder = folder
+        self.threshold = threshold
+        self._read = read
+
+    def spec(self) -> ModelSpec:
+        """The spec a detect stage serving this directory would build."""
+        options = {"path": str(self.folder), "threshold": str(self.threshold)}
+        return ModelSpec("detect", BACKEND, BACKEND, options=options)
+
+    @cached_property
+    def _model(self) -> Any:
+        return load_model(self.spec())
+
+    def probabilities(self, items: Sequence[Accepted]) -> np.ndarray:
+        """The backend's ``ai_probability`` per example."""
+        verdicts = self._model.predict(decode_all(items, self._read))
+        return np.array([verdict.ai_probability for verdict in verdicts], np.float64)
+
+    def write(self, folder: Path, provenance: dict[str, str]) -> Path:
+        """The directory, its record extended by ``provenance``, as one ``.tar.gz``."""
+        record_path = self.folder / RECORD_FILE
+        record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
+        record_path.write_text(
+            json.dumps({**record, **provenance}, indent=2, sort_keys=True), encoding="utf-8"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / ARCHIVE_FILE
+        path.write_bytes(pack_directory(self.folder))
+        return path
+
+    @classmethod
+    def from_artefact(cls, data: bytes, folder: Path, read: Callable[[str], bytes]) -> ViTCandidate:
+        """A registered archive (e.g. production's), unpacked into ``folder``."""
+        unpack_archive(data, folder)
+        record_path = folder / RECORD_FILE
+        threshold = DEFAULT_THRESHOLD
+        if record_path.exists():
+            record = json.loads(record_path.read_text(encoding="utf-8"))
+            threshold = float(record.get("config", {}).get("threshold", DEFAULT_THRESHOLD))
+        return cls(folder, threshold, read)
+
+
+class ViTRecipe:
+    """Fine-tunes classifiers on one job's images (decoded once, at construction)."""
+
+    def __init__(self, data: TrainingData, read: Callable[[str], bytes]) -> None:
+        self._read = read
+        self._train = (decode_all(data.train, read), labels_of(data.train))
+        self._validation = (decode_all(data.validation, read), labels_of(data.validation))
+
+    def params(self) -> dict[str, Any]:
+        """Nothing beyond the config: the base model is a hyperparameter."""
+        return {}
+
+    def fit(
+        self,
+        config: TrainConfig,
+        checkpoints: Path,
+        on_epoch: Callable[[EpochStats], None],
+        folder: Path,
+    ) -> tuple[Outcome, ViTCandidate]:
+        """One grid point's fine-tune, its best epoch written to ``folder / "model"``."""
+        from training.trainer.finetune import fine_tune
+
+        result = fine_tune(
+            *self._train,
+            *self._validation,
+            config,
+            folder / "model",
+            checkpoints,
+            on_epoch,
+        )
+        return result, ViTCandidate(result.output_dir, config.threshold, self._read)
