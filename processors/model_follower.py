@@ -19,9 +19,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import shutil
+import tarfile
+import tempfile
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -33,6 +37,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from processors.artefact_archive import unpack_archive
 from processors.models import BatchModel, ModelSpec, load_model
 from schemas.events import ModelUpdateEvent
 from streams.atomic_file import write_atomically
@@ -45,8 +50,10 @@ from streams.topics import Topic, TopicNames
 log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
-ARTEFACT_OPTIONS: dict[str, str] = {"mobilenet-probe": "head"}
+ARTEFACT_OPTIONS: dict[str, str] = {"mobilenet-probe": "head", "hf-vit": "path"}
 """Per backend, the spec option that takes the artefact's local path."""
+ARCHIVED_BACKENDS = frozenset({"hf-vit"})
+"""Backends whose artefact is a directory packed by :mod:`processors.artefact_archive`."""
 
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
@@ -155,6 +162,28 @@ class ArtefactCache:
             raise UpdateRefused(f"sha256 mismatch: {uri} has {actual}, the event says {sha256}")
         write_atomically(path, lambda file: file.write(data))
         return path
+
+    def unpacked(self, archive: Path, sha256: str) -> Path:
+        """The directory that the checked archive ``archive`` unpacks to, unpacked once.
+
+        The folder is named by the archive's hash, so it never changes once there; it is
+        unpacked beside it and renamed into place, so a crash leaves no half folder behind.
+        """
+        folder = self.directory / f"{sha256}.d"
+        if folder.is_dir():
+            return folder
+        staging = Path(tempfile.mkdtemp(prefix=f".{sha256[:12]}-", dir=self.directory))
+        try:
+            unpack_archive(archive.read_bytes(), staging)
+            staging.rename(folder)
+        except (tarfile.TarError, EOFError, zlib.error) as error:
+            raise UpdateRefused(f"cannot unpack {archive.name}: {error}") from error
+        except OSError:
+            if not folder.is_dir():  # not another process that unpacked it first
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return folder
 
 
 class ReloadMetrics(Collector):
@@ -374,6 +403,8 @@ class ModelFollower:
 
     def _load(self, event: ModelUpdateEvent) -> LoadedModel:
         path = self._cache.fetch(event.artifact_uri, event.artifact_sha256)
+        if self.spec.backend in ARCHIVED_BACKENDS:
+            path = self._cache.unpacked(path, event.artifact_sha256)
         option = ARTEFACT_OPTIONS[self.spec.backend]
         spec = replace(
             self.spec, version=event.version, options={**self.spec.options, option: str(path)}

@@ -305,9 +305,9 @@ def test_a_cached_artefact_is_used_when_the_store_no_longer_has_it(store, tmp_pa
 
 
 def test_unknown_backend_cannot_be_followed(store, tmp_path):
-    vit = ModelSpec("detect", "hf-vit", "hf-vit")
+    provenance = ModelSpec("detect", "provenance", "provenance")
     with pytest.raises(ValueError, match="cannot follow"):
-        ModelFollower(KAFKA, store, MODEL, vit, tmp_path)
+        ModelFollower(KAFKA, store, MODEL, provenance, tmp_path)
 
 
 def test_start_serves_the_latest_production_version_from_the_first_batch(

@@ -4,7 +4,7 @@ Training is :func:`training.trainer.finetune.fine_tune`; scoring loads the train
 directory through the production ``hf-vit`` detect backend (``processors.models.load_model``
 with the options a detect stage would be given), so the offline metrics are those of the
 code that will serve it. The artefact is the directory as a reproducible ``.tar.gz``
-(:mod:`training.tracking.archive`).
+(:mod:`processors.artefact_archive`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import numpy as np
 from PIL import Image
 
 import processors.transformers_backends  # noqa: F401 - registers the hf-vit backend
+from processors.artefact_archive import SUFFIX, pack_directory, unpack_archive
 from processors.models import ModelSpec, load_model
 from processors.transformers_backends.common import DEFAULT_THRESHOLD
 from streams.images import decode_image
 from training.datasets.quality import Accepted
 from training.service.data import TrainingData
 from training.service.recipe import Outcome, labels_of
-from training.tracking.archive import SUFFIX, pack_directory, unpack_archive
 
 if TYPE_CHECKING:  # torch is imported when a fit starts: the canary reads archives without it
     from training.trainer import EpochStats, TrainConfig
