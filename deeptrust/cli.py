@@ -19,7 +19,14 @@ from rich.console import Console
 from rich.progress import Progress
 
 from deeptrust.gateway_cli import gateway
-from deeptrust.training_cli import feedback, mlflow_group, replay, retrain, retrain_service
+from deeptrust.training_cli import (
+    evaluate_captions,
+    feedback,
+    mlflow_group,
+    replay,
+    retrain,
+    retrain_service,
+)
 from deeptrust.webhooks.cli import notify
 from streams.config import KafkaSettings
 from streams.local_broker import LocalBroker
@@ -339,6 +346,7 @@ def demo(images: Path, query: str, home: Path) -> None:
 alerts.add_command(notify)
 cli.add_command(gateway)
 cli.add_command(mlflow_group)
+cli.add_command(evaluate_captions)
 cli.add_command(feedback)
 cli.add_command(replay)
 cli.add_command(retrain)

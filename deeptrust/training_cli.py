@@ -57,6 +57,47 @@ def retrain(request_id: str | None, no_feedback: bool) -> None:
     click.echo(f"version {outcome.version} (run {outcome.run_id}) is the candidate: {shown}")
 
 
+@click.command("evaluate-captions")
+@click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option("--limit", type=int, default=None, help="Score only the first N images.")
+@click.option("--batch", type=int, default=16, show_default=True)
+def evaluate_captions(dataset: Path, limit: int | None, batch: int) -> None:
+    """Score the configured caption model on a Flickr30k-layout DATASET; log it to MLflow.
+
+    DATASET is the ``results.csv`` or its folder. BLEU-4 and CIDEr-D against the references,
+    per-image captions as an artefact, in the experiment ``<experiment>-captions``.
+    """
+    import mlflow
+
+    from processors.settings import ProcessorSettings
+    from training.datasets.example import read_local
+    from training.datasets.flickr30k import read_flickr30k
+    from training.evaluation.caption_run import score_captioner
+    from training.service.settings import TrainingSettings
+
+    settings, processors = TrainingSettings(), ProcessorSettings()
+    loaded = read_flickr30k(dataset)
+    examples = loaded.examples[:limit] if limit else loaded.examples
+    spec = processors.model_spec("caption")
+    score = score_captioner(spec, examples, read_local, processors.max_pixels, batch)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_experiment(f"{settings.experiment}-captions")
+    with mlflow.start_run(run_name=f"captions-{spec.backend}") as run:
+        mlflow.log_params(
+            {
+                "model": score.model,
+                "dataset": str(dataset),
+                "images": len(score.captions),
+                "skipped_lines": len(loaded.skipped),
+                "unreadable": len(score.unreadable),
+            }
+        )
+        mlflow.log_metrics(score.metrics)
+        mlflow.log_text(score.table(), "captions.csv")
+    shown = ", ".join(f"{name} {value:.3f}" for name, value in sorted(score.metrics.items()))
+    click.echo(f"{score.model} on {len(score.captions)} images (run {run.info.run_id}): {shown}")
+
+
 @click.group("mlflow")
 def mlflow_group() -> None:
     """Run a local MLflow tracking server (SQLite store, local artefacts)."""
