@@ -59,9 +59,15 @@ def retrain(request_id: str | None, no_feedback: bool) -> None:
 
 @click.command("evaluate-captions")
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The images' folder (default: flickr30k_images/ beside the CSV, else its folder).",
+)
 @click.option("--limit", type=int, default=None, help="Score only the first N images.")
 @click.option("--batch", type=int, default=16, show_default=True)
-def evaluate_captions(dataset: Path, limit: int | None, batch: int) -> None:
+def evaluate_captions(dataset: Path, images: Path | None, limit: int | None, batch: int) -> None:
     """Score the configured caption model on a Flickr30k-layout DATASET; log it to MLflow.
 
     DATASET is the ``results.csv`` or its folder. BLEU-4 and CIDEr-D against the references,
@@ -76,7 +82,7 @@ def evaluate_captions(dataset: Path, limit: int | None, batch: int) -> None:
     from training.service.settings import TrainingSettings
 
     settings, processors = TrainingSettings(), ProcessorSettings()
-    loaded = read_flickr30k(dataset)
+    loaded = read_flickr30k(dataset, images)
     examples = loaded.examples[:limit] if limit else loaded.examples
     spec = processors.model_spec("caption")
     score = score_captioner(spec, examples, read_local, processors.max_pixels, batch)

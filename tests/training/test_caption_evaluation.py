@@ -1,10 +1,10 @@
 """deeptrust evaluate-captions: the configured captioner scored against references, in MLflow.
 
-The dataset is built here in Flickr30k's published layout (``image| n| comment``) from the
-sample photographs, with reference captions written for them by hand; one listed image is
-corrupt. The captioner is the stage's default (``image-statistics``, weight-free), so the
-test needs no language model; the logged scores must equal BLEU and CIDEr-D recomputed
-from the captions the same model gives in this process.
+The dataset is the shipped ``samples/captions/results.csv`` (Flickr30k's published layout,
+three hand-written references per sample photograph) with one more listed image, corrupt.
+The captioner is the stage's default (``image-statistics``, weight-free), so the test needs
+no language model; the logged scores must equal BLEU and CIDEr-D recomputed from the
+captions the same model gives in this process.
 
 Runs in .venv-train (mlflow); the main environment skips it.
 """
@@ -28,41 +28,23 @@ from processors.models import load_model  # noqa: E402
 from processors.settings import ProcessorSettings  # noqa: E402
 from streams.images import decode_image  # noqa: E402
 from tests.images import sample_paths  # noqa: E402
+from training.datasets.flickr30k import read_flickr30k  # noqa: E402
 from training.evaluation.captions import caption_metrics  # noqa: E402
 
-REFERENCES = {
-    "astronaut.jpg": [
-        "An astronaut in a white suit in front of a flag.",
-        "A smiling woman astronaut.",
-    ],
-    "camera.jpg": [
-        "A man with a camera on a tripod in a field.",
-        "A black and white photo of a photographer.",
-    ],
-    "chelsea.png": ["A tabby cat looking to the side.", "A close photo of an orange cat."],
-    "coffee.jpg": ["A cup of coffee on a saucer.", "A red cup of espresso seen from above."],
-    "coins.jpg": ["Old coins on a dark background.", "Rows of coins in black and white."],
-    "grace_hopper.jpg": ["A woman in a navy uniform.", "A portrait of an officer in uniform."],
-    "hubble_deep_field.jpg": [
-        "Many galaxies in deep space.",
-        "A picture of space full of galaxies.",
-    ],
-    "rocket.jpg": ["A rocket launching into the sky.", "A rocket lifting off with smoke below."],
-}
+SHIPPED = Path(__file__).resolve().parents[2] / "samples" / "captions" / "results.csv"
 
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
+    """The shipped references and photographs, plus one listed image that is corrupt."""
     folder = tmp_path / "flickr"
     images = folder / "flickr30k_images"
     images.mkdir(parents=True)
     for path in sample_paths():
         (images / path.name).write_bytes(path.read_bytes())
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
-    lines = ["image_name| comment_number| comment"]
-    for name, captions in [*REFERENCES.items(), ("broken.jpg", ["Nothing to see."])]:
-        lines += [f"{name}| {number}| {caption}" for number, caption in enumerate(captions)]
-    (folder / "results.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    listed = SHIPPED.read_text(encoding="utf-8") + "broken.jpg| 0| Nothing to see.\n"
+    (folder / "results.csv").write_text(listed, encoding="utf-8")
     return folder
 
 
@@ -93,7 +75,6 @@ def test_the_stage_captioner_is_scored_against_the_references_and_logged(trackin
     table = client.download_artifacts(run.info.run_id, "captions.csv")
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text(encoding="utf-8"))))
     captions = {row["image"]: row["caption"] for row in rows}
-    assert captions.keys() == REFERENCES.keys()
     assert all(text.strip() for text in captions.values())
 
     # The same model in this process writes the same captions, and they score the same.
@@ -101,7 +82,11 @@ def test_the_stage_captioner_is_scored_against_the_references_and_logged(trackin
     model = load_model(spec)
     again = model.predict([decode_image(path.read_bytes()).image for path in sample_paths()])
     assert dict(zip((p.name for p in sample_paths()), again, strict=True)) == captions
-    expected = caption_metrics(captions, REFERENCES)
+    references = {
+        e.name: e.captions for e in read_flickr30k(SHIPPED, sample_paths()[0].parent).examples
+    }
+    assert captions.keys() == references.keys()
+    expected = caption_metrics(captions, references)
     for name in ("bleu4", "cider_d", "bleu_precision_1"):
         assert run.data.metrics[name] == pytest.approx(expected[name], rel=1e-9), name
     assert run.data.metrics["bleu_precision_1"] > 0, "some words of any caption are right"
