@@ -132,13 +132,24 @@ class StageMetrics:
         return float("inf") if self._last_poll is None else time.time() - self._last_poll
 
 
+class _ProbeServer(ThreadingHTTPServer):
+    """The probe server, with a deeper accept queue than the default of 5.
+
+    Kubelet probes and Prometheus scrapes may arrive together while the processing threads
+    hold the CPUs.
+    """
+
+    request_queue_size = 64
+    daemon_threads = True
+
+
 class HealthServer:
     """Serves ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread."""
 
     def __init__(self, metrics: StageMetrics, port: int, liveness_timeout_s: float) -> None:
         self._metrics = metrics
         self._liveness_timeout_s = liveness_timeout_s
-        self._server = ThreadingHTTPServer(("0.0.0.0", port), self._handler())  # noqa: S104
+        self._server = _ProbeServer(("0.0.0.0", port), self._handler())  # noqa: S104
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
