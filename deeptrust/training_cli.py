@@ -34,7 +34,7 @@ def retrain_service(
     from training.service.settings import TrainingSettings
 
     kafka = KafkaSettings()
-    job = RetrainJob(TrainingSettings(), ProcessorSettings().object_store(), kafka)
+    job = RetrainJob(TrainingSettings(), ProcessorSettings().model_store(), kafka)
     return lambda metrics, stop: RetrainService(job, kafka, runner_settings, metrics).run(stop)
 
 
@@ -49,7 +49,7 @@ def retrain(request_id: str | None, no_feedback: bool) -> None:
 
     job = RetrainJob(
         TrainingSettings(),
-        ProcessorSettings().object_store(),
+        ProcessorSettings().model_store(),
         None if no_feedback else KafkaSettings(),
     )
     outcome = job.run(request_id or str(uuid.uuid4()), {"reason": "manual"})
@@ -221,7 +221,7 @@ def replay(
     stage_env = {key: value for key, value in os.environ.items() if key.startswith("DEEPTRUST_")}
     report = run_canary(
         KafkaSettings(),
-        ProcessorSettings().object_store(),
+        ProcessorSettings().model_store(),
         registry,
         version,
         window,

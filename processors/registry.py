@@ -27,7 +27,9 @@ def _detect(s: ProcessorSettings, kafka: KafkaSettings) -> DetectStage:
     detector = s.model_spec("detect")
     follower = None
     if s.detect_follow:
-        follower = ModelFollower(kafka, store, s.detect_follow, detector, s.model_cache_dir)
+        follower = ModelFollower(
+            kafka, s.model_store(), s.detect_follow, detector, s.model_cache_dir
+        )
     return DetectStage(store, detector, s.model_spec("embed"), s.max_pixels, follower)
 
 

@@ -23,6 +23,9 @@ class ProcessorSettings(BaseSettings):
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
     max_image_bytes: int = 50 * 1024 * 1024
+    model_max_bytes: int = 4 * 1024**3
+    """Largest model artefact a stage or the training service fetches (a fine-tuned ViT-B
+    packs to about 330 MB): model files are not uploads and get their own limit."""
     max_pixels: int = DEFAULT_MAX_PIXELS
 
     detect_backend: str = "mobilenet-probe"
@@ -63,9 +66,17 @@ class ProcessorSettings(BaseSettings):
             task=task, backend=backend, name=backend, version=self.model_version, options=options
         )
 
-    def object_store(self) -> ObjectStore:
-        """Return the configured object store: an S3 bucket if named, else the local root."""
+    def object_store(self, max_bytes: int | None = None) -> ObjectStore:
+        """Return the configured object store: an S3 bucket if named, else the local root.
+
+        Reads are capped at ``max_bytes``, by default the upload limit.
+        """
+        limit = self.max_image_bytes if max_bytes is None else max_bytes
         if self.s3_bucket:
-            policy = FetchPolicy(buckets=(self.s3_bucket,), max_bytes=self.max_image_bytes)
+            policy = FetchPolicy(buckets=(self.s3_bucket,), max_bytes=limit)
             return S3ObjectStore(self.s3_bucket, self.s3_endpoint_url, policy)
-        return LocalObjectStore.at(self.object_store_root, self.max_image_bytes)
+        return LocalObjectStore.at(self.object_store_root, limit)
+
+    def model_store(self) -> ObjectStore:
+        """The same store, for model artefacts: reads capped at ``model_max_bytes``."""
+        return self.object_store(self.model_max_bytes)

@@ -52,3 +52,22 @@ def test_model_options_reach_every_spec_and_task_keys_win(monkeypatch):
     assert caption["device"] == "cuda"
     monkeypatch.delenv("DEEPTRUST_MODEL_OPTIONS")
     assert ProcessorSettings().model_spec("embed").options == {"intra_op_threads": "3"}
+
+
+def test_model_artefacts_have_their_own_size_limit_above_the_upload_limit(monkeypatch, tmp_path):
+    import pytest
+
+    from processors.settings import ProcessorSettings
+    from streams.errors import InvalidInput
+
+    monkeypatch.setenv("DEEPTRUST_OBJECT_STORE_ROOT", str(tmp_path))
+    monkeypatch.setenv("DEEPTRUST_MAX_IMAGE_BYTES", "1000")
+    monkeypatch.setenv("DEEPTRUST_MODEL_MAX_BYTES", "5000")
+    settings = ProcessorSettings()
+    model = settings.model_store().put("models/vit/a.tar.gz", b"x" * 3000)
+    assert settings.model_store().get(model.uri) == b"x" * 3000
+    with pytest.raises(InvalidInput, match="object_too_large"):
+        settings.object_store().get(model.uri)
+    huge = settings.model_store().put("models/vit/b.tar.gz", b"x" * 6000)
+    with pytest.raises(InvalidInput, match="object_too_large"):
+        settings.model_store().get(huge.uri)
