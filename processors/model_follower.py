@@ -43,7 +43,7 @@ from schemas.events import ModelUpdateEvent
 from streams.atomic_file import write_atomically
 from streams.codec import decode
 from streams.config import KafkaSettings
-from streams.errors import InvalidInput
+from streams.errors import InvalidInput, Reason
 from streams.objectstore import ObjectStore
 from streams.topics import Topic, TopicNames
 
@@ -75,12 +75,31 @@ class Outcome(StrEnum):
 
 
 class UpdateRefused(Exception):
-    """An update's artefact cannot be used; ``reason`` says why, for the log."""
+    """An update's artefact cannot be used; ``reason`` says why, for the log.
 
-    def __init__(self, reason: str) -> None:
+    ``transient`` marks what a later try may fix (an object not yet visible in the store);
+    a hash mismatch or a file the backend cannot load stays broken however often it is
+    fetched.
+    """
+
+    def __init__(self, reason: str, transient: bool = False) -> None:
         """Keep the reason as the message."""
         super().__init__(reason)
         self.reason = reason
+        self.transient = transient
+
+
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 300.0
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """The latest followed update, whose load failed for a reason a later try may fix."""
+
+    event: ModelUpdateEvent
+    attempt: int
+    due: float
 
 
 @dataclass(frozen=True)
@@ -156,7 +175,8 @@ class ArtefactCache:
         try:
             data = self._store.get(uri)
         except InvalidInput as error:
-            raise UpdateRefused(str(error)) from error
+            missing = error.reason is Reason.MISSING_OBJECT
+            raise UpdateRefused(str(error), transient=missing) from error
         actual = sha256_hex(data)
         if actual != sha256:
             raise UpdateRefused(f"sha256 mismatch: {uri} has {actual}, the event says {sha256}")
@@ -305,6 +325,9 @@ class ModelFollower:
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
         self._thread: threading.Thread | None = None
+        self._retry: _Retry | None = None
+        """Only ever touched by the thread that calls :meth:`handle`: start(), then the
+        follower thread."""
 
     def start(self) -> None:
         """Read the topic to its current end, load the latest production version, follow on.
@@ -348,34 +371,28 @@ class ModelFollower:
         """
         if not is_followed(event, self.model, self.spec):
             if event.model == self.model and event.alias == PRODUCTION:
-                log.warning(
-                    "ignoring %s version %s: backend %s/%s, this stage runs %s/%s",
-                    event.model,
-                    event.version,
-                    event.task,
-                    event.backend,
-                    self.spec.task,
-                    self.spec.backend,
+                # Production moved to a model this stage cannot run: it now serves something
+                # else than production, which must show on the failure counter, not only here.
+                self._retry = None
+                return self._refused(
+                    event,
+                    f"backend {event.task}/{event.backend}, this stage runs "
+                    f"{self.spec.task}/{self.spec.backend}",
                 )
             return Outcome.IGNORED
+        attempt = self._retry.attempt + 1 if self._retry and self._retry.event is event else 1
+        self._retry = None
         with self._lock:
             if self._target == (event.version, event.artifact_sha256):
                 return Outcome.CURRENT
         try:
             loaded = self._load(event)
         except Exception as error:
-            reason = error.reason if isinstance(error, UpdateRefused) else repr(error)
-            self.last_failure = reason
-            total = self.metrics.count(Outcome.FAILED)
-            log.error(
-                "refused %s version %s (%d refused so far); keeping version %s: %s",
-                self.model,
-                event.version,
-                total,
-                self.metrics.serving_version,
-                reason,
-            )
-            return Outcome.FAILED
+            refusal = error if isinstance(error, UpdateRefused) else None
+            if refusal is None or refusal.transient:  # a store or network error: try later
+                delay = min(RETRY_FIRST_S * 2 ** (attempt - 1), RETRY_MAX_S)
+                self._retry = _Retry(event, attempt, time.monotonic() + delay)
+            return self._refused(event, refusal.reason if refusal else repr(error))
         with self._lock:
             self._pending = loaded
             self._target = (loaded.version, loaded.sha256)
@@ -388,6 +405,30 @@ class ModelFollower:
             total,
         )
         return Outcome.LOADED
+
+    def _refused(self, event: ModelUpdateEvent, reason: str) -> Outcome:
+        """Count and log an update this stage cannot serve; it keeps what it has."""
+        self.last_failure = reason
+        total = self.metrics.count(Outcome.FAILED)
+        wait = self._retry.due - time.monotonic() if self._retry else None
+        retry = "" if wait is None else f"; trying again in {wait:.0f}s"
+        log.error(
+            "refused %s version %s (%d refused so far); keeping version %s: %s%s",
+            self.model,
+            event.version,
+            total,
+            self.metrics.serving_version,
+            reason,
+            retry,
+        )
+        return Outcome.FAILED
+
+    def retry_due(self) -> Outcome | None:
+        """Try the latest update again if its last failure may pass and its time has come."""
+        retry = self._retry
+        if retry is None or time.monotonic() < retry.due:
+            return None
+        return self.handle(retry.event)
 
     def close(self) -> None:
         """Stop following and close the consumer; safe to call more than once."""
@@ -467,6 +508,7 @@ class ModelFollower:
                     if message is not None:
                         for event in self._decode_all([message]):
                             self.handle(event)
+                    self.retry_due()
                 except KafkaException as error:
                     log.warning("polling %s failed: %s", self.topic, error)
                     self._stop.wait(self._poll_timeout_s)

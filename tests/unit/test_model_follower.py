@@ -9,6 +9,7 @@ so the start-up read and the follower thread run as they do against the broker.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -236,17 +237,70 @@ def test_latest_production_event_wins_and_the_rest_is_ignored():
     assert latest_production([], MODEL, DETECTOR) is None
 
 
-def test_events_for_other_models_candidates_and_backends_are_ignored(store, tmp_path, shifted):
+def test_events_for_other_models_and_candidates_are_ignored(store, tmp_path, shifted):
     follower = follower_for(store, tmp_path)
     for event in (
         update(shifted, alias="candidate"),
         update(shifted, model="other-detector"),
-        update(shifted, backend="hf-vit"),
     ):
         assert follower.handle(event) is Outcome.IGNORED
     assert follower.take_pending() is None
     assert (follower.metrics.loaded, follower.metrics.failed) == (0, 0)
     assert not (tmp_path / "cache").exists()
+
+
+def test_production_moving_to_another_backend_counts_as_a_failure(store, tmp_path, shifted):
+    """The stage can no longer serve production: that must reach the failure counter."""
+    follower = follower_for(store, tmp_path)
+    assert follower.handle(update(shifted, backend="hf-vit")) is Outcome.FAILED
+    assert "backend detect/hf-vit" in (follower.last_failure or "")
+    assert (follower.metrics.loaded, follower.metrics.failed) == (0, 1)
+    assert follower.retry_due() is None, "no retry can fix a backend mismatch"
+    assert follower.take_pending() is None
+    assert not (tmp_path / "cache").exists()
+
+
+def test_an_artefact_not_yet_in_the_store_is_tried_again_with_backoff(store, tmp_path, monkeypatch):
+    """A missing object may appear (a replica of the store catching up): retry, doubling."""
+    clock = [1000.0]
+    monkeypatch.setattr("processors.model_follower.time.monotonic", lambda: clock[0])
+    follower = follower_for(store, tmp_path)
+    head = shifted_head()
+    target = store.root / "models" / "late" / "head.npz"
+    target.parent.mkdir(parents=True)
+    head.save(tmp_path / "late.npz")
+    data = (tmp_path / "late.npz").read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    event = update(StoredObject(uri=target.as_uri(), size_bytes=len(data), sha256=sha256))
+    assert follower.handle(event) is Outcome.FAILED
+    assert "missing_object" in (follower.last_failure or "")
+    assert follower.retry_due() is None, "not before the first delay"
+    clock[0] += 1.0
+    assert follower.retry_due() is Outcome.FAILED, "tried again after 1 s"
+    clock[0] += 1.0
+    assert follower.retry_due() is None, "the second delay is 2 s"
+    target.write_bytes(data)
+    clock[0] += 1.0
+    assert follower.retry_due() is Outcome.LOADED
+    assert (follower.metrics.loaded, follower.metrics.failed) == (1, 2)
+    assert follower.retry_due() is None, "nothing left to retry"
+    pending = follower.take_pending()
+    assert pending is not None
+    assert pending.version == "2"
+
+
+def test_a_newer_update_replaces_a_pending_retry(store, tmp_path, shifted, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("processors.model_follower.time.monotonic", lambda: clock[0])
+    follower = follower_for(store, tmp_path)
+    missing = update(artifact_uri=(store.root / "models/none.npz").as_uri(), version="2")
+    assert follower.handle(missing) is Outcome.FAILED
+    assert follower.handle(update(shifted, version="3")) is Outcome.LOADED
+    clock[0] += 600.0
+    assert follower.retry_due() is None, "version 2 is no longer the one to serve"
+    pending = follower.take_pending()
+    assert pending is not None
+    assert pending.version == "3"
 
 
 def test_an_artefact_whose_hash_differs_is_refused_and_nothing_is_cached(store, tmp_path, shifted):
