@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
@@ -182,6 +182,32 @@ class ArtefactCache:
             raise UpdateRefused(f"sha256 mismatch: {uri} has {actual}, the event says {sha256}")
         write_atomically(path, lambda file: file.write(data))
         return path
+
+    def prune(self, keep: Collection[str], spare: int = 2) -> list[str]:
+        """Delete cached artefacts but those in ``keep`` and the ``spare`` newest others.
+
+        Spares make a rollback to a recent version load from disk; without pruning every
+        promotion of a fine-tuned ViT would leave hundreds of megabytes behind.
+        """
+        if not self.directory.is_dir():
+            return []
+        groups: dict[str, list[Path]] = {}
+        for path in self.directory.iterdir():
+            if not path.name.startswith("."):  # staging folders belong to a load in flight
+                groups.setdefault(path.name.split(".")[0], []).append(path)
+
+        def newest(sha: str) -> float:
+            return max(path.stat().st_mtime for path in groups[sha])
+
+        others = sorted((sha for sha in groups if sha not in keep), key=newest, reverse=True)
+        doomed = others[spare:]
+        for sha in doomed:
+            for path in groups[sha]:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        return doomed
 
     def unpacked(self, archive: Path, sha256: str) -> Path:
         """The directory that the checked archive ``archive`` unpacks to, unpacked once.
@@ -395,7 +421,12 @@ class ModelFollower:
             return self._refused(event, refusal.reason if refusal else repr(error))
         with self._lock:
             self._pending = loaded
-            self._target = (loaded.version, loaded.sha256)
+            previous, self._target = self._target, (loaded.version, loaded.sha256)
+        keep = {loaded.sha256} | ({previous[1]} if previous else set())
+        try:
+            self._cache.prune(keep)
+        except OSError as error:  # a full or read-only cache must not cost the update
+            log.warning("could not prune %s: %s", self._cache.directory, error)
         total = self.metrics.count(Outcome.LOADED)
         log.info(
             "loaded %s version %s (sha256 %s, %d loaded so far); swapping in at the next batch",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -519,3 +520,22 @@ def test_settings_wire_a_follower_only_when_a_model_is_named(monkeypatch, tmp_pa
     assert isinstance(follower, ModelFollower)
     assert (follower.model, follower.topic) == (MODEL, "unit.models.v1")
     assert follower.spec == settings.model_spec("detect")
+
+
+def test_the_cache_keeps_what_serves_and_two_spares(store, tmp_path):
+    cache = ArtefactCache(store, tmp_path / "cache")
+    cache.directory.mkdir()
+    for age, sha in enumerate("abcde"):
+        artefact = cache.directory / f"{sha * 64}.tar.gz"
+        artefact.write_bytes(b"x")
+        (cache.directory / f"{sha * 64}.d").mkdir()
+        os.utime(artefact, (1000 + age, 1000 + age))  # a is the oldest, e the newest
+        os.utime(cache.directory / f"{sha * 64}.d", (1000 + age, 1000 + age))
+    (cache.directory / ".staging-in-flight").mkdir()
+    doomed = cache.prune(keep={"a" * 64})
+    assert sorted(doomed) == ["b" * 64, "c" * 64], "the kept one and the 2 newest others stay"
+    left = sorted(path.name for path in cache.directory.iterdir())
+    assert left == [
+        ".staging-in-flight",
+        *(f"{sha * 64}{suffix}" for sha in "ade" for suffix in (".d", ".tar.gz")),
+    ]
