@@ -5,6 +5,11 @@ delivery is at least once), the subscription's name, the attempt number and, whe
 subscription has a secret, the body's signature. Redirects are not followed: a receiver that
 moved must be reconfigured, not silently chased. Only the first bytes of an answer are read,
 for the error message, so a receiver cannot make the service buffer a large reply.
+
+An attempt that fails in any way other than an HTTP error (an exception httpx does not
+class as one, or a bug here) is a final failure of that subscription for that alert: it
+is dead-lettered like any undeliverable alert, and the other subscriptions carry on.
+Raising instead would stop the notifier, which would restart on the same alert forever.
 """
 
 from __future__ import annotations
@@ -75,7 +80,15 @@ class WebhookSender:
         attempt = 0
         while True:
             attempt += 1
-            result = self._attempt(subscription, body, {**headers, ATTEMPT_HEADER: str(attempt)})
+            try:
+                result = self._attempt(
+                    subscription, body, {**headers, ATTEMPT_HEADER: str(attempt)}
+                )
+            except Exception as error:  # not a receiver's answer: retrying would repeat it
+                log.exception(
+                    "alert %s to %s: attempt %d failed", alert.event_id, subscription.name, attempt
+                )
+                result = AttemptResult(None, f"{type(error).__name__}: {error}", final=True)
             if result.delivered:
                 self._metrics.delivered(subscription.name)
                 return Delivery(subscription, True, attempt)

@@ -5,6 +5,12 @@ is retried with exponential backoff, at most ``max_attempts`` tries in all, so o
 delivery takes a bounded time. Any other answer (a 4xx, a redirect) says the request itself
 is wrong for that receiver; repeating it would only repeat the answer, so it is not retried.
 A 429 or 503's ``Retry-After`` (in seconds) is honoured up to ``max_backoff_s``.
+
+The notifier does not poll Kafka while it delivers an alert, so one alert's delivery must
+end well inside the consumer's ``max.poll.interval.ms`` (:data:`MAX_POLL_INTERVAL_S`), or
+the group evicts the notifier, the commit fails and the restarted process starts on the
+same alert again, forever. :meth:`RetryPolicy.worst_case_s` is that delivery's longest
+possible time; the subscriptions file is refused when it exceeds :data:`DELIVERY_BUDGET_S`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 RETRIED_CLIENT_ERRORS = frozenset({408, 429})
 
+MAX_POLL_INTERVAL_S = 900
+"""The notifier consumer's ``max.poll.interval.ms``, in seconds."""
+DELIVERY_BUDGET_S = MAX_POLL_INTERVAL_S / 2
+"""The longest one alert's delivery may take, at worst, to any subscription. The other half
+of the poll interval is for committing it (the transaction has its own timeouts and
+retries) and for the machine being slow."""
+TIMED_PHASES = 3
+"""``timeout_s`` bounds each of an attempt's connect, send and read, so an attempt can last
+up to three times as long."""
+
 
 @dataclass(frozen=True)
 class AttemptResult:
@@ -23,6 +39,8 @@ class AttemptResult:
     status: int | None
     error: str = ""
     retry_after_s: float | None = None
+    final: bool = False
+    """A failure no retry can fix (an unusable URL, a bug): never retried."""
 
     @property
     def delivered(self) -> bool:
@@ -32,6 +50,8 @@ class AttemptResult:
     @property
     def retriable(self) -> bool:
         """Whether the failure may go away by itself (never true of a delivered attempt)."""
+        if self.final:
+            return False
         if self.status is None:
             return True
         return self.status in RETRIED_CLIENT_ERRORS or 500 <= self.status <= 599
@@ -52,6 +72,15 @@ class RetryPolicy(BaseModel):
         if retry_after_s is not None:
             delay = min(self.max_backoff_s, max(delay, retry_after_s))
         return delay
+
+    def worst_case_s(self, timeout_s: float) -> float:
+        """The longest delivering one alert to a subscription with ``timeout_s`` can take.
+
+        Every attempt uses its connect, send and read timeouts in full, and every wait is
+        ``max_backoff_s`` (a ``Retry-After`` can lengthen any wait up to that).
+        """
+        attempts = self.max_attempts * TIMED_PHASES * timeout_s
+        return attempts + (self.max_attempts - 1) * self.max_backoff_s
 
     def next_delay(self, attempt: int, result: AttemptResult) -> float | None:
         """Seconds to wait before trying again after ``result``, or ``None`` to stop."""

@@ -9,14 +9,19 @@ lost.
 
 Trade-offs, chosen for simplicity at alert rates (a few an hour, not thousands a second):
 
-- One alert at a time. Its deliveries to different subscriptions run concurrently on a
-  small thread pool, so a slow endpoint costs the others nothing for that alert; but the
-  next alert waits for the slowest subscription's retries (bounded by the retry policy,
-  about a minute at the defaults). Independent progress per subscription would need a
-  consumer group (and offsets) per subscription; not worth it until alerts are frequent.
+- One alert at a time. Its deliveries to different subscriptions run concurrently, a
+  thread per subscription, so a slow endpoint costs the others nothing for that alert; but
+  the next alert waits for the slowest subscription's retries (bounded by the retry
+  policy, about a minute at the defaults). Independent progress per subscription would
+  need a consumer group (and offsets) per subscription; not worth it until alerts are
+  frequent.
 - The consumer is not polled while deliveries run, so ``max.poll.interval.ms`` is raised
-  to ten minutes; should a delivery ever take longer, the group drops this member, the
-  commit fails, the process exits and the restarted one delivers the alert again.
+  to fifteen minutes, and the subscriptions file is refused at start-up when a delivery
+  could take more than half of that (``retry.DELIVERY_BUDGET_S``): a delivery that outlived
+  the interval would get the member evicted, its commit would fail, and the restarted
+  process would start on the same alert again, forever.
+- A delivery that raises (a bug, a client error that is not an HTTP error) fails that
+  subscription alone: it is dead-lettered and the alert's other deliveries stand.
 - A new group starts at the oldest retained alert (``auto.offset.reset=earliest``), since
   losing an alert is worse than repeating old ones, which receivers can skip by event id.
 """
@@ -27,12 +32,13 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from deeptrust.webhooks.delivery import Delivery, WebhookSender
 from deeptrust.webhooks.metrics import WebhookMetrics
+from deeptrust.webhooks.retry import MAX_POLL_INTERVAL_S
 from deeptrust.webhooks.subscriptions import Subscription
 from schemas.events import AlertEvent
 from streams.codec import Encoded, decode
@@ -53,8 +59,7 @@ from streams.topics import Topic, TopicNames
 log = logging.getLogger(__name__)
 NAME = "alert-webhooks"
 SUBSCRIPTION_DLQ_HEADER = "dlq-subscription"
-MAX_POLL_MS = 600_000
-MAX_WORKERS = 8
+MAX_POLL_MS = int(MAX_POLL_INTERVAL_S * 1000)
 
 
 class AlertWebhookService:
@@ -88,7 +93,7 @@ class AlertWebhookService:
         consumer = transactional_consumer(
             self._kafka, self._group_id, self._runner, **{"max.poll.interval.ms": MAX_POLL_MS}
         )
-        workers = min(MAX_WORKERS, len(self._subscriptions))
+        workers = max(1, len(self._subscriptions))  # all at once: the slowest bounds an alert
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
         try:
             consumer.subscribe([self._topics(Topic.ALERTS)])
@@ -139,11 +144,12 @@ class AlertWebhookService:
         ]
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
+            _, pending = wait(pending, timeout=1.0, return_when=ALL_COMPLETED)
             self._metrics.heartbeat()  # waiting on bounded work is not a stalled loop
-            if any(future.exception() is not None for future in done):
-                break  # a bug, not a failed delivery: fail loudly, commit nothing
-        return [future.result() for future in futures]
+        return [
+            _settled(subscription, future, alert)
+            for subscription, future in zip(wanted, futures, strict=True)
+        ]
 
     def _commit(
         self,
@@ -170,6 +176,23 @@ class AlertWebhookService:
             self._metrics.dead_lettered(error.reason.value)
             if name is not None:
                 self._webhook_metrics.dead_lettered(name)
+
+
+def _settled(subscription: Subscription, future: Future[Delivery], alert: AlertEvent) -> Delivery:
+    """The delivery's outcome; one that raised is that subscription's failure, not a crash.
+
+    Crashing would restart the notifier on the same alert, which would crash it again: one
+    broken subscription would stop every other one for good.
+    """
+    error = future.exception()
+    if error is None:
+        return future.result()
+    log.error(
+        "alert %s to %s: delivery failed unexpectedly; dead-lettering it",
+        *(alert.event_id, subscription.name),
+        exc_info=error,
+    )
+    return Delivery(subscription, False, 0, f"internal error: {type(error).__name__}: {error}")
 
 
 def _undeliverable(delivery: Delivery) -> InvalidInput:

@@ -19,6 +19,11 @@ start-up costs nothing and one found when an alert is due costs the alert::
 
 Secrets are named by environment variable (``secret_env``) so that the file can live in a
 ConfigMap while the secret lives in a Secret; ``secret`` inline is for local use.
+
+A URL is checked the way it will be used (``httpx.URL`` builds it, its port must be
+1-65535), and each subscription's worst-case delivery time under the retry policy
+(:meth:`RetryPolicy.worst_case_s`) must fit :data:`DELIVERY_BUDGET_S`, so a file that
+would crash the notifier or outlast the consumer's poll interval is refused at start-up.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -42,7 +48,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from deeptrust.alerts import AlertFilter
-from deeptrust.webhooks.retry import RetryPolicy
+from deeptrust.webhooks.retry import DELIVERY_BUDGET_S, RetryPolicy
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 """Names go into HTTP headers and Prometheus labels: keep them plain."""
@@ -68,9 +74,20 @@ class Subscription(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
+        # The messages never quote the URL: its query or user part may hold a token.
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # raises for a port that is not a number or out of range
+        except ValueError as error:
+            raise ValueError(f"not a usable URL: {error}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
+        if port == 0:
+            raise ValueError("not a usable URL: port 0")
+        try:
+            httpx.URL(url)  # what every delivery does; it must not fail then instead
+        except httpx.InvalidURL as error:
+            raise ValueError(f"not a usable URL: {error}") from None
         return url
 
     @field_validator("kinds")
@@ -94,9 +111,13 @@ class Subscription(BaseModel):
     @property
     def display_url(self) -> str:
         """The URL without credentials or query (which may hold tokens), for logs and DLQs."""
-        parts = urlsplit(self.url)
+        try:  # never raises: it is what logs and dead letters show when delivery failed
+            parts = urlsplit(self.url)
+            number = parts.port
+        except ValueError:
+            return "(unusable URL)"
         host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
+        port = f":{number}" if number else ""
         return f"{parts.scheme}://{host}{port}{parts.path}"
 
     def signing_secret(self) -> str | None:
@@ -120,7 +141,24 @@ class SubscriptionFile(BaseModel):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"subscription names must be unique: {', '.join(duplicates)}")
+        too_slow = [
+            f"{s.name} ({self.retry.worst_case_s(s.timeout_s):.0f}s)"
+            for s in self.subscriptions
+            if self.retry.worst_case_s(s.timeout_s) > DELIVERY_BUDGET_S
+        ]
+        if too_slow:
+            raise ValueError(
+                f"delivering one alert could take longer than {DELIVERY_BUDGET_S:.0f}s "
+                f"(max_attempts x 3 x timeout_s + (max_attempts - 1) x max_backoff_s) for "
+                f"subscription {', '.join(too_slow)}: lower timeout_s, retry.max_attempts "
+                "or retry.max_backoff_s"
+            )
         return self
+
+    @property
+    def worst_case_s(self) -> float:
+        """The longest one alert can take to settle: its subscriptions are tried at once."""
+        return max(self.retry.worst_case_s(s.timeout_s) for s in self.subscriptions)
 
 
 def load_subscriptions(path: Path, environ: Mapping[str, str] | None = None) -> SubscriptionFile:

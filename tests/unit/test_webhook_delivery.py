@@ -146,3 +146,35 @@ def test_metrics_exist_at_zero_from_the_start():
         for outcome in ("delivered", "retried", "dead_lettered"):
             labels = {"subscription": name, "outcome": outcome}
             assert registry.get_sample_value("deeptrust_webhook_deliveries_total", labels) == 0
+
+
+def unchecked(url: str) -> Subscription:
+    """A subscription the file's checks would refuse, as if one slipped through."""
+    return Subscription.model_construct(name="hook", url=url, timeout_s=1.0, secret=None)
+
+
+def test_an_unusable_url_fails_that_delivery_without_raising():
+    """httpx.InvalidURL is no HTTPError: it must not escape (and crash the notifier)."""
+    receiver = Receiver(200)
+    sender, waits, registry = sender_for(receiver)
+    delivery = sender.deliver(unchecked("http://receiver:abc/hook"), ALERT)
+    assert (delivery.delivered, delivery.attempts, waits) == (False, 1, []), "final: no retry"
+    assert delivery.last_error.startswith("InvalidURL")
+    assert receiver.requests == []
+    assert count(registry, "retried") == 0
+
+
+def test_a_port_out_of_range_is_given_up_on_without_raising():
+    """display_url (for the log of giving up) used to raise on it."""
+    receiver = Receiver(500)
+    sender, _, _ = sender_for(receiver)
+    delivery = sender.deliver(unchecked("http://receiver:99999/hook"), ALERT)
+    assert (delivery.delivered, delivery.attempts) == (False, 4)
+
+
+def test_any_exception_from_an_attempt_is_a_final_failure():
+    receiver = Receiver(RuntimeError("a bug in the transport"))
+    sender, waits, _ = sender_for(receiver)
+    delivery = sender.deliver(subscription(), ALERT)
+    assert (delivery.delivered, delivery.attempts, waits) == (False, 1, [])
+    assert delivery.last_error == "RuntimeError: a bug in the transport"

@@ -54,3 +54,16 @@ def test_retry_after_lengthens_the_wait_but_never_past_the_cap():
 )
 def test_retry_after_is_read_in_seconds_only(header, seconds):
     assert parse_retry_after(header) == seconds
+
+
+def test_a_final_failure_is_never_retried():
+    result = AttemptResult(None, "InvalidURL: Invalid port: 'abc'", final=True)
+    assert not result.retriable
+    assert POLICY.next_delay(1, result) is None
+
+
+def test_worst_case_counts_every_phase_timeout_and_the_longest_waits():
+    # 5 attempts x (connect + send + read) x 2 s, then 4 waits, each up to the cap (a
+    # Retry-After can lengthen a doubling wait up to it)
+    assert POLICY.worst_case_s(2.0) == 5 * 3 * 2.0 + 4 * 6.0
+    assert RetryPolicy(max_attempts=1).worst_case_s(10) == 30

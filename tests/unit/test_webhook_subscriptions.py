@@ -5,8 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from deeptrust.webhooks.retry import RetryPolicy
-from deeptrust.webhooks.subscriptions import SubscriptionError, load_subscriptions
+from deeptrust.webhooks.retry import DELIVERY_BUDGET_S, MAX_POLL_INTERVAL_S, RetryPolicy
+from deeptrust.webhooks.service import MAX_POLL_MS
+from deeptrust.webhooks.subscriptions import (
+    Subscription,
+    SubscriptionError,
+    load_subscriptions,
+)
 from schemas.events import AlertEvent
 
 FULL = """
@@ -135,6 +140,28 @@ def test_retry_defaults_apply_without_a_retry_table(tmp_path):
             '[retry]\nmax_attempts = 0\n[[subscription]]\nname = "a"\nurl = "http://h/x"\n',
             "retry.max_attempts: Input should be greater than or equal to 1",
         ),
+        (
+            '[[subscription]]\nname = "pager"\nurl = "http://host:abc/x"\n',
+            "subscription 1 ('pager') url: Value error, not a usable URL: Port could not be cast",
+        ),
+        (
+            '[[subscription]]\nname = "pager"\nurl = "http://host:99999/x"\n',
+            "subscription 1 ('pager') url: Value error, not a usable URL: Port out of range",
+        ),
+        (
+            '[[subscription]]\nname = "pager"\nurl = "http://host:0/x"\n',
+            "subscription 1 ('pager') url: Value error, not a usable URL: port 0",
+        ),
+        (
+            '[[subscription]]\nname = "pager"\nurl = "http://[::1/x"\n',
+            "subscription 1 ('pager') url: Value error, not a usable URL: Invalid IPv6 URL",
+        ),
+        (
+            "[retry]\nmax_attempts = 20\nmax_backoff_s = 600\n"
+            '[[subscription]]\nname = "ok"\nurl = "http://h/x"\ntimeout_s = 1\n'
+            '[[subscription]]\nname = "slow"\nurl = "http://h/y"\ntimeout_s = 60\n',
+            "delivering one alert could take longer than 450s",
+        ),
     ],
     ids=[
         "empty",
@@ -151,6 +178,11 @@ def test_retry_defaults_apply_without_a_retry_table(tmp_path):
         "two-secret-sources",
         "duplicate-names",
         "no-attempts",
+        "port-not-a-number",
+        "port-out-of-range",
+        "port-zero",
+        "broken-ipv6-host",
+        "over-the-poll-budget",
     ],
 )
 def test_invalid_files_are_refused_with_where_and_why(tmp_path, text, message):
@@ -181,3 +213,46 @@ def test_unset_secret_variable_is_an_error_naming_it(tmp_path):
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(SubscriptionError, match="cannot read"):
         load_subscriptions(tmp_path / "absent.toml", {})
+
+
+def test_a_url_that_passes_is_one_httpx_can_use(tmp_path):
+    """What the validator accepts must not fail when a delivery builds the request."""
+    import httpx
+
+    (audit,) = load_subscriptions(
+        write(tmp_path, '[[subscription]]\nname = "a"\nurl = "http://[::1]:8080/x?t=1"\n'), {}
+    ).subscriptions
+    assert httpx.URL(audit.url).port == 8080
+    assert audit.display_url == "http://::1:8080/x"
+
+
+def test_display_url_never_raises(tmp_path):
+    """Logging and dead-lettering a failed delivery must not crash on the URL it failed on."""
+    for url in ("http://host:99999/x", "http://host:abc/x", "http://[::1/x"):
+        unchecked = Subscription.model_construct(name="a", url=url)
+        assert unchecked.display_url == "(unusable URL)"
+
+
+def test_the_budget_names_every_subscription_over_it(tmp_path):
+    text = (
+        "[retry]\nmax_attempts = 10\nmax_backoff_s = 30\n"
+        '[[subscription]]\nname = "fast"\nurl = "http://h/x"\ntimeout_s = 2\n'
+        '[[subscription]]\nname = "slow"\nurl = "http://h/y"\ntimeout_s = 20\n'
+        '[[subscription]]\nname = "slower"\nurl = "http://h/z"\ntimeout_s = 30\n'
+    )
+    with pytest.raises(SubscriptionError) as refused:
+        load_subscriptions(write(tmp_path, text), {})
+    message = str(refused.value)
+    # 10 attempts x 3 phases x timeout + 9 waits of 30 s
+    assert "subscription slow (870s), slower (1170s)" in message
+    assert "fast" not in message
+    assert "lower timeout_s, retry.max_attempts or retry.max_backoff_s" in message
+
+
+def test_the_budget_is_well_inside_the_consumer_poll_interval(tmp_path):
+    assert MAX_POLL_MS == MAX_POLL_INTERVAL_S * 1000
+    assert DELIVERY_BUDGET_S <= MAX_POLL_INTERVAL_S / 2
+    # The documented defaults fit, and so does the worst case of every accepted file.
+    loaded = load_subscriptions(write(tmp_path, FULL), {"ONCALL_SECRET": "x"})
+    assert loaded.worst_case_s == 3 * 3 * 10 + 2 * 4  # audit-log: 10 s timeouts
+    assert RetryPolicy().worst_case_s(10) == 270 <= DELIVERY_BUDGET_S
