@@ -40,6 +40,7 @@ from deeptrust.gateway.sniff import Limits, Rejection, Signature, UploadRejected
 from deeptrust.gateway.sources import (
     FORM_OVERHEAD,
     JSON_LIMIT,
+    CutOffWhileStreaming,
     UriResolver,
     UriUpload,
     check_declared_length,
@@ -161,6 +162,8 @@ def create_app(
     async def rejected(request: Request, error: UploadRejected) -> JSONResponse:
         if request.method == "POST":
             metrics.rejected(error.reason)
+        if isinstance(error, CutOffWhileStreaming):
+            metrics.cut_off.inc()
         return JSONResponse(
             ErrorBody(error=error.reason.value, detail=error.detail).model_dump(),
             status_code=error.status,
@@ -208,7 +211,11 @@ def create_app(
         started = time.perf_counter()
         event = await _publish(uploads, data, signature, image_id, metadata, stored_uri, settings)
         metrics.delivery.observe(time.perf_counter() - started)
-        await run_in_threadpool(status.mark_pending, image_id)
+        try:
+            await run_in_threadpool(status.mark_pending, image_id)
+        except Exception:  # accepted all the same: a 5xx now would make a retry duplicate it
+            metrics.status_write_failures.inc()
+            log.exception("upload %s accepted, but marking it pending failed", image_id)
         status_url = f"/v1/uploads/{image_id}"
         return JSONResponse(
             Accepted(

@@ -51,6 +51,16 @@ class GatewayMetrics:
         )
         for reason in Rejection:  # exported at zero from the start, so rate() sees the first
             self._rejected.labels(reason.value)
+        self.cut_off = Counter(
+            "deeptrust_gateway_bodies_cut_off",
+            "Bodies refused while streaming (over the cap before their end).",
+            registry=r,
+        )
+        self.status_write_failures = Counter(
+            "deeptrust_gateway_status_write_failures",
+            "Accepted uploads the status store could not mark pending (the follower will).",
+            registry=r,
+        )
 
     def rejected(self, reason: Rejection) -> None:
         """Count one refused upload."""

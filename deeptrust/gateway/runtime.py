@@ -37,7 +37,12 @@ class GatewayParts:
     def __post_init__(self) -> None:
         self.uploads = AckedUploadProducer(self.kafka, self.store)
         self.status = StatusStore(self.settings.status_db)
-        self.follower = StatusFollower(self.kafka, self.status, self.settings.status_retention_s)
+        self.follower = StatusFollower(
+            self.kafka,
+            self.status,
+            self.settings.status_retention_s,
+            lookback_s=self.settings.status_lookback_s,
+        )
 
     def start(self) -> None:
         """Start serving delivery reports and following results."""

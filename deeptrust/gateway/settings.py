@@ -49,6 +49,10 @@ class GatewaySettings(BaseSettings):
     """The SQLite file of results per image (one per pod; an emptyDir is enough)."""
     status_retention_s: float = Field(default=7 * 24 * 3600, gt=0)
     """Results older than this are dropped from the status store."""
+    status_lookback_s: float = Field(default=3600.0, ge=0)
+    """How far back a fresh status file starts reading the topics (a new replica): results
+    older than this are unknown to it (404). Reading the whole retention instead would take
+    hours at production rates and fill the file with results nobody asks for."""
 
     @field_validator("api_keys")
     @classmethod

@@ -54,13 +54,20 @@ def check_declared_length(headers: Mapping[str, str], limit: int) -> None:
         )
 
 
+class CutOffWhileStreaming(UploadRejected):
+    """A body refused as it arrived, before it was read whole (the streaming cap)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, Rejection.TOO_LARGE, f"over {limit} bytes")
+
+
 async def capped(stream: AsyncIterator[bytes], limit: int) -> AsyncGenerator[bytes, None]:
     """Yield ``stream``'s chunks, refusing (413) as soon as they add up to over ``limit``."""
     total = 0
     async for chunk in stream:
         total += len(chunk)
         if total > limit:
-            raise UploadRejected(413, Rejection.TOO_LARGE, f"over {limit} bytes")
+            raise CutOffWhileStreaming(limit)
         yield chunk
 
 

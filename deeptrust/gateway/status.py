@@ -8,10 +8,18 @@ Every gateway process consumes in a consumer group of its own: a request for an 
 reach any replica, so every replica needs every result, whereas a shared group would split
 the partitions and each replica would know only its share. The read positions are stored
 in the same SQLite transaction as the results they produced, not committed to Kafka, so the
-file and its position never disagree: a restarted process resumes where its file left off,
-and a fresh file (a new pod) starts from the earliest offset. That also means the group id
-need not be stable: it names the host, the process and a nonce, so that uvicorn workers
-sharing a pod (or two followers in one test process) never share a group either.
+file and its position never disagree: a restarted process resumes where its file left off.
+A partition the file has no position for (a fresh file: a new pod) starts at the first
+message of the last ``lookback_s`` seconds (``offsets_for_times``), not at the earliest
+retained one: at production rates a week of retention is hundreds of millions of messages,
+hours of reading and a file full of results nobody asks for. The group id need not be
+stable either: it names the host, the process and a nonce, so that uvicorn workers sharing
+a pod (or two followers in one test process) never share a group.
+
+The follower is ready once every partition it was assigned has been read up to the end it
+had when assigned (or librdkafka reported reaching its end, which also covers the offsets
+of transaction markers and aborted messages, which no message is read from): until then a
+replica would answer 404 for images it has simply not read yet, so it gets no traffic.
 """
 
 from __future__ import annotations
@@ -24,12 +32,21 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from schemas.events import DeadLetterEvent, EnrichedEvent, UploadEvent
 from streams.codec import MessageHeaders, decode
@@ -38,6 +55,10 @@ from streams.errors import InvalidInput
 from streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PRUNE_CHUNK = 1000
+"""Rows one pruning transaction deletes at most, so the store's lock is never held long."""
 
 
 class State(IntEnum):
@@ -90,6 +111,9 @@ INSERT INTO images (image_id, state, body, updated_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (image_id) DO UPDATE
 SET state = excluded.state, body = excluded.body, updated_at = excluded.updated_at
 WHERE excluded.state >= images.state
+"""
+_PRUNE = """
+DELETE FROM images WHERE rowid IN (SELECT rowid FROM images WHERE updated_at < ? LIMIT ?)
 """
 _ADVANCE = """
 INSERT INTO positions (topic, partition, next_offset) VALUES (?, ?, ?)
@@ -147,11 +171,19 @@ class StatusStore:
             ).fetchone()
         return None if row is None else int(row[0])
 
-    def prune(self, older_than: float) -> int:
-        """Drop results last updated before ``older_than`` (Unix seconds); return how many."""
-        with self._lock, self._db:
-            cursor = self._db.execute("DELETE FROM images WHERE updated_at < ?", (older_than,))
-        return cursor.rowcount
+    def prune(self, older_than: float, chunk: int = PRUNE_CHUNK) -> int:
+        """Drop results last updated before ``older_than`` (Unix seconds); return how many.
+
+        In transactions of at most ``chunk`` rows, releasing the lock (and SQLite's write
+        lock) between them, so requests and the follower are never held up for long.
+        """
+        total = 0
+        while True:
+            with self._lock, self._db:
+                cursor = self._db.execute(_PRUNE, (older_than, chunk))
+            total += cursor.rowcount
+            if cursor.rowcount < chunk:
+                return total
 
     def close(self) -> None:
         """Close the file."""
@@ -193,6 +225,38 @@ def update_from(
     return None
 
 
+def _offsets(
+    consumer: Consumer, asked: list[TopicPartition], timeout_s: float
+) -> dict[tuple[str, int], int]:
+    """The first offset at or after each partition's timestamp (-1: none), or raise."""
+    found = {}
+    for answer in consumer.offsets_for_times(asked, timeout=timeout_s):
+        if answer.error is not None:
+            raise KafkaException(answer.error)
+        found[(answer.topic, answer.partition)] = answer.offset
+    return found
+
+
+def _ends(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
+    """The partition's first and next offsets, asked of the broker now."""
+    where = TopicPartition(partition.topic, partition.partition)
+    low, high = consumer.get_watermark_offsets(where, timeout=timeout_s, cached=False)
+    return int(low), int(high)
+
+
+def _retrying(what: str, call: Callable[[], T], attempts: int = 5) -> T:
+    """``call``, tried again after a second on a Kafka error (a new topic has no leader yet)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except KafkaException as error:
+            if attempt == attempts:
+                raise
+            log.warning("status follower: %s failed (%s); trying again", what, error)
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def instance_group_id(kafka: KafkaSettings) -> str:
     """A consumer group for this process alone (see the module's docstring for why)."""
     host, pid, nonce = socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8]
@@ -208,21 +272,29 @@ class StatusFollower:
         store: StatusStore,
         retention_s: float,
         group_id: str | None = None,
+        lookback_s: float = 3600.0,
+        timeout_s: float = 10.0,
     ) -> None:
         self._names = TopicNames(kafka.topic_prefix)
         self._store = store
         self._retention_s = retention_s
+        self._lookback_s = lookback_s
+        self._timeout_s = timeout_s
         self._consumer = Consumer(
             {
                 **kafka.client_config(),
                 "group.id": group_id or instance_group_id(kafka),
                 "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
+                "auto.offset.reset": "earliest",  # a stored position the topic no longer has
                 "isolation.level": "read_committed",
+                "enable.partition.eof": True,  # tells when a partition has been read to its end
             }
         )
         self._stop = threading.Event()
         self._assigned = threading.Event()
+        self._caught_up = threading.Event()
+        self._behind: dict[tuple[str, int], int] = {}
+        """Partitions not read up to the end they had when assigned, and that end."""
         self._thread = threading.Thread(target=self._run, name="gateway-status", daemon=True)
 
     def start(self) -> None:
@@ -238,20 +310,50 @@ class StatusFollower:
             self._thread.join(10)
 
     def ready(self) -> bool:
-        """True once the follower has its partitions and runs."""
-        return self._assigned.is_set() and self._thread.is_alive()
+        """True once the follower has its partitions, has caught up on them, and runs."""
+        return self._assigned.is_set() and self._caught_up.is_set() and self._thread.is_alive()
 
     def alive(self) -> bool:
         """False when the follower thread has died (the process should be restarted)."""
         return self._thread.ident is None or self._thread.is_alive()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Resume each partition where the status file left off, or from its start."""
+        """Resume each partition where the status file left off, or ``lookback_s`` ago.
+
+        Also note the end of each partition now: the follower is ready once it got there.
+        """
+        fresh = []
         for partition in partitions:
             stored = self._store.position(partition.topic, partition.partition)
-            partition.offset = OFFSET_BEGINNING if stored is None else stored
+            if stored is None:
+                fresh.append(partition)
+            else:
+                partition.offset = stored
+        if fresh:
+            since_ms = int((time.time() - self._lookback_s) * 1000)
+            asked = [TopicPartition(p.topic, p.partition, since_ms) for p in fresh]
+            found = _retrying(
+                "offsets_for_times", lambda: _offsets(consumer, asked, self._timeout_s)
+            )
+            for partition in fresh:
+                offset = found[(partition.topic, partition.partition)]
+                # -1: no message since then; start at the end
+                partition.offset = offset if offset >= 0 else OFFSET_END
+        for partition in partitions:
+            low, high = _retrying(
+                "get_watermark_offsets", partial(_ends, consumer, partition, self._timeout_s)
+            )
+            if partition.offset == OFFSET_END:
+                partition.offset = high
+            if high > max(partition.offset, low):
+                self._behind[(partition.topic, partition.partition)] = high
+            log.info(
+                "status follower: %s[%d] from offset %d (end %d)",
+                *(partition.topic, partition.partition, partition.offset, high),
+            )
         consumer.assign(partitions)
         self._assigned.set()
+        self._note_progress({}, set())
 
     def _run(self) -> None:
         last_prune = 0.0
@@ -267,12 +369,31 @@ class StatusFollower:
         finally:
             self._consumer.close()
 
+    def _note_progress(
+        self, positions: dict[tuple[str, int], int], ends: set[tuple[str, int]]
+    ) -> None:
+        """Strike off partitions read to their end; ready when none is left."""
+        for key, offset in positions.items():
+            end = self._behind.get(key)
+            if end is not None and offset >= end:
+                del self._behind[key]
+        for key in ends:
+            self._behind.pop(key, None)
+        if not self._behind and self._assigned.is_set() and not self._caught_up.is_set():
+            log.info("status follower: caught up")
+            self._caught_up.set()
+
     def _apply(self, messages: list[Message]) -> None:
         updates: list[Update] = []
         positions: dict[tuple[str, int], int] = {}
+        ends: set[tuple[str, int]] = set()
         for message in messages:
-            if message.error() is not None:
-                log.warning("status follower: %s", message.error())
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ends.add((message.topic() or "", message.partition() or 0))
+                else:
+                    log.warning("status follower: %s", error)
                 continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             if topic is None or partition is None or offset is None:
@@ -287,3 +408,5 @@ class StatusFollower:
                 updates.append(update)
         if positions:
             self._store.apply(updates, positions)
+        if not self._caught_up.is_set():
+            self._note_progress(positions, ends)

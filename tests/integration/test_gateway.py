@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sqlite3
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from PIL import Image
 
 from deeptrust.gateway.runtime import GatewayParts
 from deeptrust.gateway.settings import GatewaySettings
+from deeptrust.gateway.sources import FORM_OVERHEAD
+from deeptrust.gateway.status import StatusFollower, StatusStore, Update
 from schemas.events import (
     Caption,
     DeadLetterEvent,
@@ -30,6 +34,7 @@ from schemas.events import (
     Tags,
     UploadEvent,
 )
+from streams.codec import encode
 from streams.config import KafkaSettings
 from streams.dead_letters import dead_letter
 from streams.errors import InvalidInput, Reason
@@ -39,6 +44,7 @@ from streams.producer import produce_one
 from streams.reader import read_to_end
 from streams.topics import Topic, TopicNames
 from tests.conftest import wait_for
+from tests.events import upload_event
 from tests.images import SAMPLES, corrupt_bytes, jpeg_bytes
 
 pytestmark = pytest.mark.integration
@@ -382,3 +388,119 @@ def post_chunked(gateway: RunningGateway, data: bytes, name: str) -> httpx.Respo
         content=body(),
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
+
+
+def metric(gateway: RunningGateway, name: str) -> float:
+    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def test_a_chunked_body_over_the_cap_is_cut_off_while_streaming(
+    gateway: RunningGateway, kafka: KafkaSettings, topics: TopicNames
+) -> None:
+    """Well over max_bytes + the form overhead, without Content-Length: refused as it arrives.
+
+    The server's own count says the streaming cap refused it before its end (the size check
+    after parsing, which reads the whole body first, answers 413 too but counts nothing),
+    and so does the detail, which names the streaming limit.
+    """
+    limit = MAX_BYTES + FORM_OVERHEAD
+    data = b"\xff\xd8\xff" + bytes(4 * limit)
+    assert metric(gateway, "deeptrust_gateway_bodies_cut_off_total") == 0
+    response = post_chunked(gateway, data, "huge.jpg")
+    assert response.status_code == 413, response.text
+    assert response.json() == {"error": "too_large", "detail": f"over {limit} bytes"}
+    assert metric(gateway, "deeptrust_gateway_bodies_cut_off_total") == 1
+    assert uploads_of(kafka, topics) == []
+
+
+def test_a_status_store_failure_after_the_ack_still_answers_202(
+    gateway: RunningGateway, kafka: KafkaSettings, topics: TopicNames
+) -> None:
+    """The broker has the event: a 5xx would only make the client upload it a second time."""
+
+    def broken(image_id: str) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    gateway.parts.status.mark_pending = broken  # type: ignore[method-assign]
+    response = post_file(gateway, photo("coffee.jpg"), "coffee.jpg")
+    assert response.status_code == 202, response.text
+    image_id = response.json()["image_id"]
+    assert [e.image_id for e in uploads_of(kafka, topics)] == [image_id]
+    assert metric(gateway, "deeptrust_gateway_status_write_failures_total") == 1
+    # The follower records it from the topic all the same.
+    wait_for(lambda: gateway.status(image_id).status_code == 202, 30, "pending from the topic")
+
+
+def test_a_new_replica_reads_back_only_the_lookback(
+    start_gateway: StartGateway, kafka: KafkaSettings, topics: TopicNames
+) -> None:
+    """A fresh status file starts at now - lookback, not at the topics' earliest offset."""
+    producer = Producer(kafka.client_config())
+    now_ms = int(time.time() * 1000)
+    for image_id, age_s in [("two-hours-old", 7200), ("one-minute-old", 60)]:
+        encoded = encode(upload_event(image_id=image_id, event_id=image_id), key=image_id)
+        producer.produce(
+            topics(Topic.UPLOADS),
+            key=encoded.key,
+            value=encoded.value,
+            headers=encoded.headers,
+            timestamp=now_ms - age_s * 1000,
+        )
+    assert producer.flush(30) == 0
+
+    gateway = start_gateway(status_lookback_s=3600)  # ready only once it has caught up
+    assert gateway.status("one-minute-old").status_code == 202
+    assert gateway.status("two-hours-old").status_code == 404, "older than the lookback"
+
+
+class GatedStore(StatusStore):
+    """A status store whose writes wait until the test opens the gate."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = threading.Event()
+        self.writes = 0
+
+    def apply(self, updates: Iterable[Update], positions: dict[tuple[str, int], int]) -> None:
+        self.writes += 1
+        assert self.gate.wait(60), "the test never opened the gate"
+        super().apply(updates, positions)
+
+
+def test_the_follower_is_ready_only_once_it_has_caught_up(
+    kafka: KafkaSettings, topics: TopicNames, raw_producer: Producer, tmp_path: Path
+) -> None:
+    for n in range(300):  # 100 a partition, far over the lag that counts as caught up
+        event = upload_event(image_id=f"img-{n}", event_id=f"e-{n}")
+        encoded = encode(event, key=event.image_id)
+        raw_producer.produce(
+            topics(Topic.UPLOADS), key=encoded.key, value=encoded.value, headers=encoded.headers
+        )
+    assert raw_producer.flush(30) == 0
+    store = GatedStore(tmp_path / "gated.db")
+    follower = StatusFollower(kafka, store, retention_s=3600)
+    follower.start()
+    try:
+        wait_for(lambda: store.writes > 0, 60, "the follower to read the backlog")
+        assert not follower.ready(), "assigned, but behind: not ready"
+        store.gate.set()
+        wait_for(follower.ready, 60, "the follower to catch up")
+        assert all(store.get(f"img-{n}") is not None for n in range(300))
+    finally:
+        store.gate.set()
+        follower.close()
+        store.close()
+
+
+def test_a_follower_with_nothing_to_read_is_ready(kafka: KafkaSettings, tmp_path: Path) -> None:
+    store = StatusStore(tmp_path / "empty.db")
+    follower = StatusFollower(kafka, store, retention_s=3600)
+    follower.start()
+    try:
+        wait_for(follower.ready, 60, "an idle follower to be ready")
+    finally:
+        follower.close()
+        store.close()

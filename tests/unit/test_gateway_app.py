@@ -15,6 +15,7 @@ from starlette.datastructures import Headers
 from deeptrust.gateway.settings import GatewaySettings
 from deeptrust.gateway.sniff import Limits, Rejection, UploadRejected, sniff
 from deeptrust.gateway.sources import (
+    FORM_OVERHEAD,
     check_declared_length,
     read_multipart_file,
     read_uri_body,
@@ -136,6 +137,16 @@ def test_defaults_are_safe(monkeypatch):
     assert settings.max_bytes == 20 * 1024 * 1024
     assert set(settings.allowed_types) == {"image/jpeg", "image/png", "image/webp", "image/gif"}
     assert settings.fetch_hosts == [], "no remote fetching unless hosts are named"
+    assert settings.status_lookback_s == 3600, "a new replica reads an hour back, not a week"
+
+
+def test_status_lookback_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DEEPTRUST_GATEWAY_API_KEYS", '["k"]')
+    monkeypatch.setenv("DEEPTRUST_GATEWAY_STATUS_LOOKBACK_S", "600")
+    assert GatewaySettings().status_lookback_s == 600
+    monkeypatch.setenv("DEEPTRUST_GATEWAY_STATUS_LOOKBACK_S", "-1")
+    with pytest.raises(ValidationError, match="status_lookback_s"):
+        GatewaySettings()
 
 
 @pytest.mark.parametrize("keys", [None, "[]", '[""]'])
@@ -186,12 +197,40 @@ def test_multipart_file_is_read_in_chunks_under_the_cap():
     assert name == "coins.jpg"
 
 
-def test_multipart_over_the_cap_is_413_while_streaming():
+def test_multipart_over_the_cap_is_413_after_the_file_part_is_parsed():
     photo = (SAMPLES / "coins.jpg").read_bytes()
     headers, body = multipart([("file", "coins.jpg", photo)])
     with pytest.raises(UploadRejected) as caught:
         asyncio.run(read_multipart_file(headers, chunks(body), len(photo) - 1))
     assert caught.value.status == 413
+
+
+class CountingBody:
+    """A multipart body of ``total`` file bytes in chunks, counting the chunks read."""
+
+    def __init__(self, total: int, chunk: int = 16 * 1024) -> None:
+        self.headers, body = multipart([("file", "big.jpg", b"\xff\xd8\xff" + b"\0" * total)])
+        self.chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)]
+        self.read = 0
+
+    async def stream(self):
+        for piece in self.chunks:
+            self.read += 1
+            yield piece
+
+
+def test_a_stream_over_the_cap_is_refused_before_it_is_read_whole():
+    """The cap holds while streaming: the body stops being read a chunk past the limit."""
+    max_bytes = 100_000
+    limit = max_bytes + FORM_OVERHEAD
+    body = CountingBody(total=10 * limit)
+    with pytest.raises(UploadRejected) as caught:
+        asyncio.run(read_multipart_file(body.headers, body.stream(), max_bytes))
+    assert (caught.value.status, caught.value.reason) == (413, Rejection.TOO_LARGE)
+    assert caught.value.detail == f"over {limit} bytes", "the streaming cap, not the parsed size"
+    read_bytes = sum(len(piece) for piece in body.chunks[: body.read])
+    assert limit < read_bytes <= limit + len(body.chunks[0])
+    assert body.read < len(body.chunks) / 5
 
 
 def test_multipart_without_a_file_field_is_400():
@@ -277,6 +316,23 @@ def test_prune_drops_old_results(status, tmp_path):
     assert status.prune(time.time() - 60) == 1
     assert status.get("old") is None
     assert status.get("new") is not None
+
+
+def test_prune_deletes_in_bounded_transactions(status, tmp_path):
+    """Each transaction deletes at most ``chunk`` rows, so the lock is released between."""
+    status.apply([enriched(f"old-{n}") for n in range(7)] + [enriched("new")], {})
+    with sqlite3.connect(tmp_path / "status" / "gateway.db") as db:
+        db.execute("UPDATE images SET updated_at = 0 WHERE image_id LIKE 'old-%'")
+    statements: list[str] = []
+    status._db.set_trace_callback(statements.append)
+    assert status.prune(time.time() - 60, chunk=3) == 7
+    status._db.set_trace_callback(None)
+    deletes = [sql for sql in statements if sql.lstrip().startswith("DELETE")]
+    commits = [sql for sql in statements if sql.strip().upper() == "COMMIT"]
+    assert len(deletes) == 3, "3 + 3 + 1 rows"
+    assert len(commits) == 3, "one transaction per chunk"
+    assert status.get("new") is not None
+    assert status.prune(time.time() - 60, chunk=3) == 0
 
 
 # --- messages into updates ------------------------------------------------------------------
