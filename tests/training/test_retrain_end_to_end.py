@@ -15,6 +15,8 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
 from schemas.events import (  # noqa: E402
     DetectedEvent,
     DriftVerdict,
@@ -160,6 +162,7 @@ def test_a_retrain_request_becomes_a_canaried_promoted_model_the_stage_serves(
         kafka, *canary, "--gates", str(strict), timeout_s=300, env=training_env, fails=True
     )
     assert "FAIL images_per_s" in refused
+    assert "no evidence" in refused, "24 uploads fit one batch: no throughput measured"
     assert "not promoted" in refused
     assert [u.alias for u in model_updates(kafka, topics)] == ["candidate", "candidate"]
 
@@ -168,7 +171,15 @@ def test_a_retrain_request_becomes_a_canaried_promoted_model_the_stage_serves(
     lenient.write_text("[gates]\nmin_agreement = 0.5\nmax_mean_abs_shift = 0.5\n", "utf-8")
     output = run_cli(kafka, *canary, "--gates", str(lenient), timeout_s=300, env=training_env)
     assert "PASS agreement" in output
+    assert "no production model to compare with" in output
     assert "promoted to production" in output
+    admin = AdminClient(kafka.client_config())
+
+    def canary_topics() -> list[str]:
+        listed = admin.list_topics(timeout=10).topics
+        return [name for name in listed if name.startswith(f"{kafka.topic_prefix}canary-")]
+
+    wait_for(lambda: not canary_topics(), 30, "the canary's topics to be deleted")
     assert client.get_model_version_by_alias(model, "production").version == candidate.version
     promoted = f"{candidate.version}+"
 

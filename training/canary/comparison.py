@@ -6,12 +6,16 @@ the replay keeps upload ids, so one id names both verdicts on one upload.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 
 import numpy as np
 
-from schemas.events import Detection
+from schemas.events import DeadLetterEvent, Detection
+from streams.codec import EVENT_ID
+from streams.stage import derived_event_id
+from streams.topics import Topic
 
 
 @dataclass(frozen=True)
@@ -31,14 +35,22 @@ class Comparison:
     production_positive_rate: float
     candidate_positive_rate: float
     candidate_errors: int
-    """Replayed uploads the candidate dead-lettered."""
+    """Replayed uploads production gave a verdict on and the candidate dead-lettered."""
+    shared_dead_letters: int
+    """Replayed uploads the candidate dead-lettered and production has no verdict on either
+    (a corrupt upload production dead-lettered too): the input's fault, not the candidate's."""
+    production_processed: int
+    """Replayed uploads production gave a verdict on: the error rate's denominator."""
     candidate_images_per_s: float | None
-    """Throughput of the canary's detect stage, from its first to its last output."""
+    """Throughput of the canary's detect stage, from its first to its last output; None
+    when its verdicts came in a single batch (no measurement)."""
 
     @property
     def error_rate(self) -> float:
-        """Dead-lettered share of the replayed uploads."""
-        return self.candidate_errors / self.replayed if self.replayed else 0.0
+        """Share of the uploads production processed that the candidate dead-lettered."""
+        if not self.production_processed:
+            return 0.0
+        return self.candidate_errors / self.production_processed
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for the tracking server, ``canary/<name>``."""
@@ -47,20 +59,53 @@ class Comparison:
         return {f"canary/{name}": float(value) for name, value in values.items()}
 
 
+def dead_lettered_outputs(letters: Iterable[DeadLetterEvent]) -> list[str | None]:
+    """The detect output id each dead-lettered upload would have had (None: not identifiable).
+
+    A dead letter keeps the upload's headers, and with them its event id, even when the
+    upload itself could not be decoded.
+    """
+    ids: list[str | None] = []
+    for letter in letters:
+        upload_id = letter.original_headers.get(EVENT_ID)
+        ids.append(derived_event_id(upload_id, "detect", Topic.DETECTED) if upload_id else None)
+    return ids
+
+
+def throughput(stamps: Sequence[datetime], max_batch: int) -> float | None:
+    """Verdicts per second from their production times, if they span more than one batch.
+
+    A detect stage writes a batch's verdicts together, after the whole batch; the spread of
+    one batch's stamps measures serialisation, not inference. Only more verdicts than a
+    batch holds prove that at least two batches were timed.
+    """
+    if len(stamps) <= max_batch:
+        return None
+    ordered = sorted(stamps)
+    span_s = (ordered[-1] - ordered[0]).total_seconds()
+    return (len(ordered) - 1) / span_s if span_s > 0 else None
+
+
 def compare(
     production: Mapping[str, Detection],
     candidate: Mapping[str, Detection],
     replayed: int,
-    errors: int,
+    dead_lettered: Collection[str | None],
     images_per_s: float | None,
 ) -> Comparison:
-    """Compare verdicts keyed by output event id."""
+    """Compare verdicts keyed by output event id.
+
+    ``dead_lettered`` holds the output ids of the uploads the candidate dead-lettered (see
+    :func:`dead_lettered_outputs`); only those production gave a verdict on are the
+    candidate's errors, the rest are shared dead letters.
+    """
     shared = sorted(production.keys() & candidate.keys())
     ours = np.array([candidate[key].ai_probability for key in shared], np.float64)
     theirs = np.array([production[key].ai_probability for key in shared], np.float64)
     same = [candidate[key].label == production[key].label for key in shared]
     shift = ours - theirs
     empty = not shared
+    errors = sum(1 for key in dead_lettered if key is not None and key in production)
     return Comparison(
         replayed=replayed,
         compared=len(shared),
@@ -76,5 +121,7 @@ def compare(
         if empty
         else float(np.mean([candidate[key].label == "ai_generated" for key in shared])),
         candidate_errors=errors,
+        shared_dead_letters=len(dead_lettered) - errors,
+        production_processed=len(production),
         candidate_images_per_s=images_per_s,
     )

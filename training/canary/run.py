@@ -17,8 +17,10 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from deeptrust.processes import StageProcess
 from schemas.events import DeadLetterEvent, DetectedEvent, Detection, ModelUpdateEvent
@@ -30,15 +32,18 @@ from streams.local_broker import free_port
 from streams.objectstore import ObjectStore
 from streams.producer import produce_one
 from streams.reader import read_to_end
+from streams.runner import RunnerSettings
 from streams.stage import derived_event_id
 from streams.topics import Topic, TopicNames, create_topics
-from training.canary.comparison import Comparison, compare
-from training.canary.gates import GateResult, Gates, judge
-from training.canary.replay import ReplayRange, copy_range
+from training.canary.comparison import Comparison, compare, dead_lettered_outputs, throughput
+from training.canary.gates import GateResult, Gates, ProductionBaseline, judge
+from training.canary.replay import ReplayCopy, ReplayRange, copy_range
 from training.service.vit_recipe import ViTCandidate
 from training.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
+OPTIONS_VARIABLE = "DEEPTRUST_MODEL_OPTIONS"
+MAX_BATCH_VARIABLE = "DEEPTRUST_RUNNER_MAX_BATCH"
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,16 @@ class CanaryEnvironment:
 
 
 def _candidate_detector(
-    store: ObjectStore, event: ModelUpdateEvent, folder: Path
+    store: ObjectStore, event: ModelUpdateEvent, folder: Path, inherited: str | None = None
 ) -> dict[str, str]:
     """Fetch and check the candidate's artefact; the detect stage's settings to serve it.
 
     The settings are ``DEEPTRUST_DETECT_BACKEND`` and ``DEEPTRUST_MODEL_OPTIONS``. A probe
     head is a file the ``mobilenet-probe`` backend reads as ``head``; a fine-tuned ViT is
-    an archive, unpacked here, that the ``hf-vit`` backend reads as ``path``.
+    an archive, unpacked here, that the ``hf-vit`` backend reads as ``path``. Those options
+    are merged into production's ``inherited`` options (a JSON object): shared keys such as
+    ``device`` and ``dtype`` and other tasks' options stay, the candidate's detect options
+    win over production's.
     """
     data = store.get(event.artifact_uri)
     if hashlib.sha256(data).hexdigest() != event.artifact_sha256:
@@ -102,8 +110,52 @@ def _candidate_detector(
         )
     return {
         "DEEPTRUST_DETECT_BACKEND": event.backend,
-        "DEEPTRUST_MODEL_OPTIONS": json.dumps({"detect": options}),
+        OPTIONS_VARIABLE: json.dumps(_merged_options(inherited, options)),
     }
+
+
+def _merged_options(inherited: str | None, detect: dict[str, str]) -> dict[str, Any]:
+    """``inherited`` (the JSON of ``DEEPTRUST_MODEL_OPTIONS``) with ``detect`` merged in."""
+    base: Any = json.loads(inherited) if inherited and inherited.strip() else {}
+    if not isinstance(base, dict):
+        raise ValueError(f"{OPTIONS_VARIABLE} must be a JSON object, not {inherited!r}")
+    own = base.get("detect") or {}
+    if not isinstance(own, dict):
+        raise ValueError(f"{OPTIONS_VARIABLE}['detect'] must be an object, not {own!r}")
+    return {**base, "detect": {**own, **detect}}
+
+
+def production_baseline(registry: Registry, version: str) -> ProductionBaseline:
+    """The production version ``version``'s job scored, and production's version now."""
+    return ProductionBaseline(
+        scored=registry.scored_production(version), current=registry.version_of("production")
+    )
+
+
+def delete_topics(kafka: KafkaSettings, prefix: str, timeout_s: float = 30.0) -> list[str]:
+    """Delete every topic named under ``prefix``; log (never raise) what could not be.
+
+    Returns the topics deleted. The canary's topics hold a copy of production's uploads
+    and are of no use once the report is written.
+    """
+    try:
+        admin = AdminClient(kafka.client_config())
+        topics = admin.list_topics(timeout=timeout_s).topics
+        names = sorted(name for name in topics if name.startswith(prefix))
+        if not names:
+            return []
+        futures = admin.delete_topics(names, operation_timeout=timeout_s)
+    except KafkaException as error:
+        log.warning("could not delete the canary's topics under %s: %s", prefix, error)
+        return []
+    deleted = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+            deleted.append(name)
+        except Exception as error:  # one topic's failure must not hide the others'
+            log.warning("could not delete canary topic %s: %s", name, error)
+    return sorted(deleted)
 
 
 def _production_detections(
@@ -174,38 +226,21 @@ def run_canary(
     candidate = registry.update_event(version, "candidate")
     prefix = f"{kafka.topic_prefix}canary-v{version}-{uuid.uuid4().hex[:6]}."
     canary = kafka.model_copy(update={"topic_prefix": prefix})
-    create_topics(canary)
-    production_topics, canary_topics = TopicNames(kafka.topic_prefix), TopicNames(prefix)
-    copied = copy_range(
-        kafka, production_topics(Topic.UPLOADS), canary_topics(Topic.UPLOADS), window
-    )
-    log.info("replaying %d uploads under %s", copied.messages, prefix)
-    detector = _candidate_detector(store, candidate, environment.work_dir / "heads")
-    stage = StageProcess(
-        "detect",
-        {
-            **environment.stage_env,
-            "DEEPTRUST_KAFKA_TOPIC_PREFIX": prefix,
-            "DEEPTRUST_MODEL_VERSION": version,
-            **detector,
-            "DEEPTRUST_DETECT_FOLLOW": "",
-        },
-        free_port(),
-        environment.work_dir / "logs" / f"{prefix}detect.log",
-    )
-    stage.start()
     try:
-        stage.wait_ready(environment.ready_timeout_s)
-        outputs, errors, rate = _drain(canary, canary_topics, copied.messages, environment)
+        create_topics(canary)
+        outputs, letters, rate, copied = _replay(
+            kafka, canary, store, candidate, window, environment
+        )
     finally:
-        stage.terminate()
+        deleted = delete_topics(kafka, prefix)
+        log.info("deleted %d canary topics under %s", len(deleted), prefix)
     wanted = {derived_event_id(u.event_id, "detect", Topic.DETECTED) for u in copied.uploads}
     production = _production_detections(
         kafka, wanted, copied.first_timestamp_ms, environment.drain_timeout_s
     )
-    comparison = compare(production, outputs, copied.messages, errors, rate)
+    comparison = compare(production, outputs, copied.messages, letters, rate)
     offline = registry.offline_metrics(version)
-    results = judge(gates, comparison, offline)
+    results = judge(gates, comparison, offline, production_baseline(registry, version))
     passed = all(result.passed for result in results)
     report = CanaryReport(registry.name, version, prefix, comparison, results, promote and passed)
     # The registry's client, not the fluent API: it knows the tracking URI it was given.
@@ -219,10 +254,56 @@ def run_canary(
     return report
 
 
+def _replay(
+    kafka: KafkaSettings,
+    canary: KafkaSettings,
+    store: ObjectStore,
+    candidate: ModelUpdateEvent,
+    window: ReplayRange,
+    environment: CanaryEnvironment,
+) -> tuple[dict[str, Detection], list[str | None], float | None, ReplayCopy]:
+    """Copy the window under the canary's prefix and run the candidate's detect stage on it."""
+    prefix = canary.topic_prefix
+    production_topics, canary_topics = TopicNames(kafka.topic_prefix), TopicNames(prefix)
+    copied = copy_range(
+        kafka, production_topics(Topic.UPLOADS), canary_topics(Topic.UPLOADS), window
+    )
+    log.info("replaying %d uploads under %s", copied.messages, prefix)
+    detector = _candidate_detector(
+        store,
+        candidate,
+        environment.work_dir / "heads",
+        environment.stage_env.get(OPTIONS_VARIABLE),
+    )
+    stage = StageProcess(
+        "detect",
+        {
+            **environment.stage_env,
+            "DEEPTRUST_KAFKA_TOPIC_PREFIX": prefix,
+            "DEEPTRUST_MODEL_VERSION": candidate.version,
+            **detector,
+            "DEEPTRUST_DETECT_FOLLOW": "",
+        },
+        free_port(),
+        environment.work_dir / "logs" / f"{prefix}detect.log",
+    )
+    stage.start()
+    try:
+        stage.wait_ready(environment.ready_timeout_s)
+        outputs, letters, rate = _drain(canary, canary_topics, copied.messages, environment)
+    finally:
+        stage.terminate()
+    return outputs, letters, rate, copied
+
+
 def _drain(
     canary: KafkaSettings, topics: TopicNames, expected: int, environment: CanaryEnvironment
-) -> tuple[dict[str, Detection], int, float | None]:
-    """Wait until every replayed upload has a verdict or a dead letter; time the verdicts."""
+) -> tuple[dict[str, Detection], list[str | None], float | None]:
+    """Wait until every replayed upload has a verdict or a dead letter; time the verdicts.
+
+    Returns the verdicts by id, the output ids of the dead-lettered uploads, and the
+    throughput (None unless the verdicts span more than one of the stage's batches).
+    """
     deadline = time.monotonic() + environment.drain_timeout_s
     while True:
         detected = read_to_end(canary, topics(Topic.DETECTED), DetectedEvent, 60)
@@ -235,10 +316,17 @@ def _drain(
                 f"of {expected} in {environment.drain_timeout_s}s"
             )
         time.sleep(0.5)  # polling the topics' ends; the canary stage works meanwhile
-    stamps = sorted(datetime.fromisoformat(item.headers[PRODUCED_AT]) for item in detected)
-    span_s = (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else 0.0
-    rate = (len(stamps) - 1) / span_s if span_s > 0 else None
-    return {item.event.event_id: item.event.detection for item in detected}, len(letters), rate
+    stamps = [datetime.fromisoformat(item.headers[PRODUCED_AT]) for item in detected]
+    rate = throughput(stamps, _max_batch(environment.stage_env))
+    verdicts = {item.event.event_id: item.event.detection for item in detected}
+    return verdicts, dead_lettered_outputs(item.event for item in letters), rate
+
+
+def _max_batch(stage_env: dict[str, str]) -> int:
+    """The canary stage's batch size: its ``DEEPTRUST_RUNNER_MAX_BATCH`` or the default."""
+    configured = stage_env.get(MAX_BATCH_VARIABLE)
+    default = int(RunnerSettings.model_fields["max_batch"].default)
+    return int(configured) if configured else default
 
 
 def _promote(kafka: KafkaSettings, registry: Registry, version: str) -> None:

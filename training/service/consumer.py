@@ -6,7 +6,14 @@ stays in the group, takes no new request, and reports itself alive. The candidat
 announcement and the request's offset are committed in one transaction, and a request that
 already produced a version is answered from the registry, so a redelivered request never
 trains twice. A request that keeps failing goes to the dead-letter topic after
-``max_attempts`` tries, with the error, rather than blocking every later request.
+``max_attempts`` tries, with the error, rather than blocking every later request; the tries
+are counted on disk before each job starts (:mod:`training.service.attempts`), so a job that
+kills the process counts too.
+
+While a job runs, a message the poll returns anyway (from a partition assigned by a
+rebalance, which starts unpaused) is put back: the consumer seeks to it and pauses its
+partition, so it is read again once the job is over instead of being lost and later
+skipped by a commit.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from streams.exactly_once import (
 from streams.metrics import StageMetrics
 from streams.runner import RunnerSettings
 from streams.topics import Topic, TopicNames
+from training.service.attempts import ATTEMPTS_FILE, AttemptLog
 from training.service.job import JobOutcome, RetrainJob
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,7 @@ class RetrainService:
         kafka: KafkaSettings,
         runner: RunnerSettings,
         metrics: StageMetrics,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self._job = job
         self._kafka = kafka
@@ -77,7 +86,9 @@ class RetrainService:
         self._retrain_metrics = RetrainMetrics(metrics)
         self._topics = TopicNames(kafka.topic_prefix)
         self._group_id = f"{kafka.topic_prefix}{NAME}"
-        self._failures: dict[str, int] = {}
+        self._attempts = attempts or AttemptLog(job.work_dir / ATTEMPTS_FILE)
+        self._busy = False
+        """A job is running: whatever the consumer is assigned must stay paused."""
 
     def run(self, stop: threading.Event) -> None:
         """Serve requests until ``stop`` is set; a job in progress is finished first."""
@@ -87,7 +98,7 @@ class RetrainService:
         )
         worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrain-job")
         try:
-            consumer.subscribe([self._topics(Topic.RETRAIN)])
+            consumer.subscribe([self._topics(Topic.RETRAIN)], on_assign=self._on_assign)
             self._metrics.set_ready(True)
             log.info("retrain consumer waiting on %s", Topic.RETRAIN.value)
             while not stop.is_set():
@@ -110,60 +121,114 @@ class RetrainService:
         except InvalidInput as error:
             self._commit(message, consumer, producer, None, error)
             return
+        request_id = request.event_id
+        started_before = self._attempts.count(request_id)
+        if started_before >= self._runner.max_attempts:
+            # Every earlier attempt started and none finished: the job takes the process down.
+            self._retrain_metrics.jobs.labels("failed").inc()
+            self._give_up(
+                request_id,
+                message,
+                consumer,
+                producer,
+                f"retrain job started {started_before} times without finishing: "
+                "the process died during the last attempt",
+            )
+            return
         evidence = {
             "embedding_model": request.key,
             "drift_report_id": request.drift_report_id,
             "reason": request.reason,
         }
+        attempt = self._attempts.start(request_id)  # on disk before the job can crash us
         started = time.perf_counter()
         try:
-            outcome = self._wait(worker.submit(self._job.run, request.event_id, evidence), consumer)
+            outcome = self._wait(worker.submit(self._job.run, request_id, evidence), consumer)
         except Exception as error:
-            self._failed(request, message, consumer, producer, error)
+            self._failed(request_id, attempt, message, consumer, error)
+            if attempt >= self._runner.max_attempts:
+                self._give_up(
+                    request_id,
+                    message,
+                    consumer,
+                    producer,
+                    f"retrain job failed {attempt} times: {error}",
+                )
             return
         self._retrain_metrics.seconds.observe(time.perf_counter() - started)
         self._commit(message, consumer, producer, outcome, None)
         self._retrain_metrics.jobs.labels("registered").inc()
-        self._failures.pop(request.event_id, None)
-        log.info("request %s: version %s is the candidate", request.event_id, outcome.version)
+        self._attempts.clear(request_id)
+        log.info("request %s: version %s is the candidate", request_id, outcome.version)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take a (re)assignment; while a job runs, keep the new partitions paused."""
+        consumer.assign(partitions)
+        if self._busy and partitions:
+            consumer.pause(partitions)
+            log.info("assigned %d partitions during a job: paused", len(partitions))
 
     def _wait(self, future: Future[JobOutcome], consumer: Consumer) -> JobOutcome:
-        """Keep the consumer in its group (paused, heartbeating) until the job ends."""
-        assignment = consumer.assignment()
-        consumer.pause(assignment)
+        """Keep the consumer in its group (paused, heartbeating) until the job ends.
+
+        A message returned meanwhile (a partition assigned after the pause) is put back:
+        seek to it, pause its partition, and it is polled again after the job.
+        """
+        self._busy = True
+        consumer.pause(consumer.assignment())
         try:
             while not future.done():
-                consumer.poll(1.0)  # returns nothing while paused; keeps the membership alive
+                message = consumer.poll(1.0)  # keeps the membership alive
                 self._metrics.heartbeat()
+                if message is not None and usable(message):
+                    self._put_back(message, consumer)
             return future.result()
         finally:
-            consumer.resume(assignment)
+            self._busy = False
+            consumer.resume(consumer.assignment())
+
+    @staticmethod
+    def _put_back(message: Message, consumer: Consumer) -> None:
+        """Rewind ``message``'s partition to it and pause that partition."""
+        topic, partition = message.topic() or "", message.partition() or 0
+        offset = message.offset() or 0
+        consumer.seek(TopicPartition(topic, partition, offset))
+        consumer.pause([TopicPartition(topic, partition)])
+        log.info("a job is running: %s[%d]@%d put back for later", topic, partition, offset)
 
     def _failed(
         self,
-        request: RetrainRequestEvent,
+        request_id: str,
+        attempt: int,
         message: Message,
         consumer: Consumer,
-        producer: Producer,
         error: Exception,
     ) -> None:
-        attempts = self._failures.get(request.event_id, 0) + 1
-        self._failures[request.event_id] = attempts
+        """Count and log a failed attempt; rewind to the request if it gets another."""
         self._retrain_metrics.jobs.labels("failed").inc()
-        log.exception("request %s: attempt %d failed", request.event_id, attempts, exc_info=error)
-        if attempts < self._runner.max_attempts:
+        log.exception("request %s: attempt %d failed", request_id, attempt, exc_info=error)
+        if attempt < self._runner.max_attempts:
             # Read the request again: rewind to it and let the next poll return it.
             tp = TopicPartition(
                 self._topics(Topic.RETRAIN), message.partition() or 0, message.offset() or 0
             )
             consumer.seek(tp)
-            time.sleep(min(30.0, 2.0**attempts))  # backoff before retrying a failed job
-            return
-        invalid = InvalidInput(
-            Reason.TRAINING_FAILED, f"retrain job failed {attempts} times: {error}"
-        )
+            time.sleep(min(30.0, 2.0**attempt))  # backoff before retrying a failed job
+
+    def _give_up(
+        self,
+        request_id: str,
+        message: Message,
+        consumer: Consumer,
+        producer: Producer,
+        detail: str,
+    ) -> None:
+        """Dead-letter the request (``training_failed``) and forget its attempts."""
+        invalid = InvalidInput(Reason.TRAINING_FAILED, detail)
         self._commit(message, consumer, producer, None, invalid)
-        self._failures.pop(request.event_id, None)
+        self._attempts.clear(request_id)
+        self._job.discard_checkpoints(request_id)
+        log.error("request %s dead-lettered: %s", request_id, detail)
 
     def _commit(
         self,

@@ -40,6 +40,8 @@ from training.tracking.registry import (
     ARTIFACT_SHA_TAG,
     ARTIFACT_URI_TAG,
     BACKEND_TAG,
+    NO_PRODUCTION,
+    PRODUCTION_SCORED_TAG,
     REQUEST_TAG,
     Registry,
 )
@@ -89,12 +91,15 @@ class RetrainJob:
         """Train, evaluate and register a candidate for ``request_id``, once.
 
         A request that already has a registered version is answered from the registry, so
-        a redelivered request never trains twice; a job that died half-way starts a new run
-        that resumes from its checkpoints.
+        a redelivered request never trains twice (and its version gets the ``candidate``
+        alias again, in case the job died between registering and aliasing); a job that
+        died half-way starts a new run that resumes from its checkpoints if its data is
+        unchanged, and trains afresh if it is not.
         """
         done = self.registry.version_for_request(request_id)
         if done is not None:
             log.info("request %s already produced version %s", request_id, done)
+            self._alias_candidate(done)
             return self._outcome(done)
         mlflow.set_experiment(self._settings.experiment)
         tags = {
@@ -107,6 +112,38 @@ class RetrainJob:
         ):
             version = self._train_and_register(run.info.run_id, request_id, Path(scratch))
         return self._outcome(version)
+
+    @property
+    def work_dir(self) -> Path:
+        """Where the job keeps its feature cache and checkpoints (and the consumer its state)."""
+        return self._settings.work_dir
+
+    def checkpoints_of(self, request_id: str) -> Path:
+        """The folder of ``request_id``'s checkpoints (one subfolder per data version)."""
+        return self._settings.work_dir / "checkpoints" / request_id
+
+    def discard_checkpoints(self, request_id: str) -> None:
+        """Forget ``request_id``'s checkpoints (registered, or given up on)."""
+        shutil.rmtree(self.checkpoints_of(request_id), ignore_errors=True)
+
+    def _alias_candidate(self, version: str) -> None:
+        """Point ``candidate`` at ``version`` unless a later version already holds it.
+
+        Idempotent: the answer to a redelivered request says ``version`` is the candidate,
+        so the registry must say so too; but a newer job's candidate is not taken back.
+        """
+        current = self.registry.version_of("candidate")
+        if current == version:
+            return
+        if current is not None and int(current) > int(version):
+            log.warning(
+                "version %s holds the candidate alias; version %s does not take it back",
+                current,
+                version,
+            )
+            return
+        self.registry.set_alias("candidate", version)
+        log.info("version %s is the candidate again (its alias was %s)", version, current)
 
     def _outcome(self, version: str) -> JobOutcome:
         event = self.registry.update_event(version, "candidate")
@@ -155,8 +192,11 @@ class RetrainJob:
         )
         mlflow.log_metrics(data.quality_metrics())
 
+        # Checkpoints live per data version: a retry on changed data (a new feedback label)
+        # trains afresh, a retry on the same data resumes.
+        checkpoints = self.checkpoints_of(request_id) / data.version
         points = [
-            self._fit(config, recipe, request_id, scratch / "fits" / config.digest()[:16])
+            self._fit(config, recipe, checkpoints, scratch / "fits" / config.digest()[:16])
             for config in expand_sweep(base)
         ]
         best = max(points, key=lambda p: (p.val_auc, -p.val_loss))
@@ -166,12 +206,12 @@ class RetrainJob:
         artefact = best.candidate.write(scratch / ARTIFACT_PATH, provenance)
         version = self._register(best.candidate.backend, artefact, run_id, request_id, metrics)
         # Registered: a redelivered request is answered from the registry, never resumed.
-        shutil.rmtree(self._settings.work_dir / "checkpoints" / request_id, ignore_errors=True)
+        self.discard_checkpoints(request_id)
         return version
 
-    def _fit(self, config: TrainConfig, recipe: Recipe, request_id: str, folder: Path) -> GridPoint:
+    def _fit(self, config: TrainConfig, recipe: Recipe, data_dir: Path, folder: Path) -> GridPoint:
         """Train one grid point in a nested run, resuming from its checkpoint if one exists."""
-        checkpoints = self._settings.work_dir / "checkpoints" / request_id / config.digest()[:16]
+        checkpoints = data_dir / config.digest()[:16]
         with mlflow.start_run(
             run_name=f"lr={config.learning_rate} wd={config.weight_decay}", nested=True
         ):
@@ -207,7 +247,10 @@ class RetrainJob:
         tags = [item.example.tags for item in data.test]
         slices = evaluate_slices(labels, probabilities, traits, tags, candidate.threshold)
         metrics = report.metrics() | slice_metrics(slices)
-        production = self._production(scratch / "production")
+        scored, production = self._production(scratch / "production")
+        # Which production model production/* describes: the canary's F1 gate holds only
+        # while that version is still production's.
+        mlflow.set_tag(PRODUCTION_SCORED_TAG, scored or NO_PRODUCTION)
         if production is not None:
             theirs = production.probabilities(data.test)
             metrics |= evaluate_binary(labels, theirs, production.threshold).metrics("production/")
@@ -215,16 +258,16 @@ class RetrainJob:
         mlflow.log_artifacts(str(folder), "evaluation")
         return metrics
 
-    def _production(self, folder: Path) -> Candidate | None:
-        """The model the production alias points at, from the object store, by its backend."""
+    def _production(self, folder: Path) -> tuple[str | None, Candidate | None]:
+        """The production alias's version and model (from the object store, by its backend)."""
         version = self.registry.version_of("production")
         if version is None:
-            return None
+            return None, None
         event = self.registry.update_event(version, "production", metrics={})
         data = self._store.get(event.artifact_uri)
         if event.backend == "hf-vit":
-            return ViTCandidate.from_artefact(data, folder, self._read)
-        return ProbeCandidate.from_artefact(data, folder, self._features)
+            return version, ViTCandidate.from_artefact(data, folder, self._read)
+        return version, ProbeCandidate.from_artefact(data, folder, self._features)
 
     def _register(
         self, backend: str, artefact: Path, run_id: str, request_id: str, metrics: dict[str, float]

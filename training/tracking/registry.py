@@ -21,6 +21,9 @@ ARTIFACT_URI_TAG = "deeptrust.artifact_uri"
 ARTIFACT_SHA_TAG = "deeptrust.artifact_sha256"
 BACKEND_TAG = "deeptrust.backend"
 REQUEST_TAG = "deeptrust.request_id"
+PRODUCTION_SCORED_TAG = "deeptrust.production_version"
+"""Run tag: the production version a job scored beside its candidate (``none`` if none)."""
+NO_PRODUCTION = "none"
 HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "brier")
 """What a model-update event carries; slices and curves stay in the tracking server."""
 _UPDATE_NAMESPACE = uuid.UUID("0b6f3c52-8f0e-4f7e-9d1c-2a6c1f4e7b90")
@@ -61,6 +64,16 @@ class Registry:
         run_id = self.client.get_model_version(self.name, version).run_id
         logged = self.client.get_run(run_id).data.metrics
         return {name: float(logged[name]) for name in HEADLINE_METRICS if name in logged}
+
+    def scored_production(self, version: str) -> str | None:
+        """The production version the job behind ``version`` scored; None if it scored none.
+
+        None also for a run that predates the record: either way, the job's
+        ``production/*`` metrics cannot be tied to a production version.
+        """
+        run_id = self.client.get_model_version(self.name, version).run_id
+        recorded = self.client.get_run(run_id).data.tags.get(PRODUCTION_SCORED_TAG)
+        return None if recorded in (None, "", NO_PRODUCTION) else str(recorded)
 
     def offline_metrics(self, version: str) -> dict[str, float]:
         """Every metric the job logged for ``version`` (test split, slices, production's)."""

@@ -1,0 +1,363 @@
+"""The retrain consumer's bookkeeping: messages polled during a job, attempts across restarts.
+
+The logic under test is the consumer's own (what it pauses, where it seeks, what it counts
+and when it gives up), so these tests drive it with an in-memory consumer (partitions as
+lists, positions, pauses, an eager rebalance) and a job double, and record the transaction
+instead of running one. The real broker path is covered by test_retrain_end_to_end.py and
+by the restart test at the end of this file.
+
+Runs in .venv-train (the consumer imports the job, which imports mlflow).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mlflow")
+
+from confluent_kafka import TopicPartition
+
+from schemas.events import (
+    DeadLetterEvent,
+    DriftVerdict,
+    DriftWindow,
+    RetrainRequestEvent,
+)
+from streams.codec import decode, encode
+from streams.config import KafkaSettings
+from streams.metrics import StageMetrics
+from streams.runner import RunnerSettings
+from streams.topics import Topic, TopicNames
+from training.service import consumer as consumer_module
+from training.service.attempts import ATTEMPTS_FILE, AttemptLog
+from training.service.consumer import RetrainService
+
+PREFIX = "unit."
+TOPIC = TopicNames(PREFIX)(Topic.RETRAIN)
+
+
+def retrain_request(event_id: str | None = None) -> RetrainRequestEvent:
+    now = datetime.now(UTC)
+    return RetrainRequestEvent(
+        event_id=event_id or str(uuid.uuid4()),
+        model="mobilenet-v2",
+        model_version="1",
+        requested_at=now,
+        reference_digest="0" * 16,
+        window=DriftWindow(index=1, opened_at=now, closed_at=now, size=10, closed_by="count"),
+        verdicts=[
+            DriftVerdict(
+                detector="kl-histogram",
+                statistic=2.0,
+                threshold=1.0,
+                p_value=0.01,
+                is_drift=True,
+                false_alarm_rate=0.01,
+            )
+        ],
+        drift_report_id=str(uuid.uuid4()),
+    )
+
+
+class MessageDouble:
+    """What the consumer reads off a confluent-kafka message."""
+
+    def __init__(self, topic: str, partition: int, offset: int, event: RetrainRequestEvent):
+        encoded = encode(event, event.key)
+        self._where = (topic, partition, offset)
+        self._key, self._value, self._headers = encoded.key, encoded.value, encoded.headers
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+    def error(self) -> None:
+        return None
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return list(self._headers)
+
+
+class ConsumerDouble:
+    """One topic's partitions in memory, with librdkafka's position, pause and seek rules.
+
+    ``poll`` returns the next message of the first assigned, unpaused partition that has
+    one. ``rebalance`` is an eager rebalance: the new assignment starts unpaused at the
+    committed offsets, through ``on_assign`` when one is given.
+    """
+
+    def __init__(self, partitions: dict[int, list[RetrainRequestEvent]], assigned: set[int]):
+        self.logs = {
+            p: [MessageDouble(TOPIC, p, o, e) for o, e in enumerate(events)]
+            for p, events in partitions.items()
+        }
+        self.assigned = set(assigned)
+        self.paused: set[int] = set()
+        self.committed = dict.fromkeys(partitions, 0)
+        self.position = dict(self.committed)
+        self.before_poll: Callable[[], None] = lambda: None
+        self.returned: list[tuple[int, int]] = []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(TOPIC, p) for p in sorted(self.assigned)]
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = {tp.partition for tp in partitions}
+        self.paused = set()
+        self.position = {p: self.committed[p] for p in self.assigned}
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused |= {tp.partition for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {tp.partition for tp in partitions}
+
+    def seek(self, partition: TopicPartition) -> None:
+        assert partition.partition in self.assigned, "librdkafka seeks assigned partitions only"
+        self.position[partition.partition] = partition.offset
+
+    def poll(self, timeout: float) -> MessageDouble | None:
+        self.before_poll()
+        for p in sorted(self.assigned - self.paused):
+            if self.position[p] < len(self.logs[p]):
+                message = self.logs[p][self.position[p]]
+                self.position[p] += 1
+                self.returned.append((p, message.offset()))
+                return message
+        return None
+
+    def rebalance(
+        self,
+        partitions: set[int],
+        on_assign: Callable[[Any, list[TopicPartition]], None] | None,
+    ) -> None:
+        assignment = [TopicPartition(TOPIC, p) for p in sorted(partitions)]
+        if on_assign is None:
+            self.assign(assignment)
+        else:
+            on_assign(self, assignment)
+
+
+class JobDouble:
+    """Counts calls; ``run`` does what the test says."""
+
+    def __init__(self, work_dir: Path, run: Callable[[str], Any]) -> None:
+        self.work_dir = work_dir
+        self.calls: list[str] = []
+        self.discarded: list[str] = []
+        self._run = run
+
+    def run(self, request_id: str, evidence: dict[str, str] | None = None) -> Any:
+        self.calls.append(request_id)
+        return self._run(request_id)
+
+    def discard_checkpoints(self, request_id: str) -> None:
+        self.discarded.append(request_id)
+
+
+def service(job: JobDouble, max_attempts: int = 3) -> RetrainService:
+    return RetrainService(
+        job,  # type: ignore[arg-type]
+        KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_prefix=PREFIX),
+        RunnerSettings(max_attempts=max_attempts),
+        StageMetrics("retrain"),
+    )
+
+
+def finish_after(
+    future: Future[Any], polls: int, then: Callable[[int], None]
+) -> Callable[[], None]:
+    """A ``before_poll`` hook: call ``then(n)`` on poll n, complete ``future`` after ``polls``."""
+    count = 0
+
+    def hook() -> None:
+        nonlocal count
+        count += 1
+        then(count)
+        if count == polls:
+            future.set_result("outcome")
+
+    return hook
+
+
+def test_a_message_polled_during_a_job_is_put_back_not_lost(tmp_path):
+    """A partition assigned mid-job starts unpaused: what it returns must be read later."""
+    first, waiting = retrain_request(), retrain_request()
+    consumer = ConsumerDouble({0: [first], 1: [waiting]}, assigned={0})
+    consumer.position[0] = 1  # the first request is the one being trained
+    retrain = service(JobDouble(tmp_path, lambda _: None))
+    future: Future[Any] = Future()
+
+    def rebalance_without_callback(poll: int) -> None:
+        if poll == 2:  # e.g. a cooperative or racing assignment the callback did not see
+            consumer.rebalance({0, 1}, on_assign=None)
+            consumer.position[0] = 1
+
+    consumer.before_poll = finish_after(future, 4, rebalance_without_callback)
+    assert retrain._wait(future, consumer) == "outcome"  # type: ignore[arg-type]
+
+    assert (1, 0) in consumer.returned, "the double returned the waiting request mid-job"
+    assert consumer.paused == set(), "everything assigned is resumed after the job"
+    consumer.before_poll = lambda: None
+    again = consumer.poll(0)
+    assert again is not None, "the request polled during the job was dropped"
+    assert decode(again.value(), again.headers(), RetrainRequestEvent).event_id == (
+        waiting.event_id
+    )
+
+
+def test_partitions_assigned_during_a_job_stay_paused_until_it_ends(tmp_path):
+    waiting = retrain_request()
+    consumer = ConsumerDouble({0: [], 1: [waiting]}, assigned={0})
+    retrain = service(JobDouble(tmp_path, lambda _: None))
+    future: Future[Any] = Future()
+    paused_after_rebalance: list[set[int]] = []
+
+    def rebalance(poll: int) -> None:
+        if poll == 2:
+            consumer.rebalance({0, 1}, on_assign=retrain._on_assign)
+            paused_after_rebalance.append(set(consumer.paused))
+
+    consumer.before_poll = finish_after(future, 4, rebalance)
+    retrain._wait(future, consumer)  # type: ignore[arg-type]
+
+    assert paused_after_rebalance == [{0, 1}]
+    assert consumer.returned == [], "nothing is fetched while a job runs"
+    consumer.before_poll = lambda: None
+    assert consumer.poll(0) is not None, "after the job the new partition is read"
+    # Outside a job, an assignment is taken as it comes.
+    consumer.rebalance({1}, on_assign=retrain._on_assign)
+    assert consumer.paused == set()
+
+
+class Crash(BaseException):
+    """Stands for the process dying inside the job (OOM kill): no handler sees it."""
+
+
+def test_a_request_that_keeps_killing_the_process_is_dead_lettered_on_the_next_start(
+    tmp_path, monkeypatch
+):
+    committed: list[tuple[list[tuple[str, Any]], list[TopicPartition]]] = []
+    monkeypatch.setattr(
+        consumer_module,
+        "commit_with_offsets",
+        lambda producer, consumer, records, offsets, *_: committed.append((records, offsets)),
+    )
+    request = retrain_request()
+
+    def crash(request_id: str) -> None:
+        # The attempt is on disk before the job starts, so it survives the crash.
+        assert AttemptLog(tmp_path / ATTEMPTS_FILE).count(request_id) == len(job.calls)
+        raise Crash
+
+    job = JobDouble(tmp_path, crash)
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        for _ in range(2):  # two process lifetimes, each killed by the job
+            consumer = ConsumerDouble({0: [request]}, assigned={0})
+            message = consumer.poll(0)
+            with pytest.raises(Crash):
+                service(job, max_attempts=2)._handle(message, consumer, None, worker)  # type: ignore[arg-type]
+        assert committed == []
+
+        consumer = ConsumerDouble({0: [request]}, assigned={0})
+        message = consumer.poll(0)
+        service(job, max_attempts=2)._handle(message, consumer, None, worker)  # type: ignore[arg-type]
+
+    assert len(job.calls) == 2, "the third start must not run the job again"
+    ((records, offsets),) = committed
+    ((topic, encoded),) = records
+    assert topic == TopicNames(PREFIX)(Topic.DEAD_LETTERS)
+    letter = decode(encoded.value, encoded.headers, DeadLetterEvent)
+    assert letter.reason == "training_failed"
+    assert "started 2 times without finishing" in letter.detail
+    assert [(tp.partition, tp.offset) for tp in offsets] == [(0, 1)]
+    assert AttemptLog(tmp_path / ATTEMPTS_FILE).count(request.event_id) == 0
+    assert job.discarded == [request.event_id]
+
+
+def test_failed_attempts_count_across_restarts_and_success_clears_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(consumer_module, "commit_with_offsets", lambda *args: None)
+    monkeypatch.setattr(consumer_module.time, "sleep", lambda seconds: None)  # no backoff
+    request = retrain_request()
+    outcomes: list[Callable[[], Any]] = [
+        lambda: (_ for _ in ()).throw(RuntimeError("flaky")),
+        lambda: type("Outcome", (), {"version": "1", "event": None})(),
+    ]
+    job = JobDouble(tmp_path, lambda _: outcomes.pop(0)())
+    log = AttemptLog(tmp_path / ATTEMPTS_FILE)
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        consumer = ConsumerDouble({0: [request]}, assigned={0})
+        service(job)._handle(consumer.poll(0), consumer, None, worker)  # type: ignore[arg-type]
+        assert log.count(request.event_id) == 1
+        assert consumer.position[0] == 0, "a failed request is read again"
+
+        restarted = service(job)  # a new process: the count comes from the file
+        restarted._commit = lambda *args: None  # type: ignore[method-assign]
+        restarted._handle(consumer.poll(0), consumer, None, worker)  # type: ignore[arg-type]
+    assert job.calls == [request.event_id] * 2
+    assert log.count(request.event_id) == 0
+    assert not (tmp_path / ATTEMPTS_FILE).read_text().count(request.event_id)
+
+
+def test_the_attempt_log_survives_a_garbled_file(tmp_path):
+    log = AttemptLog(tmp_path / "attempts.json")
+    assert log.start("a") == 1
+    assert log.start("a") == 2
+    assert log.start("b") == 1
+    log.clear("a")
+    assert (log.count("a"), log.count("b")) == (0, 1)
+    (tmp_path / "attempts.json").write_text("{not json", encoding="utf-8")
+    assert log.count("b") == 0
+    assert log.start("b") == 1
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_on_the_broker_a_request_that_killed_the_process_is_dead_lettered_at_start(
+    kafka, topics, tmp_path
+):
+    """A real consumer group and transaction: the crashed request's count is on disk."""
+    from streams.producer import produce_one
+    from streams.reader import read_to_end
+
+    request = retrain_request()
+    produce_one(kafka, topics(Topic.RETRAIN), request, request.key)
+    log = AttemptLog(tmp_path / ATTEMPTS_FILE)
+    log.start(request.event_id)  # what the process that died in the job left behind
+    job = JobDouble(tmp_path, lambda _: pytest.fail("a job ran for the crashed request"))
+    runner = RunnerSettings(max_attempts=1, max_wait_s=0.1, instance_id=uuid.uuid4().hex[:6])
+    retrain = RetrainService(job, kafka, runner, StageMetrics("retrain"))  # type: ignore[arg-type]
+    stop = threading.Event()
+    thread = threading.Thread(target=retrain.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = datetime.now(UTC).timestamp() + 60
+        letters: list[Any] = []
+        while not letters and datetime.now(UTC).timestamp() < deadline:
+            letters = read_to_end(kafka, topics(Topic.DEAD_LETTERS), DeadLetterEvent, 10)
+        assert [r.event.reason for r in letters] == ["training_failed"]
+        assert letters[0].event.original_key == request.key
+        assert log.count(request.event_id) == 0
+    finally:
+        stop.set()
+        thread.join(30)
+    assert job.calls == []
