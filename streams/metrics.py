@@ -77,6 +77,7 @@ class StageMetrics:
         )
         self._is_ready = False
         self._last_poll: float | None = None
+        self._ready_since: float | None = None
         # Export every counter at zero from the start: a series that first appears at 40
         # shows no increase to rate(), so the first burst would be invisible to alerts.
         self._consumed.labels(stage)
@@ -121,6 +122,7 @@ class StageMetrics:
     def set_ready(self, ready: bool) -> None:
         """Mark the stage ready (or not) to process."""
         self._is_ready = ready
+        self._ready_since = time.time() if ready else None
         self._ready.labels(self.stage).set(1 if ready else 0)
 
     def is_ready(self) -> bool:
@@ -128,8 +130,10 @@ class StageMetrics:
         return self._is_ready
 
     def seconds_since_heartbeat(self) -> float:
-        """Seconds since the loop last polled (infinite before the first poll)."""
-        return float("inf") if self._last_poll is None else time.time() - self._last_poll
+        """Seconds since the loop last polled, or became ready; infinite before either."""
+        # Before the first poll the loop is starting, not stalled: count from readiness.
+        since = self._last_poll if self._last_poll is not None else self._ready_since
+        return float("inf") if since is None else time.time() - since
 
 
 class _ProbeServer(ThreadingHTTPServer):
