@@ -185,7 +185,7 @@ def stage_run(name: str, metrics_port: int) -> None:
     from streams.runner import RunnerSettings
 
     runner_settings = RunnerSettings()
-    services = {"drift": _drift_service, "retrain": _retrain_service}
+    services = {"drift": _drift_service, "retrain": retrain_service}
     run = services.get(name, lambda settings: _stage(name, settings))(runner_settings)
     metrics = StageMetrics(name)
     server = HealthServer(metrics, metrics_port, liveness_timeout_s=60 + runner_settings.max_wait_s)
@@ -226,10 +226,6 @@ def _drift_service(runner_settings: RunnerSettings) -> _Run:
     return lambda metrics, stop: DriftService(
         settings, KafkaSettings(), runner_settings, metrics
     ).run(stop)
-
-
-def _retrain_service(runner_settings: RunnerSettings) -> _Run:
-    return retrain_service(runner_settings)
 
 
 @cli.group()

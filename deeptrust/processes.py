@@ -117,11 +117,11 @@ class StageProcess:
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-    def get(self, path: str, timeout_s: float = 2.0) -> int:
+    def get(self, path: str) -> int:
         """Return the HTTP status of ``path`` on the stage's port (0 if it does not answer)."""
         try:
             url = f"http://127.0.0.1:{self.metrics_port}{path}"
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            with urllib.request.urlopen(url, timeout=2) as response:
                 return int(response.status)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return 0

@@ -169,10 +169,14 @@ def feedback(image_id: str, label: str, uri: str, reviewer: str, note: str) -> N
     click.echo(f"{image_id}: {label} (by {reviewer})")
 
 
+_TIMES = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+"""Times --since and --until accept (UTC)."""
+
+
 @click.command("replay")
 @click.option("--version", "version", required=True, help="The registered version to try.")
-@click.option("--since", type=click.DateTime(), help="Replay uploads from this time (UTC)...")
-@click.option("--until", type=click.DateTime(), help="...to this time (UTC, exclusive).")
+@click.option("--since", type=click.DateTime(_TIMES), help="Replay uploads from this time (UTC)...")
+@click.option("--until", type=click.DateTime(_TIMES), help="...to this time (UTC, exclusive).")
 @click.option("--from-offset", type=int, help="Or from this offset, on every partition...")
 @click.option("--to-offset", type=int, help="...to this offset (exclusive).")
 @click.option(

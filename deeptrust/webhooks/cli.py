@@ -1,4 +1,4 @@
-"""``notify``: run the webhook notifier (to be wired in as ``deeptrust alerts notify``).
+"""``deeptrust alerts notify``: run the webhook notifier.
 
 Also runnable on its own: ``python -m deeptrust.webhooks.cli --subscriptions FILE``.
 Heavy imports happen inside the command, so importing it costs the main CLI nothing.

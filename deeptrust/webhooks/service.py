@@ -12,9 +12,9 @@ Trade-offs, chosen for simplicity at alert rates (a few an hour, not thousands a
 - One alert at a time. Its deliveries to different subscriptions run concurrently, a
   thread per subscription, so a slow endpoint costs the others nothing for that alert; but
   the next alert waits for the slowest subscription's retries (bounded by the retry
-  policy, about a minute at the defaults). Independent progress per subscription would
-  need a consumer group (and offsets) per subscription; not worth it until alerts are
-  frequent.
+  policy: about 15 s for a refused connection, 270 s at worst at the defaults).
+  Independent progress per subscription would need a consumer group (and offsets) per
+  subscription; not worth it until alerts are frequent.
 - The consumer is not polled while deliveries run, so ``max.poll.interval.ms`` is raised
   to fifteen minutes, and the subscriptions file is refused at start-up when a delivery
   could take more than half of that (``retry.DELIVERY_BUDGET_S``): a delivery that outlived

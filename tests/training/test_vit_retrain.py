@@ -129,7 +129,7 @@ def test_an_hf_vit_job_registers_an_archive_that_the_detect_stage_loads(job, sto
     assert len(verdicts) == len(photos)
     assert all(0.0 <= verdict.ai_probability <= 1.0 for verdict in verdicts)
     tampered = event.model_copy(update={"artifact_sha256": "0" * 64})
-    with pytest.raises(ValueError, match="does not match the registered SHA-256"):
+    with pytest.raises(ValueError, match="sha256 mismatch"):
         _candidate_detector(store, tampered, tmp_path / "tampered")
 
     # With that version in production, the next job scores it beside the new candidate.

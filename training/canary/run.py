@@ -9,7 +9,6 @@ that follows the model to load it between two batches.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -23,6 +22,12 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from deeptrust.processes import StageProcess
+from processors.model_follower import (
+    ARCHIVED_BACKENDS,
+    ARTEFACT_OPTIONS,
+    ArtefactCache,
+    UpdateRefused,
+)
 from schemas.events import DeadLetterEvent, DetectedEvent, Detection, ModelUpdateEvent
 from streams.codec import PRODUCED_AT, decode
 from streams.config import KafkaSettings
@@ -92,22 +97,23 @@ def _candidate_detector(
     ``device`` and ``dtype`` and other tasks' options stay, the candidate's detect options
     win over production's.
     """
-    data = store.get(event.artifact_uri)
-    if hashlib.sha256(data).hexdigest() != event.artifact_sha256:
-        raise ValueError(f"{event.artifact_uri} does not match the registered SHA-256")
-    folder.mkdir(parents=True, exist_ok=True)
-    if event.backend == "mobilenet-probe":
-        path = folder / f"{event.artifact_sha256}.npz"
-        path.write_bytes(data)
-        options = {"head": str(path)}
-    elif event.backend == "hf-vit":
-        directory = folder / event.artifact_sha256
-        options = ViTCandidate.from_artefact(data, directory, store.get).spec().options
-    else:
+    if event.backend not in ARTEFACT_OPTIONS:
         raise ValueError(
             f"version {event.version} has backend {event.backend!r}; the canary runs "
-            "mobilenet-probe and hf-vit detectors only"
+            f"{' and '.join(sorted(ARTEFACT_OPTIONS))} detectors only"
         )
+    # The same fetch, hash check and unpacking as a stage that follows promotions.
+    cache = ArtefactCache(store, folder)
+    try:
+        path = cache.fetch(event.artifact_uri, event.artifact_sha256)
+        if event.backend in ARCHIVED_BACKENDS:
+            path = cache.unpacked(path, event.artifact_sha256)
+    except UpdateRefused as error:
+        raise ValueError(f"version {event.version}: {error.reason}") from error
+    if event.backend == "hf-vit":  # with the threshold its training chose
+        options = ViTCandidate.from_folder(path, store.get).spec().options
+    else:
+        options = {ARTEFACT_OPTIONS[event.backend]: str(path)}
     return {
         "DEEPTRUST_DETECT_BACKEND": event.backend,
         OPTIONS_VARIABLE: json.dumps(_merged_options(inherited, options)),

@@ -213,7 +213,9 @@ class RetrainService:
                 self._topics(Topic.RETRAIN), message.partition() or 0, message.offset() or 0
             )
             consumer.seek(tp)
-            time.sleep(min(30.0, 2.0**attempt))  # backoff before retrying a failed job
+            # Backoff before retrying: seconds, not the runner's half-second batch backoff,
+            # since a job takes minutes and its usual failures (MLflow, the store) are slow.
+            time.sleep(min(30.0, 2.0**attempt))
 
     def _give_up(
         self,

@@ -11,7 +11,6 @@ What is trained (a probe head on frozen features, or a fine-tuned ViT) is the co
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ from mlflow import MlflowClient
 
 from schemas.events import ModelUpdateEvent
 from streams.config import KafkaSettings
-from streams.objectstore import ObjectStore
+from streams.objectstore import ObjectStore, content_hash
 from training.evaluation.classification import evaluate_binary, write_artefacts
 from training.evaluation.faces import haar_face_counter
 from training.evaluation.slices import evaluate_slices, image_traits, slice_metrics
@@ -155,6 +154,7 @@ class RetrainJob:
             build_seed_dataset(
                 settings.seed_dataset_dir,
                 settings.seed_real_count,
+                samples=settings.samples_dir,
                 debian_photos=settings.seed_debian_photos,
             )
         ]
@@ -275,8 +275,8 @@ class RetrainJob:
         """Log the artefact, copy it to the object store, register it, alias it ``candidate``."""
         mlflow.log_artifact(str(artefact), ARTIFACT_PATH)
         data = artefact.read_bytes()
-        sha256 = hashlib.sha256(data).hexdigest()
-        suffix = "".join(artefact.suffixes)
+        sha256 = content_hash(data)
+        suffix = "".join(artefact.suffixes)  # the candidate named its file: .npz, .tar.gz
         key = f"{self._settings.artifact_prefix}/{self._settings.registered_model}/{sha256}{suffix}"
         stored = self._store.put(key, data)
         version = self.registry.register(

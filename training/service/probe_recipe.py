@@ -45,7 +45,6 @@ class ProbeCandidate:
     head: ProbeHead
     features: ProbeFeatures
     backend: str = BACKEND
-    suffix: str = ".npz"
 
     @property
     def threshold(self) -> float:

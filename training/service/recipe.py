@@ -41,11 +41,6 @@ class Candidate(Protocol):
         """Probability at or above which the detector says ``ai_generated``."""
         ...
 
-    @property
-    def suffix(self) -> str:
-        """The artefact's file suffix (``.npz``, ``.tar.gz``), kept in its object-store key."""
-        ...
-
     def probabilities(self, items: Sequence[Accepted]) -> np.ndarray:
         """P(AI-generated) per example, as the deployed detector computes it."""
         ...

@@ -21,7 +21,11 @@ from PIL import Image
 from training.datasets.kaggle_ai_vs_human import INDEX_FILE
 from training.detector import data
 
-GENERATED = data.ROOT / "samples" / "generated"
+SAMPLES = data.ROOT / "samples"
+"""The repository's samples: ``images/`` (real photographs) and ``generated/`` (the draws of
+the project's generators). Installed elsewhere (an image), ``DEEPTRUST_TRAINING_SAMPLES_DIR``
+says where a copy lives."""
+GENERATED = SAMPLES / "generated"
 CROP_SIDE = 64
 DONE_FILE = ".complete"
 
@@ -45,7 +49,7 @@ def build_seed_dataset(
     folder: Path,
     real_count: int = 300,
     seed: int = 0,
-    generated: Path = GENERATED,
+    samples: Path = SAMPLES,
     debian_photos: bool = False,
 ) -> Path:
     """Write (or reuse) the seed dataset in ``folder``; return the folder.
@@ -55,6 +59,7 @@ def build_seed_dataset(
     adds the 12 nature photographs of Debian's mate-backgrounds (fetched with apt) to the
     8 samples, for more varied real crops.
     """
+    generated = samples / "generated"
     recipe = _recipe(real_count, seed, generated, debian_photos)
     done = folder / DONE_FILE
     if done.exists() and done.read_text(encoding="utf-8") == recipe:
@@ -64,7 +69,8 @@ def build_seed_dataset(
     (folder / "real").mkdir(parents=True)
     rows = ["file_name,label"]
     rng = np.random.default_rng(seed)
-    photos = data.sample_photos() + (data.debian_photos() if debian_photos else [])
+    photos = data.sample_photos(samples / "images")
+    photos += data.debian_photos() if debian_photos else []
     crops = data.random_crops(photos, real_count, rng, CROP_SIDE)
     for index, crop in enumerate(crops):
         relative = f"real/{index:04d}.png"

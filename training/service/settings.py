@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from training.service.seed_dataset import SAMPLES
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -24,6 +26,8 @@ class TrainingSettings(BaseSettings):
     datasets: list[Path] = Field(default_factory=list)
     """Folders in the Kaggle AI-vs-human layout; empty means the offline seed dataset."""
     seed_dataset_dir: Path = Path(".deeptrust/datasets/seed")
+    samples_dir: Path = SAMPLES
+    """The sample photographs and generated images the seed dataset is cut from."""
     seed_real_count: int = Field(default=300, ge=1)
     seed_debian_photos: bool = False
     """Add Debian's mate-backgrounds photographs (apt) to the seed dataset's real side."""

@@ -45,7 +45,6 @@ class ViTCandidate:
     """A ``save_pretrained`` classifier directory, scored through the ``hf-vit`` backend."""
 
     backend = BACKEND
-    suffix = SUFFIX
 
     def __init__(self, folder: Path, threshold: float, read: Callable[[str], bytes]) -> None:
         self.folder = folder
@@ -82,6 +81,11 @@ class ViTCandidate:
     def from_artefact(cls, data: bytes, folder: Path, read: Callable[[str], bytes]) -> ViTCandidate:
         """A registered archive (e.g. production's), unpacked into ``folder``."""
         unpack_archive(data, folder)
+        return cls.from_folder(folder, read)
+
+    @classmethod
+    def from_folder(cls, folder: Path, read: Callable[[str], bytes]) -> ViTCandidate:
+        """An unpacked archive, with the threshold its training record names."""
         record_path = folder / RECORD_FILE
         threshold = DEFAULT_THRESHOLD
         if record_path.exists():
