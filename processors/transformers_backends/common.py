@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -86,6 +88,34 @@ def ai_label_index(spec: ModelSpec, id2label: Mapping[int, str]) -> int:
         f"cannot tell which of {dict(id2label)} means ai_generated: set options['ai_index'] "
         "or options['ai_label']"
     )
+
+
+TRAINING_RECORD = "deeptrust_training.json"
+"""What the training service writes beside a fine-tuned classifier's weights: its config,
+the threshold among it."""
+
+
+def recorded_threshold(path: str) -> float | None:
+    """The threshold a fine-tuned model's training record names, if ``path`` holds one.
+
+    A promoted model travels as its directory, record included, so a stage that follows
+    promotions decides with the threshold its training chose, as the canary did.
+    """
+    record = Path(path) / TRAINING_RECORD
+    if not record.is_file():
+        return None
+    config = json.loads(record.read_text(encoding="utf-8")).get("config", {})
+    return float(config["threshold"]) if "threshold" in config else None
+
+
+def with_recorded_threshold(spec: ModelSpec) -> ModelSpec:
+    """``spec``, its ``threshold`` option taken from the training record when it has none."""
+    if "threshold" in spec.options or "path" not in spec.options:
+        return spec
+    threshold = recorded_threshold(spec.options["path"])
+    if threshold is None:
+        return spec
+    return replace(spec, options={**spec.options, "threshold": str(threshold)})
 
 
 def detections(

@@ -33,6 +33,7 @@ from processors.transformers_backends.common import (
     detections,
     max_batch,
     required_path,
+    with_recorded_threshold,
 )
 from schemas.events import Detection
 from streams.images import FetchedImage
@@ -102,7 +103,7 @@ class HFViTDetector(_HFImageModel):
     """An image classifier fine-tuned to tell generated images from real ones."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)
+        super().__init__(with_recorded_threshold(spec))
         self.ai_index = -1
 
     def _auto_class(self) -> Any:

@@ -12,6 +12,7 @@ Runs in .venv-train (torch, transformers); the main environment skips it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import processors.registry  # noqa: F401 - registers the model backends
 from processors.artefact_archive import pack_directory
 from processors.model_follower import ModelFollower, Outcome
 from processors.models import ModelSpec, load_model
+from processors.transformers_backends.common import TRAINING_RECORD
 from streams.config import KafkaSettings
 from streams.images import FetchedImage, decode_image
 from streams.objectstore import LocalObjectStore
@@ -76,6 +78,24 @@ def test_a_promoted_vit_archive_is_unpacked_once_by_hash_and_served(
     again = restarted.take_pending()
     assert again is not None
     assert Path(again.model.spec.options["path"]) == folder
+
+
+def test_a_followed_vit_decides_with_the_threshold_its_training_recorded(
+    store: LocalObjectStore, tmp_path: Path
+) -> None:
+    shipped = tiny_vit(tmp_path / "shipped", seed=0)
+    promoted = tiny_vit(tmp_path / "promoted", seed=1)
+    record = {"config": {"threshold": 0.001}}
+    (promoted / TRAINING_RECORD).write_text(json.dumps(record), encoding="utf-8")
+    spec = ModelSpec("detect", "hf-vit", "hf-vit", version="1", options={"path": str(shipped)})
+    stored = store.put("models/vit/low.tar.gz", pack_directory(promoted))
+    follower = ModelFollower(KAFKA, store, MODEL, spec, tmp_path / "cache")
+    assert follower.handle(model_update(stored.uri, stored.sha256, backend="hf-vit"))
+    pending = follower.take_pending()
+    assert pending is not None
+    verdicts = pending.model.predict(photos())
+    assert {v.label for v in verdicts} == {"ai_generated"}, "every p >= 0.001"
+    assert any(v.ai_probability < 0.5 for v in verdicts), "0.5 would have said real"
 
 
 def test_an_announced_archive_that_does_not_unpack_is_refused(

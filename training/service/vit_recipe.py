@@ -21,7 +21,11 @@ from PIL import Image
 import processors.transformers_backends  # noqa: F401 - registers the hf-vit backend
 from processors.artefact_archive import SUFFIX, pack_directory, unpack_archive
 from processors.models import ModelSpec, load_model
-from processors.transformers_backends.common import DEFAULT_THRESHOLD
+from processors.transformers_backends.common import (
+    DEFAULT_THRESHOLD,
+    TRAINING_RECORD,
+    recorded_threshold,
+)
 from streams.images import decode_image
 from training.datasets.quality import Accepted
 from training.service.data import TrainingData
@@ -32,8 +36,6 @@ if TYPE_CHECKING:  # torch is imported when a fit starts: the canary reads archi
 
 BACKEND = "hf-vit"
 ARCHIVE_FILE = f"model{SUFFIX}"
-RECORD_FILE = "deeptrust_training.json"
-"""The provenance record fine_tune writes beside the weights (``finetune.TRAINING_RECORD``)."""
 
 
 def decode_all(items: Sequence[Accepted], read: Callable[[str], bytes]) -> list[Image.Image]:
@@ -67,7 +69,7 @@ class ViTCandidate:
 
     def write(self, folder: Path, provenance: dict[str, str]) -> Path:
         """The directory, its record extended by ``provenance``, as one ``.tar.gz``."""
-        record_path = self.folder / RECORD_FILE
+        record_path = self.folder / TRAINING_RECORD
         record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
         record_path.write_text(
             json.dumps({**record, **provenance}, indent=2, sort_keys=True), encoding="utf-8"
@@ -86,12 +88,8 @@ class ViTCandidate:
     @classmethod
     def from_folder(cls, folder: Path, read: Callable[[str], bytes]) -> ViTCandidate:
         """An unpacked archive, with the threshold its training record names."""
-        record_path = folder / RECORD_FILE
-        threshold = DEFAULT_THRESHOLD
-        if record_path.exists():
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            threshold = float(record.get("config", {}).get("threshold", DEFAULT_THRESHOLD))
-        return cls(folder, threshold, read)
+        threshold = recorded_threshold(str(folder))
+        return cls(folder, DEFAULT_THRESHOLD if threshold is None else threshold, read)
 
 
 class ViTRecipe:

@@ -37,6 +37,7 @@ import torch
 import transformers
 from PIL import Image
 
+from processors.transformers_backends.common import TRAINING_RECORD
 from training.detector.probe import balanced_weights
 from training.trainer.config import TrainConfig
 from training.trainer.runtime import (
@@ -63,8 +64,6 @@ LABELS: dict[int, str] = {0: "real", 1: "ai_generated"}
 """The output classes the ``hf-vit`` detect backend reads (it looks for ``ai_generated``)."""
 CHECKPOINT_FORMAT = 1
 DATA_DIGEST_VERSION = b"deeptrust-finetune-data/1"
-TRAINING_RECORD = "deeptrust_training.json"
-"""Provenance written beside the weights in the output directory."""
 _SNAPSHOT = "best-epoch-"
 
 
