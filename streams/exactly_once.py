@@ -103,6 +103,13 @@ def commit_with_offsets(
         raise
 
 
+def offset_after(message: Message) -> TopicPartition:
+    """The offset to commit once ``message`` is done: the next one on its partition."""
+    return TopicPartition(
+        message.topic() or "", message.partition() or 0, (message.offset() or 0) + 1
+    )
+
+
 def abort_transaction(producer: Producer, timeout_s: float) -> None:
     """Abort the open transaction so its work can be redone from scratch."""
     try:

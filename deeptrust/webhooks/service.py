@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 
 from deeptrust.webhooks.delivery import Delivery, WebhookSender
 from deeptrust.webhooks.metrics import WebhookMetrics
@@ -48,6 +48,7 @@ from streams.errors import InvalidInput, Reason
 from streams.exactly_once import (
     commit_with_offsets,
     fenced_producer,
+    offset_after,
     transactional_consumer,
     usable,
 )
@@ -161,9 +162,7 @@ class AlertWebhookService:
         """Dead-letter what could not be delivered and commit the alert's offset, atomically."""
         dlq = self._topics(Topic.DEAD_LETTERS)
         records = [(dlq, _dead_letter(message, error, name)) for error, name in rejected]
-        next_offset = TopicPartition(
-            self._topics(Topic.ALERTS), message.partition() or 0, (message.offset() or 0) + 1
-        )
+        next_offset = offset_after(message)
         commit_with_offsets(
             producer,
             consumer,

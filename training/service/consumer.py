@@ -34,6 +34,7 @@ from streams.errors import InvalidInput, Reason
 from streams.exactly_once import (
     commit_with_offsets,
     fenced_producer,
+    offset_after,
     transactional_consumer,
     usable,
 )
@@ -246,9 +247,7 @@ class RetrainService:
             records.append((self._topics(Topic.MODELS), encode(outcome.event, outcome.event.key)))
         if rejected is not None:
             records.append((self._topics(Topic.DEAD_LETTERS), dead_letter(NAME, message, rejected)))
-        next_offset = TopicPartition(
-            self._topics(Topic.RETRAIN), message.partition() or 0, (message.offset() or 0) + 1
-        )
+        next_offset = offset_after(message)
         commit_with_offsets(
             producer,
             consumer,
