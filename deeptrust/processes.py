@@ -25,7 +25,11 @@ class StageProcessError(RuntimeError):
 
 @dataclass
 class StageProcess:
-    """One ``deeptrust stage run`` subprocess with its metrics port and log file."""
+    """One ``deeptrust stage run`` subprocess with its metrics port and log file.
+
+    ``args`` runs another long-lived command that serves the same probe endpoints on
+    ``--metrics-port`` (``alerts notify``, say) with the same bookkeeping.
+    """
 
     name: str
     env: dict[str, str]
@@ -33,19 +37,16 @@ class StageProcess:
     log_path: Path
     cpus: frozenset[int] | None = None
     """Pin the process to these CPUs (benchmarks measure a stage on one core)."""
+    args: tuple[str, ...] = ()
+    """The CLI arguments before ``--metrics-port``; empty means ``stage run NAME``."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
-        """Spawn the stage process."""
+        """Spawn the process."""
         command = [
-            sys.executable,
-            "-m",
-            "deeptrust.cli",
-            "stage",
-            "run",
-            self.name,
-            "--metrics-port",
-            str(self.metrics_port),
+            *(sys.executable, "-m", "deeptrust.cli"),
+            *(self.args or ("stage", "run", self.name)),
+            *("--metrics-port", str(self.metrics_port)),
         ]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cpus = self.cpus

@@ -6,7 +6,14 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.events import ModelUpdateEvent, UploadEvent
+from schemas.events import (
+    AlertEvent,
+    DriftVerdict,
+    DriftWindow,
+    ModelUpdateEvent,
+    RetrainRequestEvent,
+    UploadEvent,
+)
 
 
 def upload_event(**overrides: object) -> UploadEvent:
@@ -37,3 +44,41 @@ def model_update(uri: str, sha256: str, **overrides: Any) -> ModelUpdateEvent:
         "updated_at": datetime.now(UTC),
     }
     return ModelUpdateEvent.model_validate(fields | overrides)
+
+
+def retrain_request(event_id: str | None = None) -> RetrainRequestEvent:
+    """A retrain request as the drift processor words one: one window, one drift verdict."""
+    now = datetime.now(UTC)
+    return RetrainRequestEvent(
+        event_id=event_id or str(uuid.uuid4()),
+        model="mobilenet-v2",
+        model_version="1",
+        requested_at=now,
+        reference_digest="0" * 16,
+        window=DriftWindow(index=3, opened_at=now, closed_at=now, size=200, closed_by="count"),
+        verdicts=[
+            DriftVerdict(
+                detector="kl-histogram",
+                statistic=2.5,
+                threshold=1.0,
+                p_value=0.001,
+                is_drift=True,
+                false_alarm_rate=0.01,
+            )
+        ],
+        drift_report_id=str(uuid.uuid4()),
+    )
+
+
+def alert_event(**overrides: Any) -> AlertEvent:
+    """A drift warning about one model version."""
+    fields: dict[str, Any] = {
+        "event_id": "a-1",
+        "kind": "drift",
+        "severity": "warning",
+        "subject": "mobilenet-v2@1",
+        "summary": "embeddings drifted",
+        "raised_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "source": "drift",
+    }
+    return AlertEvent.model_validate(fields | overrides)

@@ -10,12 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from deeptrust.processes import StageProcess
 from deeptrust.webhooks.signing import verify
 from schemas.events import AlertEvent, DeadLetterEvent
 from streams.codec import encode
@@ -84,44 +79,9 @@ class Receiver:
         return [request.event_id for request in self.requests]
 
 
-@dataclass
-class Notifier:
-    """One ``python -m deeptrust.webhooks.cli`` process with its metrics port and log."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return int(r.status), r.read().decode()
-        except OSError:
-            return 0, ""
-
-    def metric(self, name: str, **labels: str) -> float:
-        _, text = self.get("/metrics")
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return float(sample.value)
-        return 0.0
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            assert self.process.poll() is None, self.log.read_text()
-            return self.get("/readyz")[0] == 200
-
-        wait_for(ready, 60, "the notifier to be ready")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+def webhook_sample(notifier: StageProcess, name: str, **labels: str) -> float:
+    """One sample of the notifier's own families, which carry no ``stage`` label."""
+    return notifier.metrics().get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 @pytest.fixture
@@ -180,37 +140,30 @@ kinds = ["retrain"]
 @pytest.fixture
 def start_notifier(
     kafka: KafkaSettings, subscriptions: Path, tmp_path: Path
-) -> Iterator[Callable[[], Notifier]]:
-    started: list[Notifier] = []
+) -> Iterator[Callable[[], StageProcess]]:
+    started: list[StageProcess] = []
 
-    def start() -> Notifier:
-        port = free_port()
-        log = tmp_path / f"notifier-{len(started)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "deeptrust.webhooks.cli"),
-                    *("--subscriptions", str(subscriptions), "--metrics-port", str(port)),
-                ],
-                env={
-                    **os.environ,
-                    "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-                    "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-                    "DEEPTRUST_RUNNER_MAX_WAIT_S": "0.1",
-                    "TEST_HEALTHY_SECRET": SECRET,
-                },
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        notifier = Notifier(process, port, log)
+    def start() -> StageProcess:
+        notifier = StageProcess(
+            "alert-webhooks",
+            {
+                "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+                "DEEPTRUST_RUNNER_MAX_WAIT_S": "0.1",
+                "TEST_HEALTHY_SECRET": SECRET,
+            },
+            free_port(),
+            tmp_path / f"notifier-{len(started)}.log",
+            args=("alerts", "notify", "--subscriptions", str(subscriptions)),
+        )
+        notifier.start()
         started.append(notifier)
         notifier.wait_ready()
         return notifier
 
     yield start
     for notifier in started:
-        notifier.stop()
+        notifier.terminate()
 
 
 def send_alerts(raw_producer, topics: TopicNames, *specs: tuple[str, str, str]) -> list[AlertEvent]:
@@ -273,7 +226,7 @@ def test_alerts_reach_subscribers_with_retries_and_dead_letters(
     # Broken: only the critical alert, three attempts; other: nothing at all.
     assert broken.event_ids() == ["a2", "a2", "a2"]
     assert other.requests == []
-    assert notifier.process.poll() is None, "a dead letter does not stop the service"
+    assert notifier.returncode is None, "a dead letter does not stop the service"
 
     # The undeliverable alert is on dlq.v1, whole, with its reason and the receiver.
     (letter,) = read_until(
@@ -291,8 +244,8 @@ def test_alerts_reach_subscribers_with_retries_and_dead_letters(
 
     # The counters say the same.
     def deliveries(name: str, outcome: str) -> float:
-        return notifier.metric(
-            "deeptrust_webhook_deliveries_total", subscription=name, outcome=outcome
+        return webhook_sample(
+            notifier, "deeptrust_webhook_deliveries_total", subscription=name, outcome=outcome
         )
 
     wait_for(lambda: deliveries("broken", "dead_lettered") == 1, 10, "the dead-letter count")
@@ -311,11 +264,12 @@ def test_alerts_reach_subscribers_with_retries_and_dead_letters(
         )
         == 1
     )
-    assert notifier.metric("deeptrust_webhook_request_seconds_count", subscription="broken") == 3
-    assert notifier.get("/healthz")[0] == 200
+    seconds = "deeptrust_webhook_request_seconds_count"
+    assert webhook_sample(notifier, seconds, subscription="broken") == 3
+    assert notifier.get("/healthz") == 200
 
     # SIGTERM stops it cleanly; a restart in the same group redelivers nothing committed.
-    assert notifier.stop() == 0
+    assert notifier.terminate() == 0
     restarted = start_notifier()
     send_alerts(raw_producer, topics, ("a6", "drift", "warning"))
     wait_for(lambda: healthy.event_ids()[-1:] == ["a6"], 60, "the alert after the restart")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from streams.local_broker import free_port
 
 if TYPE_CHECKING:
+    from training.service.settings import TrainingSettings
     from training.tracking.local_server import LocalTrackingServer
 
 
@@ -22,3 +25,27 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTracking
     server.start(timeout_s=180)
     yield server
     server.stop()
+
+
+def job_settings(
+    tracking: LocalTrackingServer, folder: Path, config_text: str, **overrides: Any
+) -> TrainingSettings:
+    """A test job's settings, isolated from other tests' runs.
+
+    Its own experiment, registered model, config file and work directory, on the session's
+    tracking server.
+    """
+    from training.service.settings import TrainingSettings
+
+    config = folder / "train.toml"
+    config.write_text(config_text, encoding="utf-8")
+    suffix = uuid.uuid4().hex[:8]
+    fields: dict[str, Any] = {
+        "tracking_uri": tracking.tracking_uri,
+        "experiment": f"test-{suffix}",
+        "registered_model": f"detector-{suffix}",
+        "config": config,
+        "include_feedback": False,
+        "work_dir": folder / "training",
+    }
+    return TrainingSettings(**(fields | overrides))

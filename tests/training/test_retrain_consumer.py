@@ -27,8 +27,6 @@ from confluent_kafka import TopicPartition
 
 from schemas.events import (
     DeadLetterEvent,
-    DriftVerdict,
-    DriftWindow,
     RetrainRequestEvent,
 )
 from streams.codec import decode, encode
@@ -36,35 +34,13 @@ from streams.config import KafkaSettings
 from streams.metrics import StageMetrics
 from streams.runner import RunnerSettings
 from streams.topics import Topic, TopicNames
+from tests.events import retrain_request
 from training.service import consumer as consumer_module
 from training.service.attempts import ATTEMPTS_FILE, AttemptLog
 from training.service.consumer import RetrainService
 
 PREFIX = "unit."
 TOPIC = TopicNames(PREFIX)(Topic.RETRAIN)
-
-
-def retrain_request(event_id: str | None = None) -> RetrainRequestEvent:
-    now = datetime.now(UTC)
-    return RetrainRequestEvent(
-        event_id=event_id or str(uuid.uuid4()),
-        model="mobilenet-v2",
-        model_version="1",
-        requested_at=now,
-        reference_digest="0" * 16,
-        window=DriftWindow(index=1, opened_at=now, closed_at=now, size=10, closed_by="count"),
-        verdicts=[
-            DriftVerdict(
-                detector="kl-histogram",
-                statistic=2.0,
-                threshold=1.0,
-                p_value=0.01,
-                is_drift=True,
-                false_alarm_rate=0.01,
-            )
-        ],
-        drift_report_id=str(uuid.uuid4()),
-    )
 
 
 class MessageDouble:

@@ -7,7 +7,6 @@ Runs in .venv-train (torch and mlflow); the main environment skips it.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,13 @@ from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from schemas.events import (  # noqa: E402
     DetectedEvent,
-    DriftVerdict,
-    DriftWindow,
     ModelUpdateEvent,
-    RetrainRequestEvent,
 )
 from streams.producer import produce_one  # noqa: E402
 from streams.reader import read_to_end  # noqa: E402
 from streams.topics import Topic  # noqa: E402
 from tests.conftest import run_cli, wait_for  # noqa: E402
+from tests.events import retrain_request  # noqa: E402
 from tests.images import sample_paths, small_photo  # noqa: E402
 from training.service.seed_dataset import GENERATED  # noqa: E402
 from training.tracking.local_server import LocalTrackingServer  # noqa: E402
@@ -61,30 +58,6 @@ def training_env(tracking: LocalTrackingServer, store, tmp_path: Path) -> dict[s
         "DEEPTRUST_TRAINING_SEED_REAL_COUNT": "160",
         "DEEPTRUST_OBJECT_STORE_ROOT": str(store.root),
     }
-
-
-def retrain_request(event_id: str) -> RetrainRequestEvent:
-    """A request as the drift processor words one."""
-    now = datetime.now(UTC)
-    return RetrainRequestEvent(
-        event_id=event_id,
-        model="mobilenet-v2",
-        model_version="1",
-        requested_at=now,
-        reference_digest="0" * 16,
-        window=DriftWindow(index=3, opened_at=now, closed_at=now, size=200, closed_by="count"),
-        verdicts=[
-            DriftVerdict(
-                detector="kl-histogram",
-                statistic=2.5,
-                threshold=1.0,
-                p_value=0.001,
-                is_drift=True,
-                false_alarm_rate=0.01,
-            )
-        ],
-        drift_report_id=str(uuid.uuid4()),
-    )
 
 
 def model_updates(kafka, topics) -> list[ModelUpdateEvent]:

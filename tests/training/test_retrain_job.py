@@ -11,7 +11,6 @@ Runs in .venv-train (torch and mlflow); the main environment skips it.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,13 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
+from tests.training.conftest import job_settings  # noqa: E402
 from training.canary.run import production_baseline  # noqa: E402
 from training.datasets.kaggle_ai_vs_human import INDEX_FILE  # noqa: E402
 from training.datasets.split import is_test  # noqa: E402
 from training.service import job as job_module  # noqa: E402
 from training.service.job import RetrainJob  # noqa: E402
 from training.service.seed_dataset import build_seed_dataset  # noqa: E402
-from training.service.settings import TrainingSettings  # noqa: E402
 from training.tracking.registry import PRODUCTION_SCORED_TAG  # noqa: E402
 
 EPOCHS = 3
@@ -77,18 +76,7 @@ def dataset(seed: Path, tmp_path: Path) -> tuple[Path, list[str]]:
 
 @pytest.fixture
 def job(tracking, store, tmp_path, dataset) -> RetrainJob:
-    config = tmp_path / "probe.toml"
-    config.write_text(CONFIG, encoding="utf-8")
-    suffix = uuid.uuid4().hex[:8]
-    settings = TrainingSettings(
-        tracking_uri=tracking.tracking_uri,
-        experiment=f"job-{suffix}",
-        registered_model=f"job-detector-{suffix}",
-        config=config,
-        datasets=[dataset[0]],
-        include_feedback=False,
-        work_dir=tmp_path / "training",
-    )
+    settings = job_settings(tracking, tmp_path, CONFIG, datasets=[dataset[0]])
     return RetrainJob(settings, store, None)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 
 import pytest
 
@@ -25,9 +24,9 @@ from processors.settings import ProcessorSettings  # noqa: E402
 from streams.images import decode_image  # noqa: E402
 from tests.images import sample_paths  # noqa: E402
 from tests.torch.tiny import tiny_vit  # noqa: E402
+from tests.training.conftest import job_settings  # noqa: E402
 from training.canary.run import _candidate_detector  # noqa: E402
 from training.service.job import RetrainJob  # noqa: E402
-from training.service.settings import TrainingSettings  # noqa: E402
 from training.tracking.registry import ARTIFACT_SHA_TAG, ARTIFACT_URI_TAG, BACKEND_TAG  # noqa: E402
 
 HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "brier")
@@ -50,18 +49,9 @@ learning_rate = [0.001, 0.003]
 @pytest.fixture
 def job(tracking, store, tmp_path) -> RetrainJob:
     model = tiny_vit(tmp_path / "vit", labels={0: "cat", 1: "dog", 2: "car"})
-    config = tmp_path / "vit.toml"
-    config.write_text(CONFIG.format(model=model, epochs=EPOCHS), encoding="utf-8")
-    suffix = uuid.uuid4().hex[:8]
-    settings = TrainingSettings(
-        tracking_uri=tracking.tracking_uri,
-        experiment=f"vit-{suffix}",
-        registered_model=f"vit-detector-{suffix}",
-        config=config,
-        seed_dataset_dir=tmp_path / "seed",
-        seed_real_count=40,
-        include_feedback=False,
-        work_dir=tmp_path / "training",
+    config = CONFIG.format(model=model, epochs=EPOCHS)
+    settings = job_settings(
+        tracking, tmp_path, config, seed_dataset_dir=tmp_path / "seed", seed_real_count=40
     )
     return RetrainJob(settings, store, None)
 

@@ -4,7 +4,6 @@ The HTTP side is httpx's MockTransport here; the integration test posts to real 
 """
 
 import json
-from datetime import UTC, datetime
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -15,16 +14,9 @@ from deeptrust.webhooks.retry import RetryPolicy
 from deeptrust.webhooks.signing import verify
 from deeptrust.webhooks.subscriptions import Subscription
 from schemas.events import AlertEvent
+from tests.events import alert_event
 
-ALERT = AlertEvent(
-    event_id="a-1",
-    kind="drift",
-    severity="warning",
-    subject="mobilenet-v2@1",
-    summary="embeddings drifted",
-    raised_at=datetime(2026, 1, 1, tzinfo=UTC),
-    source="drift",
-)
+ALERT = alert_event()
 POLICY = RetryPolicy(max_attempts=4, initial_backoff_s=1.0, max_backoff_s=3.0)
 
 

@@ -6,7 +6,6 @@ The integration test runs the whole service on the real broker.
 """
 
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
@@ -20,16 +19,9 @@ from streams.config import KafkaSettings
 from streams.errors import Reason
 from streams.metrics import StageMetrics
 from streams.runner import RunnerSettings
+from tests.events import alert_event
 
-ALERT = AlertEvent(
-    event_id="a-1",
-    kind="drift",
-    severity="warning",
-    subject="mobilenet-v2@1",
-    summary="embeddings drifted",
-    raised_at=datetime(2026, 1, 1, tzinfo=UTC),
-    source="drift",
-)
+ALERT = alert_event()
 
 
 class BuggySender(WebhookSender):

@@ -175,7 +175,7 @@ def _accumulate_gradients(
     dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
-    """Backward one effective batch of feature rows (kept for the gradient tests)."""
+    """Backward one effective batch of feature rows through the linear head."""
 
     def forward(start: int, stop: int) -> torch.Tensor:
         logits: torch.Tensor = model(x[start:stop]).squeeze(1)
