@@ -95,22 +95,41 @@ def _received(message: Message, model: type[E]) -> Received[E]:
 
 
 def read_to_end(
-    kafka: KafkaSettings, topic: str, model: type[E], timeout_s: float
+    kafka: KafkaSettings,
+    topic: str,
+    model: type[E],
+    timeout_s: float,
+    since_ms: int | None = None,
 ) -> list[Received[E]]:
     """Read every committed event of ``topic`` up to its current end, then stop.
 
     The end is the high watermark when the call starts; transaction markers count as
     offsets, so the read is over when the consumer's position reaches it on every partition.
+    With ``since_ms`` (milliseconds since the epoch) each partition is read from its first
+    message at or after that time rather than from the beginning: at scale a topic holds
+    days of traffic and a caller may want minutes of it.
     """
     consumer = _fresh_consumer(kafka, "read_committed")
     try:
         metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        partitions = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
-        consumer.assign(partitions)
         ends = {
-            p.partition: consumer.get_watermark_offsets(p, timeout=timeout_s)[1] for p in partitions
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+            for p in metadata.partitions
         }
-        pending = {partition for partition, end in ends.items() if end > 0}
+        starts = {p: 0 for p in ends}
+        if since_ms is not None:
+            asked = [TopicPartition(topic, p, since_ms) for p in ends]
+            for found in consumer.offsets_for_times(asked, timeout=timeout_s):
+                # No message that late: nothing to read on this partition.
+                offset = found.offset if found.offset >= 0 else ends[found.partition]
+                starts[found.partition] = offset
+        consumer.assign(
+            [
+                TopicPartition(topic, p, OFFSET_BEGINNING if since_ms is None else start)
+                for p, start in starts.items()
+            ]
+        )
+        pending = {p for p, end in ends.items() if end > starts[p]}
         received: list[Received[E]] = []
         deadline = time.monotonic() + timeout_s
         while pending:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from deeptrust.processes import StageProcess
@@ -29,10 +29,8 @@ from processors.model_follower import (
     UpdateRefused,
 )
 from schemas.events import DeadLetterEvent, DetectedEvent, Detection, ModelUpdateEvent
-from streams.codec import PRODUCED_AT, decode
+from streams.codec import PRODUCED_AT
 from streams.config import KafkaSettings
-from streams.errors import InvalidInput
-from streams.exactly_once import usable
 from streams.local_broker import free_port
 from streams.objectstore import ObjectStore
 from streams.producer import produce_one
@@ -173,49 +171,12 @@ def _production_detections(
     detected topic holds days of traffic and the canary needs minutes of it.
     """
     topic = TopicNames(kafka.topic_prefix)(Topic.DETECTED)
-    consumer = Consumer(
-        {
-            **kafka.client_config(),
-            "group.id": "canary-unused",  # assigned partitions only: nothing is committed
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    found: dict[str, Detection] = {}
-    try:
-        partitions = sorted(consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions)
-        starts = [
-            TopicPartition(topic, p, since_ms if since_ms is not None else 0) for p in partitions
-        ]
-        positions = consumer.offsets_for_times(starts, timeout_s) if since_ms else None
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout_s)[1]
-            for p in partitions
-        }
-        assigned = [
-            TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else ends[tp.partition])
-            for tp in (positions or [TopicPartition(topic, p, 0) for p in partitions])
-        ]
-        consumer.assign(assigned)
-        pending = {tp.partition for tp in assigned if tp.offset < ends[tp.partition]}
-        deadline = time.monotonic() + timeout_s
-        while pending and wanted - found.keys():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: production verdicts not read in {timeout_s}s")
-            for message in consumer.consume(500, 0.5):
-                if not usable(message):
-                    continue
-                try:
-                    event = decode(message.value(), message.headers(), DetectedEvent)
-                except InvalidInput:
-                    continue
-                if event.event_id in wanted:
-                    found[event.event_id] = event.detection
-            current = consumer.position([TopicPartition(topic, p) for p in pending])
-            pending -= {tp.partition for tp in current if tp.offset >= ends[tp.partition]}
-    finally:
-        consumer.close()
-    return found
+    verdicts = read_to_end(kafka, topic, DetectedEvent, timeout_s, since_ms)
+    return {
+        item.event.event_id: item.event.detection
+        for item in verdicts
+        if item.event.event_id in wanted
+    }
 
 
 def run_canary(
