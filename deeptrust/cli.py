@@ -6,12 +6,10 @@ Settings are read once here, from the environment, and passed down.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
@@ -181,27 +179,21 @@ def stage() -> None:
 @click.option("--metrics-port", type=int, default=8000, show_default=True)
 def stage_run(name: str, metrics_port: int) -> None:
     """Run one stage (or the drift processor) until SIGTERM; work in hand is finished first."""
-    from streams.metrics import HealthServer, StageMetrics
+    from streams.kafka_errors import ServiceStopped
+    from streams.metrics import StageMetrics
     from streams.runner import RunnerSettings
+    from streams.serve import serve_until_signalled
 
     runner_settings = RunnerSettings()
     services = {"drift": _drift_service, "retrain": retrain_service}
     run = services.get(name, lambda settings: _stage(name, settings))(runner_settings)
     metrics = StageMetrics(name)
-    server = HealthServer(metrics, metrics_port, liveness_timeout_s=60 + runner_settings.max_wait_s)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("signal %d: finishing the batch in hand", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    server.start()
     try:
-        run(metrics, stop)
-    finally:
-        server.stop()
+        serve_until_signalled(
+            metrics, metrics_port, lambda stop: run(metrics, stop), runner_settings.max_wait_s
+        )
+    except ServiceStopped as error:
+        raise click.ClickException(str(error)) from error
 
 
 _Run = Callable[["StageMetrics", threading.Event], None]

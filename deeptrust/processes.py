@@ -124,5 +124,7 @@ class StageProcess:
             url = f"http://127.0.0.1:{self.metrics_port}{path}"
             with urllib.request.urlopen(url, timeout=2) as response:
                 return int(response.status)
+        except urllib.error.HTTPError as error:  # an answer, only not a 2xx one
+            return int(error.code)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return 0

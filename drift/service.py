@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from drift.metrics import DriftMetrics
 from drift.monitor import DriftMonitor, Embedded
@@ -26,18 +26,12 @@ from drift.settings import DriftSettings
 from schemas.events import DriftReportEvent, DriftStateRecord, EmbeddingEvent, RetrainRequestEvent
 from streams.codec import TRACE_ID, decode, encode, headers_dict
 from streams.config import KafkaSettings
-from streams.dead_letters import DeadLetterBudget, dead_letter
+from streams.dead_letters import dead_letter
 from streams.errors import InvalidInput
-from streams.exactly_once import (
-    commit_with_offsets,
-    fenced_producer,
-    transactional_consumer,
-    usable,
-)
-from streams.lag import LagProbe
 from streams.metrics import StageMetrics
 from streams.reader import read_to_end
 from streams.runner import RunnerSettings
+from streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
 from streams.stage import Output
 from streams.topics import Topic, TopicNames
 
@@ -57,6 +51,36 @@ class DriftService:
         runner: RunnerSettings,
         metrics: StageMetrics,
         clock: Callable[[], float] = time.time,
+        clients: KafkaClients | None = None,
+    ) -> None:
+        self._runtime = ServiceRuntime(
+            DriftStrategy(settings, kafka, runner, metrics, clock),
+            kafka,
+            runner,
+            metrics,
+            runner.max_batch,
+            runner.max_wait_s,
+            clients=clients,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Judge windows until ``stop`` is set; what was consumed is committed or replayed."""
+        self._runtime.run(stop)
+
+
+class DriftStrategy(Strategy):
+    """Windows over embeddings; commits go no further than the oldest open window."""
+
+    name = NAME
+    topics = (Topic.EMBEDDINGS,)
+
+    def __init__(
+        self,
+        settings: DriftSettings,
+        kafka: KafkaSettings,
+        runner: RunnerSettings,
+        metrics: StageMetrics,
+        clock: Callable[[], float],
     ) -> None:
         self._settings = settings
         self._kafka = kafka
@@ -65,36 +89,23 @@ class DriftService:
         self._drift_metrics = DriftMetrics(metrics.registry)
         self._clock = clock
         self._topics = TopicNames(kafka.topic_prefix)
-        self._group_id = f"{kafka.topic_prefix}{NAME}"
-        self._monitor = DriftMonitor(settings, ReferenceStore(settings.reference_dir), clock)
-        self._budget = DeadLetterBudget(
-            runner.dlq_window, runner.dlq_max_ratio, runner.dlq_min_inputs
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        self._monitor = DriftMonitor(
+            self._settings, ReferenceStore(self._settings.reference_dir), self._clock
         )
-        self._lag = LagProbe(metrics)
-        self._accepted = 0  # inputs taken since the last commit, for the dead-letter budget
+        self._budget = self._runner.budget()
+        self._accepted: dict[int, int] = {}
+        """Inputs taken per partition since the last commit, for the dead-letter budget."""
         self._next_offsets: dict[int, int] = {}
         self._committed: dict[int, int] = {}
-        self._last_commit = clock()
+        self._last_commit = self._clock()
 
-    def run(self, stop: threading.Event) -> None:
-        """Judge windows until ``stop`` is set; what was consumed is committed or replayed."""
-        # Fence a crashed predecessor first, so its open transaction cannot hide state.
-        producer = fenced_producer(self._kafka, self._group_id, self._runner)
+    def start(self, session: Session) -> None:
+        """Rebuild the windows from the committed state; the offsets replay the rest."""
+        self._start_fresh()
         self._monitor.restore(self._load_states())
-        consumer = transactional_consumer(self._kafka, self._group_id, self._runner)
-        try:
-            consumer.subscribe([self._topics(Topic.EMBEDDINGS)])
-            self._metrics.set_ready(True)
-            log.info("drift processor consuming %s", Topic.EMBEDDINGS.value)
-            while not stop.is_set():
-                messages = consumer.consume(self._runner.max_batch, self._runner.max_wait_s)
-                self._metrics.heartbeat()
-                self._lag.sample(consumer)
-                self._step([m for m in messages if usable(m)], consumer, producer)
-        finally:
-            self._metrics.set_ready(False)
-            consumer.close()
-            log.info("drift processor stopped")
 
     def _load_states(self) -> list[DriftStateRecord]:
         topic = self._topics(Topic.DRIFT_STATE)
@@ -106,7 +117,8 @@ class DriftService:
         log.info("restored drift state for %s", sorted(latest) or "no model version")
         return list(latest.values())
 
-    def _step(self, messages: Sequence[Message], consumer: Consumer, producer: Producer) -> None:
+    def handle(self, messages: list[Message], session: Session) -> Commit | None:
+        """Add the embeddings to their windows; commit what closed, and state, now and then."""
         outputs: list[tuple[Output, str | None]] = []
         rejected: list[tuple[Message, InvalidInput]] = []
         if messages:
@@ -122,17 +134,18 @@ class DriftService:
             except InvalidInput as error:
                 rejected.append((message, error))
                 continue
+            self._accepted[partition] = self._accepted.get(partition, 0) + 1
             if closed:  # one message in a window's worth: parse its trace only then
                 trace_id = headers_dict(message.headers()).get(TRACE_ID)
                 outputs += [(output, trace_id) for output in closed]
-        self._accepted += len(messages) - len(rejected)
         outputs += [(output, None) for output in self._monitor.poll()]
         if messages:
             self._metrics.batch(len(messages), time.perf_counter() - started)
         offsets = self._commit_offsets()
         due = self._clock() - self._last_commit >= self._settings.commit_interval_s
         if outputs or rejected or (due and offsets != self._committed):
-            self._commit(outputs, rejected, offsets, consumer, producer)
+            return self._commit(outputs, rejected, offsets)
+        return None
 
     def _commit_offsets(self) -> dict[int, int]:
         """Per partition, how far the consumer may commit: not past any open window."""
@@ -147,10 +160,11 @@ class DriftService:
         outputs: list[tuple[Output, str | None]],
         rejected: list[tuple[Message, InvalidInput]],
         offsets: dict[int, int],
-        consumer: Consumer,
-        producer: Producer,
-    ) -> None:
-        self._budget.check(self._accepted, len(rejected))
+    ) -> Commit:
+        outcomes = {p: [False] * n for p, n in self._accepted.items()}
+        for message, _ in rejected:
+            outcomes.setdefault(message.partition() or 0, []).append(True)
+        tallies = self._budget.after(outcomes)
         states = self._monitor.take_changed()
         topic = self._topics(Topic.EMBEDDINGS)
         records = [
@@ -165,21 +179,21 @@ class DriftService:
             for message, error in rejected
         ]
         records += [(self._topics(Topic.DRIFT_STATE), encode(state, state.key)) for state in states]
-        # On failure the transaction is aborted, but the monitor has moved on in memory; only
-        # a restart (replaying from the committed offsets and state) makes memory and Kafka
-        # agree again, so the error propagates.
-        commit_with_offsets(
-            producer,
-            consumer,
+        # On failure the transaction is aborted, but the monitor has moved on in memory; the
+        # runtime re-creates the clients and ``start`` rebuilds the monitor from the committed
+        # state, so memory and Kafka agree again.
+
+        def committed() -> None:
+            self._committed, self._last_commit = offsets, self._clock()
+            self._budget.record(tallies)
+            self._accepted = {}
+            self._count(outputs, rejected)
+
+        return Commit(
             records,
             [TopicPartition(topic, p, o) for p, o in sorted(offsets.items())],
-            self._runner.kafka_timeout_s,
-            self._runner.max_attempts,
+            committed,
         )
-        self._committed, self._last_commit = offsets, self._clock()
-        self._budget.record(self._accepted, len(rejected))
-        self._accepted = 0
-        self._count(outputs, rejected)
 
     def _count(
         self, outputs: list[tuple[Output, str | None]], rejected: list[tuple[Message, InvalidInput]]

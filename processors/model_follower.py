@@ -45,6 +45,7 @@ from streams.codec import decode
 from streams.config import KafkaSettings
 from streams.errors import InvalidInput, Reason
 from streams.objectstore import ObjectStore
+from streams.retry import RetryPolicy
 from streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ class UpdateRefused(Exception):
         self.transient = transient
 
 
-RETRY_FIRST_S = 1.0
-RETRY_MAX_S = 300.0
+ARTEFACT_RETRY = RetryPolicy(initial_s=1.0, max_s=300.0)
+"""A promoted artefact not yet in the store: tried again from 1 s, doubling, to 5 minutes."""
 
 
 @dataclass(frozen=True)
@@ -416,7 +417,7 @@ class ModelFollower:
         except Exception as error:
             refusal = error if isinstance(error, UpdateRefused) else None
             if refusal is None or refusal.transient:  # a store or network error: try later
-                delay = min(RETRY_FIRST_S * 2 ** (attempt - 1), RETRY_MAX_S)
+                delay = ARTEFACT_RETRY.delay_s(attempt)
                 self._retry = _Retry(event, attempt, time.monotonic() + delay)
             return self._refused(event, refusal.reason if refusal else repr(error))
         with self._lock:

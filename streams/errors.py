@@ -25,6 +25,8 @@ class Reason(StrEnum):
     INCOMPATIBLE_EMBEDDING = "incompatible_embedding"
     TRAINING_FAILED = "training_failed"
     UNDELIVERABLE_ALERT = "undeliverable_alert"
+    PROCESSING_FAILED = "processing_failed"
+    """The stage failed on this item alone, batch after batch, while others went through."""
 
 
 class InvalidInput(Exception):

@@ -1,9 +1,9 @@
 """The Kafka settings and transaction calls behind read-process-write exactly once.
 
-Shared by the stage runner and the drift service: a consumer in a static group that reads
-committed data only and never commits by itself, a transactional producer whose id is
-stable per instance (so a restarted instance fences its dead predecessor), and commit and
-abort calls that tell retriable errors from fatal ones.
+What the service runtime (:mod:`streams.service`) makes its clients with: a consumer in a
+static group that reads committed data only and never commits by itself, a transactional
+producer whose id is stable per instance (so a restarted instance fences its dead
+predecessor), and commit and abort calls that tell retriable errors from fatal ones.
 """
 
 from __future__ import annotations
@@ -29,40 +29,47 @@ class Instance(Protocol):
     kafka_timeout_s: float
 
 
-def transactional_consumer(
+def consumer_config(
     kafka: KafkaSettings, group_id: str, instance: Instance, **overrides: Any
-) -> Consumer:
+) -> dict[str, Any]:
     """A read_committed consumer in a static group whose offsets go in transactions."""
-    return Consumer(
-        {
-            **kafka.client_config(),
-            "group.id": group_id,
-            "group.instance.id": f"{group_id}-{instance.instance_id}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": instance.session_timeout_ms,
-            **overrides,
-        }
-    )
+    return {
+        **kafka.client_config(),
+        "group.id": group_id,
+        "group.instance.id": f"{group_id}-{instance.instance_id}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": instance.session_timeout_ms,
+        **overrides,
+    }
 
 
-def fenced_producer(kafka: KafkaSettings, group_id: str, instance: Instance) -> Producer:
-    """A transactional producer, stable per instance, that has fenced its predecessors.
+def producer_config(kafka: KafkaSettings, group_id: str, instance: Instance) -> dict[str, Any]:
+    """A transactional producer, stable per instance, so it fences its predecessors.
 
     The transactional id survives restarts, and ``init_transactions`` aborts what a crashed
     predecessor left open, so nothing it wrote half-way can hide the state a restarted
     instance is about to read.
     """
-    producer = Producer(
-        {
-            **kafka.client_config(),
-            "transactional.id": f"{group_id}-{instance.instance_id}",
-            "transaction.timeout.ms": instance.transaction_timeout_ms,
-            "linger.ms": 5,
-        }
-    )
+    return {
+        **kafka.client_config(),
+        "transactional.id": f"{group_id}-{instance.instance_id}",
+        "transaction.timeout.ms": instance.transaction_timeout_ms,
+        # Bounds every request, and so every transactional call: without it a call to a
+        # broker that went away blocks for librdkafka's default of 60 s whatever its timeout.
+        "socket.timeout.ms": int(instance.kafka_timeout_s * 1000),
+        "linger.ms": 5,
+    }
+
+
+def fenced_producer(kafka: KafkaSettings, group_id: str, instance: Instance) -> Producer:
+    """A transactional producer of ``producer_config`` that has fenced its predecessors.
+
+    For one-shot tools (a redrive); the long-running services get theirs from the runtime.
+    """
+    producer = Producer(producer_config(kafka, group_id, instance))
     producer.init_transactions(instance.kafka_timeout_s)
     return producer
 

@@ -42,6 +42,12 @@ class StageMetrics:
             labels,
             registry=r,
         )
+        self._recoveries = Counter(
+            "deeptrust_recoveries",
+            "Times the service lost its Kafka clients and re-created them, by cause.",
+            [*labels, "cause"],
+            registry=r,
+        )
         self._batch_size = Histogram(
             "deeptrust_batch_size",
             "Messages per batch.",
@@ -100,6 +106,10 @@ class StageMetrics:
     def failed_batch(self) -> None:
         """Count one failed attempt at a batch."""
         self._failed.labels(self.stage).inc()
+
+    def recovered(self, cause: str) -> None:
+        """Count one re-creation of the clients after ``cause`` (a Kafka error's name)."""
+        self._recoveries.labels(self.stage, cause).inc()
 
     def batch(self, size: int, seconds: float) -> None:
         """Record a batch's size and its processing time."""

@@ -1,13 +1,20 @@
-"""The stage runner: consume → micro-batch → prepare/process → produce → commit, exactly once.
+"""A stage on the service runtime: consume → micro-batch → prepare/process → produce → commit.
 
 Each batch is one Kafka transaction holding the stage's outputs, its dead letters and the
-consumer offsets (``send_offsets_to_transaction``). Downstream consumers read committed
-data only, so a crash anywhere before the commit leaves no trace of the batch, and the
-restarted stage (same transactional id, which fences the dead one) processes it again.
+consumer offsets; the runtime (:mod:`streams.service`) owns the clients, the transaction and
+recovery. What this module adds is what a batch of model work needs:
 
-Invalid inputs are dead-lettered inside the same transaction and never retried. Any other
-failure (a model error, a broker hiccup) retries the whole batch with backoff, keeping the
-messages in memory, and stops the process after ``max_attempts`` with nothing committed.
+- Invalid inputs (:class:`~streams.errors.InvalidInput`) are dead-lettered in the same
+  transaction and never retried.
+- Any other failure retries the whole batch with backoff, keeping the messages in memory
+  and the consumer in its group. After ``max_attempts`` the batch is bisected to find the
+  items that fail on their own: those are dead-lettered (``processing_failed``, with the
+  exception) and the rest commit, so one poison pill cannot stall its partition. When every
+  item fails, the last input that went through is tried as a control: if it fails too, the
+  trouble is the stage's (a model server down), nothing is dead-lettered, and the batch is
+  retried with backoff capped at ``max_backoff_s`` for as long as it takes.
+- The dead-letter budget's tallies ride on the committed offsets' metadata, so a stage that
+  crash-loops cannot dead-letter the stream a few hundred messages per restart.
 """
 
 from __future__ import annotations
@@ -15,26 +22,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Message, TopicPartition
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.codec import TRACE_ID, Encoded, decode, encode, headers_dict
 from streams.config import KafkaSettings
-from streams.dead_letters import DeadLetterBudget, dead_letter
-from streams.errors import DeadLetterRateExceeded, InvalidInput
-from streams.exactly_once import (
-    commit_with_offsets,
-    fenced_producer,
-    transactional_consumer,
-    usable,
-)
-from streams.lag import LagProbe
+from streams.dead_letters import DeadLetterBudget, Tally, dead_letter
+from streams.errors import InvalidInput, Reason
 from streams.metrics import StageMetrics
+from streams.retry import RetryPolicy
+from streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
 from streams.stage import Output, ReportsMetrics, Result, Stage
 from streams.topics import Topic, TopicNames
 
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 
 
 class RunnerSettings(BaseSettings):
-    """How a stage batches, retries and identifies itself (``DEEPTRUST_RUNNER_*``)."""
+    """How a service batches, retries and identifies itself (``DEEPTRUST_RUNNER_*``)."""
 
     model_config = SettingsConfigDict(env_prefix="DEEPTRUST_RUNNER_")
 
@@ -51,28 +53,24 @@ class RunnerSettings(BaseSettings):
     max_wait_s: float = 0.5
     max_attempts: int = 5
     backoff_s: float = 0.5
+    max_backoff_s: float = 60.0
     kafka_timeout_s: float = 30.0
     transaction_timeout_ms: int = 60_000
     session_timeout_ms: int = 10_000
     dlq_window: int = 1000
     dlq_max_ratio: float = 0.5
     dlq_min_inputs: int = 100
+    dlq_max_consecutive: int = 100
 
+    def batch_retry(self) -> RetryPolicy:
+        """The backoff between attempts at one batch; poison pills are sought after the last."""
+        return RetryPolicy(self.backoff_s, self.max_backoff_s, self.max_attempts)
 
-class _Batch:
-    """The messages of one poll with what the stage made of each."""
-
-    def __init__(self, messages: list[Message]) -> None:
-        self.messages = messages
-        self.results: list[Result] = []
-
-    def offsets(self) -> list[TopicPartition]:
-        """Return the next offset to consume per partition, for the transaction."""
-        next_offsets: dict[tuple[str, int], int] = {}
-        for message in self.messages:
-            key = (message.topic() or "", message.partition() or 0)
-            next_offsets[key] = max(next_offsets.get(key, 0), (message.offset() or 0) + 1)
-        return [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+    def budget(self) -> DeadLetterBudget:
+        """A fresh dead-letter budget with these caps."""
+        return DeadLetterBudget(
+            self.dlq_window, self.dlq_max_ratio, self.dlq_min_inputs, self.dlq_max_consecutive
+        )
 
 
 class StageRunner:
@@ -84,70 +82,160 @@ class StageRunner:
         kafka: KafkaSettings,
         settings: RunnerSettings,
         metrics: StageMetrics,
-        sleep: Callable[[float], None] = time.sleep,
+        clients: KafkaClients | None = None,
     ) -> None:
-        self._stage = stage
-        self._kafka = kafka
-        self._settings = settings
-        self._metrics = metrics
-        self._sleep = sleep
-        self._topics = TopicNames(kafka.topic_prefix)
-        self._group_id = f"{kafka.topic_prefix}{stage.name}"
-        self._budget = DeadLetterBudget(
-            settings.dlq_window, settings.dlq_max_ratio, settings.dlq_min_inputs
+        self._strategy = StageStrategy(stage, kafka, settings, metrics)
+        self._runtime = ServiceRuntime(
+            self._strategy,
+            kafka,
+            settings,
+            metrics,
+            settings.max_batch,
+            settings.max_wait_s,
+            clients=clients,
         )
-        self._lag = LagProbe(metrics)
 
     def run(self, stop: threading.Event) -> None:
         """Process batches until ``stop`` is set; the batch in hand is always finished."""
+        self._runtime.run(stop)
+
+
+class StageStrategy(Strategy):
+    """What the runtime does with a stage's batches."""
+
+    def __init__(
+        self,
+        stage: Stage[Any, Any],
+        kafka: KafkaSettings,
+        settings: RunnerSettings,
+        metrics: StageMetrics,
+    ) -> None:
+        self.name = stage.name
+        self.topics = (stage.input_topic,)
+        self._stage = stage
+        self._settings = settings
+        self._metrics = metrics
+        self._topic_names = TopicNames(kafka.topic_prefix)
+        self._retry = settings.batch_retry()
+        self._budget = settings.budget()
+        self._control: Message | None = None
+        """The last input the stage processed: the control when every item of a batch fails."""
+
+    def setup(self) -> None:
+        """Register the stage's own metrics and load its models."""
         if isinstance(self._stage, ReportsMetrics):
             self._stage.register_metrics(self._metrics.registry)
         self._stage.setup()
-        consumer = transactional_consumer(self._kafka, self._group_id, self._settings)
-        try:
-            producer = fenced_producer(self._kafka, self._group_id, self._settings)
-            consumer.subscribe([self._topics(self._stage.input_topic)])
-            self._metrics.set_ready(True)
-            log.info("stage %s consuming %s", self._stage.name, self._stage.input_topic.value)
-            while not stop.is_set():
-                messages = consumer.consume(self._settings.max_batch, self._settings.max_wait_s)
-                self._metrics.heartbeat()
-                self._lag.sample(consumer)
-                batch = _Batch([m for m in messages if usable(m)])
-                if batch.messages:
-                    self._handle(batch, consumer, producer)
-        finally:
-            self._metrics.set_ready(False)
-            consumer.close()
-            self._stage.close()
-            log.info("stage %s stopped", self._stage.name)
 
-    def _handle(self, batch: _Batch, consumer: Consumer, producer: Producer) -> None:
-        self._metrics.consumed(len(batch.messages))
-        for attempt in range(1, self._settings.max_attempts + 1):
+    def start(self, session: Session) -> None:
+        """Fresh clients: the tallies are re-read with the partitions."""
+        self._budget = self._settings.budget()
+
+    def revoked(self, session: Session, partitions: list[TopicPartition]) -> None:
+        """Forget the tallies of partitions another instance now owns."""
+        for partition in partitions:
+            self._budget.forget(partition.partition)
+
+    def close(self) -> None:
+        """Release the stage's models."""
+        self._stage.close()
+
+    def handle(self, messages: list[Message], session: Session) -> Commit | None:
+        """Run the stage on the batch and return its outputs and offsets as one commit."""
+        if not messages:
+            return None
+        self._metrics.consumed(len(messages))
+        results = self._results(messages, session)
+        self._seed(messages, session)
+        outcomes: dict[int, list[bool]] = {}
+        for message, result in zip(messages, results, strict=True):
+            outcomes.setdefault(message.partition() or 0, []).append(
+                isinstance(result, InvalidInput)
+            )
+        tallies = self._budget.after(outcomes)
+        records = [
+            record
+            for message, result in zip(messages, results, strict=True)
+            for record in self._encode(message, result)
+        ]
+
+        def committed() -> None:
+            self._budget.record(tallies)
+            self._count(results)
+
+        return Commit(records, _offsets(messages, tallies), committed)
+
+    def _results(self, messages: list[Message], session: Session) -> list[Result]:
+        """The stage's results, retried with backoff; poison pills found and rejected."""
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 started = time.perf_counter()
-                batch.results = self._run_stage(batch.messages)
-                self._metrics.batch(len(batch.messages), time.perf_counter() - started)
-                self._commit(batch, consumer, producer)
-                return
-            except DeadLetterRateExceeded:
-                raise
-            except KafkaException as exception:
-                if exception.args[0].fatal():
-                    raise
-                self._retry_or_raise(attempt, exception)
+                results = self._run_stage(messages)
+                self._metrics.batch(len(messages), time.perf_counter() - started)
+                self._control = messages[-1]
+                return results
             except Exception as exception:
-                self._retry_or_raise(attempt, exception)
+                self._metrics.failed_batch()
+                failure = exception
+            if attempt % self._settings.max_attempts == 0:
+                isolated = self._isolate(messages)
+                if isolated is not None:
+                    return isolated
+            delay = self._retry.delay_s(attempt)
+            log.warning(
+                "batch of %d, attempt %d failed (%s: %s); retrying in %.1fs",
+                *(len(messages), attempt, type(failure).__name__, failure, delay),
+            )
+            session.pause_for(delay)
 
-    def _retry_or_raise(self, attempt: int, exception: Exception) -> None:
-        self._metrics.failed_batch()
-        if attempt >= self._settings.max_attempts:
-            log.error("giving up on batch after %d attempts", attempt)
-            raise exception
-        delay = self._settings.backoff_s * 2 ** (attempt - 1)
-        log.warning("batch attempt %d failed (%s); retrying in %.1fs", attempt, exception, delay)
-        self._sleep(delay)
+    def _isolate(self, messages: list[Message]) -> list[Result] | None:
+        """Bisect the batch for the items that fail alone; ``None`` if the stage is broken."""
+        results: dict[int, Result] = {}
+        failures: dict[int, Exception] = {}
+
+        def visit(indices: list[int]) -> None:
+            try:
+                found = self._run_stage([messages[i] for i in indices])
+                results.update(zip(indices, found, strict=True))
+            except Exception as exception:
+                if len(indices) == 1:
+                    failures[indices[0]] = exception
+                    return
+                middle = len(indices) // 2
+                visit(indices[:middle])
+                visit(indices[middle:])
+
+        everything = list(range(len(messages)))
+        if len(everything) == 1:
+            visit(everything)
+        else:
+            visit(everything[: len(everything) // 2])
+            visit(everything[len(everything) // 2 :])
+        if not results and not self._control_passes():
+            log.error("every item failed, and so did the control: the stage is not working")
+            return None
+        for index, exception in failures.items():
+            log.error(
+                "%s[%d]@%d fails on its own: dead-lettering it",
+                *(messages[index].topic(), messages[index].partition(), messages[index].offset()),
+                exc_info=exception,
+            )
+            results[index] = InvalidInput(
+                Reason.PROCESSING_FAILED, f"{type(exception).__name__}: {exception}"
+            )
+        return [results[index] for index in everything]
+
+    def _control_passes(self) -> bool:
+        """Run the stage on the last input that went through; its outputs are discarded."""
+        if self._control is None:
+            return False
+        try:
+            self._run_stage([self._control])
+        except Exception:
+            return False
+        return True
 
     def _run_stage(self, messages: Sequence[Message]) -> list[Result]:
         results: list[Result | None] = [None] * len(messages)
@@ -167,39 +255,32 @@ class StageRunner:
         assert len(filled) == len(messages), "every message is either rejected or processed"
         return filled
 
-    def _commit(self, batch: _Batch, consumer: Consumer, producer: Producer) -> None:
-        rejected = sum(isinstance(result, InvalidInput) for result in batch.results)
-        self._budget.check(len(batch.results) - rejected, rejected)
-        records = [
-            record
-            for message, result in zip(batch.messages, batch.results, strict=True)
-            for record in self._encode(message, result)
-        ]
-        commit_with_offsets(
-            producer,
-            consumer,
-            records,
-            batch.offsets(),
-            self._settings.kafka_timeout_s,
-            self._settings.max_attempts,
-        )
-        self._budget.record(len(batch.results) - rejected, rejected)
-        self._count_committed(batch)
+    def _seed(self, messages: list[Message], session: Session) -> None:
+        """Read the tallies of partitions first seen since they were assigned."""
+        unseen = sorted({m.partition() or 0 for m in messages} - set(self._budget.tallies))
+        if not unseen:
+            return
+        topic = messages[0].topic() or ""
+        for found in session.committed([TopicPartition(topic, p) for p in unseen]):
+            self._budget.seed(found.partition, Tally.decode(found.metadata))
 
     def _encode(self, message: Message, result: Result) -> list[tuple[str, Encoded]]:
         if isinstance(result, InvalidInput):
             return [
-                (self._topics(Topic.DEAD_LETTERS), dead_letter(self._stage.name, message, result))
+                (
+                    self._topic_names(Topic.DEAD_LETTERS),
+                    dead_letter(self._stage.name, message, result),
+                )
             ]
         trace_id = headers_dict(message.headers()).get(TRACE_ID)
         return [
-            (self._topics(output.topic), encode(output.event, _image_id(output), trace_id))
+            (self._topic_names(output.topic), encode(output.event, _image_id(output), trace_id))
             for output in result
         ]
 
-    def _count_committed(self, batch: _Batch) -> None:
+    def _count(self, results: list[Result]) -> None:
         now = datetime.now(UTC)
-        for result in batch.results:
+        for result in results:
             if isinstance(result, InvalidInput):
                 log.warning("dead-lettered: %s", result)
                 self._metrics.dead_lettered(result.reason.value)
@@ -209,6 +290,18 @@ class StageRunner:
                 uploaded_at = getattr(output.event, "uploaded_at", None)
                 if isinstance(uploaded_at, datetime):
                     self._metrics.lag((now - uploaded_at).total_seconds())
+
+
+def _offsets(messages: list[Message], tallies: dict[int, Tally]) -> list[TopicPartition]:
+    """The next offset to consume per partition, carrying the partition's tally."""
+    next_offsets: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic() or "", message.partition() or 0)
+        next_offsets[key] = max(next_offsets.get(key, 0), (message.offset() or 0) + 1)
+    return [
+        TopicPartition(topic, partition, offset, tallies[partition].encode())
+        for (topic, partition), offset in next_offsets.items()
+    ]
 
 
 def _image_id(output: Output) -> str:

@@ -52,12 +52,15 @@ from schemas.events import DeadLetterEvent, EnrichedEvent, UploadEvent
 from streams.codec import MessageHeaders, decode
 from streams.config import KafkaSettings
 from streams.errors import InvalidInput
+from streams.retry import RetryPolicy
 from streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PRUNE_CHUNK = 1000
+METADATA_RETRY = RetryPolicy(initial_s=1.0, max_s=1.0, max_attempts=5)
+"""Offsets asked of a topic created moments ago, whose partitions have no leader yet."""
 """Rows one pruning transaction deletes at most, so the store's lock is never held long."""
 
 
@@ -244,17 +247,18 @@ def _ends(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tu
     return int(low), int(high)
 
 
-def _retrying(what: str, call: Callable[[], T], attempts: int = 5) -> T:
-    """``call``, tried again after a second on a Kafka error (a new topic has no leader yet)."""
-    for attempt in range(1, attempts + 1):
+def _retrying(what: str, call: Callable[[], T], policy: RetryPolicy = METADATA_RETRY) -> T:
+    """``call``, tried again on a Kafka error (a new topic has no leader yet)."""
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return call()
         except KafkaException as error:
-            if attempt == attempts:
+            if policy.exhausted(attempt):
                 raise
             log.warning("status follower: %s failed (%s); trying again", what, error)
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
+            time.sleep(policy.delay_s(attempt))
 
 
 def instance_group_id(kafka: KafkaSettings) -> str:

@@ -7,10 +7,7 @@ Heavy imports happen inside the command, so importing it costs the main CLI noth
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 
@@ -32,8 +29,10 @@ def notify(subscriptions_file: Path, metrics_port: int, group: str | None) -> No
     from deeptrust.webhooks.service import NAME, AlertWebhookService
     from deeptrust.webhooks.subscriptions import SubscriptionError, load_subscriptions
     from streams.config import KafkaSettings
-    from streams.metrics import HealthServer, StageMetrics
+    from streams.kafka_errors import ServiceStopped
+    from streams.metrics import StageMetrics
     from streams.runner import RunnerSettings
+    from streams.serve import serve_until_signalled
 
     try:
         config = load_subscriptions(subscriptions_file)
@@ -52,20 +51,10 @@ def notify(subscriptions_file: Path, metrics_port: int, group: str | None) -> No
         metrics,
         group,
     )
-    server = HealthServer(metrics, metrics_port, liveness_timeout_s=60 + runner.max_wait_s)
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("signal %d: finishing the alert in hand", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    server.start()
     try:
-        service.run(stop)
-    finally:
-        server.stop()
+        serve_until_signalled(metrics, metrics_port, service.run, runner.max_wait_s)
+    except ServiceStopped as error:
+        raise click.ClickException(str(error)) from error
 
 
 if __name__ == "__main__":

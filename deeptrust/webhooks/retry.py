@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streams.retry import RetryPolicy as Backoff
+
 RETRIED_CLIENT_ERRORS = frozenset({408, 429})
 
 MAX_POLL_INTERVAL_S = 900
@@ -68,10 +70,14 @@ class RetryPolicy(BaseModel):
 
     def backoff_s(self, attempt: int, retry_after_s: float | None = None) -> float:
         """The wait after failed attempt number ``attempt`` (1-based): doubling, capped."""
-        delay = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** (attempt - 1))
+        delay = self.policy().delay_s(attempt)
         if retry_after_s is not None:
             delay = min(self.max_backoff_s, max(delay, retry_after_s))
         return delay
+
+    def policy(self) -> Backoff:
+        """These settings as the project's one retry policy."""
+        return Backoff(self.initial_backoff_s, self.max_backoff_s, self.max_attempts)
 
     def worst_case_s(self, timeout_s: float) -> float:
         """The longest delivering one alert to a subscription with ``timeout_s`` can take.

@@ -15,11 +15,11 @@ Trade-offs, chosen for simplicity at alert rates (a few an hour, not thousands a
   policy: about 15 s for a refused connection, 270 s at worst at the defaults).
   Independent progress per subscription would need a consumer group (and offsets) per
   subscription; not worth it until alerts are frequent.
-- The consumer is not polled while deliveries run, so ``max.poll.interval.ms`` is raised
-  to fifteen minutes, and the subscriptions file is refused at start-up when a delivery
-  could take more than half of that (``retry.DELIVERY_BUDGET_S``): a delivery that outlived
-  the interval would get the member evicted, its commit would fail, and the restarted
-  process would start on the same alert again, forever.
+- While deliveries run the consumer polls with its partitions paused (the runtime's
+  ``Session.wait``), so it stays in its group; ``max.poll.interval.ms`` is raised to
+  fifteen minutes all the same, and the subscriptions file is refused at start-up when a
+  delivery could take more than half of that (``retry.DELIVERY_BUDGET_S``), so that an
+  alert's delivery stays bounded.
 - A delivery that raises (a bug, a client error that is not an HTTP error) fails that
   subscription alone: it is dead-lettered and the alert's other deliveries stand.
 - A new group starts at the oldest retained alert (``auto.offset.reset=earliest``), since
@@ -32,9 +32,10 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, ClassVar
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message
 
 from deeptrust.webhooks.delivery import Delivery, WebhookSender
 from deeptrust.webhooks.metrics import WebhookMetrics
@@ -45,16 +46,10 @@ from streams.codec import Encoded, decode
 from streams.config import KafkaSettings
 from streams.dead_letters import dead_letter
 from streams.errors import InvalidInput, Reason
-from streams.exactly_once import (
-    commit_with_offsets,
-    fenced_producer,
-    offset_after,
-    transactional_consumer,
-    usable,
-)
-from streams.lag import LagProbe
+from streams.exactly_once import offset_after
 from streams.metrics import StageMetrics
 from streams.runner import RunnerSettings
+from streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
 from streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
@@ -77,104 +72,112 @@ class AlertWebhookService:
         runner: RunnerSettings,
         metrics: StageMetrics,
         group_id: str | None = None,
+        clients: KafkaClients | None = None,
+    ) -> None:
+        strategy = AlertWebhookStrategy(subscriptions, sender, webhook_metrics, kafka, metrics)
+        self._runtime = ServiceRuntime(
+            strategy,
+            kafka,
+            runner,
+            metrics,
+            1,
+            runner.max_wait_s,
+            group_id=group_id,
+            clients=clients,
+        )
+        log.info(
+            "delivering %s to %d subscription(s) as group %s",
+            *(Topic.ALERTS.value, len(subscriptions), self._runtime.group_id),
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set; the alert in hand is delivered and committed first."""
+        self._runtime.run(stop)
+
+
+class AlertWebhookStrategy(Strategy):
+    """One alert at a time: deliver to every subscription, then commit with its dead letters."""
+
+    name = NAME
+    topics = (Topic.ALERTS,)
+    max_batch = 1
+    consumer_overrides: ClassVar[dict[str, Any]] = {"max.poll.interval.ms": MAX_POLL_MS}
+
+    def __init__(
+        self,
+        subscriptions: Sequence[Subscription],
+        sender: WebhookSender,
+        webhook_metrics: WebhookMetrics,
+        kafka: KafkaSettings,
+        metrics: StageMetrics,
     ) -> None:
         self._subscriptions = tuple(subscriptions)
         self._sender = sender
         self._webhook_metrics = webhook_metrics
-        self._kafka = kafka
-        self._runner = runner
         self._metrics = metrics
         self._topics = TopicNames(kafka.topic_prefix)
-        self._group_id = group_id or f"{kafka.topic_prefix}{NAME}"
-        self._lag = LagProbe(metrics)
+        self._pool: ThreadPoolExecutor | None = None
 
-    def run(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set; the alert in hand is delivered and committed first."""
-        producer = fenced_producer(self._kafka, self._group_id, self._runner)
-        consumer = transactional_consumer(
-            self._kafka, self._group_id, self._runner, **{"max.poll.interval.ms": MAX_POLL_MS}
-        )
-        workers = max(1, len(self._subscriptions))  # all at once: the slowest bounds an alert
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
-        try:
-            consumer.subscribe([self._topics(Topic.ALERTS)])
-            self._metrics.set_ready(True)
-            log.info(
-                "delivering %s to %d subscription(s) as group %s",
-                *(Topic.ALERTS.value, len(self._subscriptions), self._group_id),
-            )
-            while not stop.is_set():
-                message = consumer.poll(self._runner.max_wait_s)
-                self._metrics.heartbeat()
-                self._lag.sample(consumer)
-                if message is not None and usable(message):
-                    self._handle(message, consumer, producer, pool)
-        finally:
-            self._metrics.set_ready(False)
-            pool.shutdown(wait=True)
-            consumer.close()
-            self._sender.close()
-            log.info("webhook notifier stopped")
+    def setup(self) -> None:
+        """One thread per subscription: the slowest bounds an alert, not their sum."""
+        workers = max(1, len(self._subscriptions))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
 
-    def _handle(
-        self, message: Message, consumer: Consumer, producer: Producer, pool: ThreadPoolExecutor
-    ) -> None:
+    def close(self) -> None:
+        """Let deliveries in flight end, then close the HTTP client."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._sender.close()
+
+    def handle(self, messages: list[Message], session: Session) -> Commit | None:
+        """Deliver the alert and commit its offset with what could not be delivered."""
+        if not messages:
+            return None
+        message = messages[0]
         self._metrics.consumed(1)
         started = time.perf_counter()
         try:
             alert = decode(message.value(), message.headers(), AlertEvent)
         except InvalidInput as error:
-            self._commit(message, consumer, producer, [(error, None)])
-            return
+            return self._commit(message, [(error, None)])
         wanted = [s for s in self._subscriptions if s.filter.matches(alert)]
-        deliveries = self._deliver(alert, wanted, pool)
+        deliveries = self._deliver(alert, wanted, session)
         failed = [
             (_undeliverable(delivery), delivery.subscription.name)
             for delivery in deliveries
             if not delivery.delivered
         ]
-        self._commit(message, consumer, producer, failed)
         self._metrics.batch(1, time.perf_counter() - started)
+        return self._commit(message, failed)
 
     def _deliver(
-        self, alert: AlertEvent, wanted: Sequence[Subscription], pool: ThreadPoolExecutor
+        self, alert: AlertEvent, wanted: Sequence[Subscription], session: Session
     ) -> list[Delivery]:
-        """Deliver to every subscription at once; report the loop alive while they run."""
+        """Deliver to every subscription at once; the session keeps the consumer alive."""
+        assert self._pool is not None, "setup() runs before the first alert"
         futures: list[Future[Delivery]] = [
-            pool.submit(self._sender.deliver, subscription, alert) for subscription in wanted
+            self._pool.submit(self._sender.deliver, subscription, alert) for subscription in wanted
         ]
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=1.0, return_when=ALL_COMPLETED)
-            self._metrics.heartbeat()  # waiting on bounded work is not a stalled loop
+        session.wait(futures)
         return [
             _settled(subscription, future, alert)
             for subscription, future in zip(wanted, futures, strict=True)
         ]
 
     def _commit(
-        self,
-        message: Message,
-        consumer: Consumer,
-        producer: Producer,
-        rejected: Sequence[tuple[InvalidInput, str | None]],
-    ) -> None:
+        self, message: Message, rejected: Sequence[tuple[InvalidInput, str | None]]
+    ) -> Commit:
         """Dead-letter what could not be delivered and commit the alert's offset, atomically."""
         dlq = self._topics(Topic.DEAD_LETTERS)
         records = [(dlq, _dead_letter(message, error, name)) for error, name in rejected]
-        next_offset = offset_after(message)
-        commit_with_offsets(
-            producer,
-            consumer,
-            records,
-            [next_offset],
-            self._runner.kafka_timeout_s,
-            self._runner.max_attempts,
-        )
-        for error, name in rejected:
-            self._metrics.dead_lettered(error.reason.value)
-            if name is not None:
-                self._webhook_metrics.dead_lettered(name)
+
+        def committed() -> None:
+            for error, name in rejected:
+                self._metrics.dead_lettered(error.reason.value)
+                if name is not None:
+                    self._webhook_metrics.dead_lettered(name)
+
+        return Commit(records, [offset_after(message)], committed)
 
 
 def _settled(subscription: Subscription, future: Future[Delivery], alert: AlertEvent) -> Delivery:

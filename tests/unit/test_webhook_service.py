@@ -5,21 +5,22 @@ subscription that raise instead of returning must become that subscription's dea
 The integration test runs the whole service on the real broker.
 """
 
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 from prometheus_client import CollectorRegistry
 
 from deeptrust.webhooks.delivery import Delivery, WebhookSender
 from deeptrust.webhooks.metrics import WebhookMetrics
 from deeptrust.webhooks.retry import RetryPolicy
-from deeptrust.webhooks.service import AlertWebhookService, _undeliverable
+from deeptrust.webhooks.service import SUBSCRIPTION_DLQ_HEADER, AlertWebhookService
 from deeptrust.webhooks.subscriptions import Subscription
-from schemas.events import AlertEvent
+from schemas.events import AlertEvent, DeadLetterEvent
 from streams.config import KafkaSettings
 from streams.errors import Reason
 from streams.metrics import StageMetrics
 from streams.runner import RunnerSettings
 from tests.events import alert_event
+from tests.unit.kafka_fakes import FakeCluster
 
 ALERT = alert_event()
 
@@ -40,32 +41,31 @@ def subscriptions() -> list[Subscription]:
     ]
 
 
-def service(subs: list[Subscription]) -> AlertWebhookService:
+def test_a_delivery_that_raises_is_that_subscriptions_failure_only():
+    subs = subscriptions()
     registry = CollectorRegistry()
     webhook_metrics = WebhookMetrics(registry, [s.name for s in subs])
     sender = BuggySender(RetryPolicy(), webhook_metrics, sleep=lambda _: None)
-    return AlertWebhookService(
+    cluster = FakeCluster()
+    cluster.append("unit.alerts.v1", ALERT, ALERT.subject)
+    stop = threading.Event()
+    cluster.on_commit = stop.set
+    notifier = AlertWebhookService(
         subs,
         sender,
         webhook_metrics,
-        KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_prefix="unit."),
+        KafkaSettings(topic_prefix="unit."),
         RunnerSettings(),
         StageMetrics("alert-webhooks", registry),
+        clients=cluster.factory(),
     )
 
+    notifier.run(stop)
 
-def test_a_delivery_that_raises_is_that_subscriptions_failure_only():
-    subs = subscriptions()
-    notifier = service(subs)
-    with ThreadPoolExecutor(max_workers=len(subs)) as pool:
-        deliveries = notifier._deliver(ALERT, subs, pool)
-    assert [(d.subscription.name, d.delivered) for d in deliveries] == [
-        ("first", True),
-        ("buggy", False),
-        ("last", True),
-    ]
-    failed = deliveries[1]
-    assert failed.last_error == "internal error: ValueError: Port out of range 0-65535"
-    letter = _undeliverable(failed)
-    assert letter.reason is Reason.UNDELIVERABLE_ALERT
-    assert letter.detail.startswith("subscription buggy (http://receiver/buggy): not delivered")
+    [(_, letter)] = cluster.committed_to("unit.dlq.v1")
+    assert (SUBSCRIPTION_DLQ_HEADER, b"buggy") in letter.headers
+    event = DeadLetterEvent.model_validate_json(letter.value)
+    assert event.reason == Reason.UNDELIVERABLE_ALERT.value
+    assert event.detail.startswith("subscription buggy (http://receiver/buggy): not delivered")
+    assert event.detail.endswith("internal error: ValueError: Port out of range 0-65535")
+    assert cluster.committed[("unit.alerts.v1", 0)].offset == 1

@@ -10,10 +10,10 @@ trains twice. A request that keeps failing goes to the dead-letter topic after
 are counted on disk before each job starts (:mod:`training.service.attempts`), so a job that
 kills the process counts too.
 
-While a job runs, a message the poll returns anyway (from a partition assigned by a
-rebalance, which starts unpaused) is put back: the consumer seeks to it and pauses its
-partition, so it is read again once the job is over instead of being lost and later
-skipped by a commit.
+While a job runs, the service runtime's session keeps the consumer polling with its
+partitions paused (``Session.wait``): a message the poll returns anyway (from a partition
+assigned by a rebalance, which starts unpaused) is put back and read again once the job is
+over, instead of being lost and later skipped by a commit.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message
 from prometheus_client import Counter, Histogram
 
 from schemas.events import RetrainRequestEvent
@@ -31,15 +33,11 @@ from streams.codec import decode, encode
 from streams.config import KafkaSettings
 from streams.dead_letters import dead_letter
 from streams.errors import InvalidInput, Reason
-from streams.exactly_once import (
-    commit_with_offsets,
-    fenced_producer,
-    offset_after,
-    transactional_consumer,
-    usable,
-)
+from streams.exactly_once import offset_after
 from streams.metrics import StageMetrics
+from streams.retry import RetryPolicy
 from streams.runner import RunnerSettings
+from streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
 from streams.topics import Topic, TopicNames
 from training.service.attempts import ATTEMPTS_FILE, AttemptLog
 from training.service.job import JobOutcome, RetrainJob
@@ -49,6 +47,8 @@ NAME = "retrain"
 MAX_POLL_MS = 600_000
 """Kafka's limit between polls; the paused loop polls every second, so it is never near."""
 JOB_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 3600, 7200)
+JOB_RETRY = RetryPolicy(initial_s=2.0, max_s=30.0)
+"""Between attempts at one request; their number is the runner's ``max_attempts``."""
 
 
 class RetrainMetrics:
@@ -79,63 +79,72 @@ class RetrainService:
         runner: RunnerSettings,
         metrics: StageMetrics,
         attempts: AttemptLog | None = None,
+        clients: KafkaClients | None = None,
+    ) -> None:
+        strategy = RetrainStrategy(job, kafka, runner, metrics, attempts)
+        self._runtime = ServiceRuntime(
+            strategy, kafka, runner, metrics, 1, runner.max_wait_s, clients=clients
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve requests until ``stop`` is set; a job in progress is finished first."""
+        self._runtime.run(stop)
+
+
+class RetrainStrategy(Strategy):
+    """One request at a time; the job runs in a worker thread while the session waits."""
+
+    name = NAME
+    topics = (Topic.RETRAIN,)
+    max_batch = 1
+    consumer_overrides: ClassVar[dict[str, Any]] = {"max.poll.interval.ms": MAX_POLL_MS}
+
+    def __init__(
+        self,
+        job: RetrainJob,
+        kafka: KafkaSettings,
+        runner: RunnerSettings,
+        metrics: StageMetrics,
+        attempts: AttemptLog | None = None,
     ) -> None:
         self._job = job
-        self._kafka = kafka
         self._runner = runner
         self._metrics = metrics
         self._retrain_metrics = RetrainMetrics(metrics)
         self._topics = TopicNames(kafka.topic_prefix)
-        self._group_id = f"{kafka.topic_prefix}{NAME}"
         self._attempts = attempts or AttemptLog(job.work_dir / ATTEMPTS_FILE)
-        self._busy = False
-        """A job is running: whatever the consumer is assigned must stay paused."""
+        self._worker: ThreadPoolExecutor | None = None
 
-    def run(self, stop: threading.Event) -> None:
-        """Serve requests until ``stop`` is set; a job in progress is finished first."""
-        producer = fenced_producer(self._kafka, self._group_id, self._runner)
-        consumer = transactional_consumer(
-            self._kafka, self._group_id, self._runner, **{"max.poll.interval.ms": MAX_POLL_MS}
-        )
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrain-job")
-        try:
-            consumer.subscribe([self._topics(Topic.RETRAIN)], on_assign=self._on_assign)
-            self._metrics.set_ready(True)
-            log.info("retrain consumer waiting on %s", Topic.RETRAIN.value)
-            while not stop.is_set():
-                message = consumer.poll(self._runner.max_wait_s)
-                self._metrics.heartbeat()
-                if message is not None and usable(message):
-                    self._handle(message, consumer, producer, worker)
-        finally:
-            self._metrics.set_ready(False)
-            worker.shutdown(wait=True)
-            consumer.close()
-            log.info("retrain consumer stopped")
+    def setup(self) -> None:
+        """The thread jobs run in, so the consumer can keep polling meanwhile."""
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrain-job")
 
-    def _handle(
-        self, message: Message, consumer: Consumer, producer: Producer, worker: ThreadPoolExecutor
-    ) -> None:
+    def close(self) -> None:
+        """Let a job in progress finish."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+
+    def handle(self, messages: list[Message], session: Session) -> Commit | None:
+        """Run the request's job; commit its candidate, or dead-letter it, or try later."""
+        if not messages:
+            return None
+        message = messages[0]
         self._metrics.consumed(1)
         try:
             request = decode(message.value(), message.headers(), RetrainRequestEvent)
         except InvalidInput as error:
-            self._commit(message, consumer, producer, None, error)
-            return
+            return self._commit(message, None, error)
         request_id = request.event_id
         started_before = self._attempts.count(request_id)
         if started_before >= self._runner.max_attempts:
             # Every earlier attempt started and none finished: the job takes the process down.
             self._retrain_metrics.jobs.labels("failed").inc()
-            self._give_up(
+            return self._give_up(
                 request_id,
                 message,
-                consumer,
-                producer,
                 f"retrain job started {started_before} times without finishing: "
                 "the process died during the last attempt",
             )
-            return
         evidence = {
             "embedding_model": request.key,
             "drift_report_id": request.drift_report_id,
@@ -143,120 +152,63 @@ class RetrainService:
         }
         attempt = self._attempts.start(request_id)  # on disk before the job can crash us
         started = time.perf_counter()
+        assert self._worker is not None, "setup() runs before the first request"
+        future = self._worker.submit(self._job.run, request_id, evidence)
+        session.wait([future])
         try:
-            outcome = self._wait(worker.submit(self._job.run, request_id, evidence), consumer)
+            outcome = future.result()
         except Exception as error:
-            self._failed(request_id, attempt, message, consumer, error)
+            self._retrain_metrics.jobs.labels("failed").inc()
+            log.exception("request %s: attempt %d failed", request_id, attempt, exc_info=error)
             if attempt >= self._runner.max_attempts:
-                self._give_up(
-                    request_id,
-                    message,
-                    consumer,
-                    producer,
-                    f"retrain job failed {attempt} times: {error}",
+                return self._give_up(
+                    request_id, message, f"retrain job failed {attempt} times: {error}"
                 )
-            return
+            # Read the request again after a backoff of seconds, not the batch backoff: a job
+            # takes minutes and its usual failures (MLflow, the store) are slow to clear.
+            session.rewind(message)
+            session.pause_for(JOB_RETRY.delay_s(attempt))
+            return None
         self._retrain_metrics.seconds.observe(time.perf_counter() - started)
-        self._commit(message, consumer, producer, outcome, None)
-        self._retrain_metrics.jobs.labels("registered").inc()
-        self._attempts.clear(request_id)
-        log.info("request %s: version %s is the candidate", request_id, outcome.version)
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Take a (re)assignment; while a job runs, keep the new partitions paused."""
-        consumer.assign(partitions)
-        if self._busy and partitions:
-            consumer.pause(partitions)
-            log.info("assigned %d partitions during a job: paused", len(partitions))
+        def registered() -> None:
+            self._retrain_metrics.jobs.labels("registered").inc()
+            self._attempts.clear(request_id)
+            log.info("request %s: version %s is the candidate", request_id, outcome.version)
 
-    def _wait(self, future: Future[JobOutcome], consumer: Consumer) -> JobOutcome:
-        """Keep the consumer in its group (paused, heartbeating) until the job ends.
+        return self._commit(message, outcome, None, registered)
 
-        A message returned meanwhile (a partition assigned after the pause) is put back:
-        seek to it, pause its partition, and it is polled again after the job.
-        """
-        self._busy = True
-        consumer.pause(consumer.assignment())
-        try:
-            while not future.done():
-                message = consumer.poll(1.0)  # keeps the membership alive
-                self._metrics.heartbeat()
-                if message is not None and usable(message):
-                    self._put_back(message, consumer)
-            return future.result()
-        finally:
-            self._busy = False
-            consumer.resume(consumer.assignment())
-
-    @staticmethod
-    def _put_back(message: Message, consumer: Consumer) -> None:
-        """Rewind ``message``'s partition to it and pause that partition."""
-        topic, partition = message.topic() or "", message.partition() or 0
-        offset = message.offset() or 0
-        consumer.seek(TopicPartition(topic, partition, offset))
-        consumer.pause([TopicPartition(topic, partition)])
-        log.info("a job is running: %s[%d]@%d put back for later", topic, partition, offset)
-
-    def _failed(
-        self,
-        request_id: str,
-        attempt: int,
-        message: Message,
-        consumer: Consumer,
-        error: Exception,
-    ) -> None:
-        """Count and log a failed attempt; rewind to the request if it gets another."""
-        self._retrain_metrics.jobs.labels("failed").inc()
-        log.exception("request %s: attempt %d failed", request_id, attempt, exc_info=error)
-        if attempt < self._runner.max_attempts:
-            # Read the request again: rewind to it and let the next poll return it.
-            tp = TopicPartition(
-                self._topics(Topic.RETRAIN), message.partition() or 0, message.offset() or 0
-            )
-            consumer.seek(tp)
-            # Backoff before retrying: seconds, not the runner's half-second batch backoff,
-            # since a job takes minutes and its usual failures (MLflow, the store) are slow.
-            time.sleep(min(30.0, 2.0**attempt))
-
-    def _give_up(
-        self,
-        request_id: str,
-        message: Message,
-        consumer: Consumer,
-        producer: Producer,
-        detail: str,
-    ) -> None:
+    def _give_up(self, request_id: str, message: Message, detail: str) -> Commit:
         """Dead-letter the request (``training_failed``) and forget its attempts."""
         invalid = InvalidInput(Reason.TRAINING_FAILED, detail)
-        self._commit(message, consumer, producer, None, invalid)
-        self._attempts.clear(request_id)
-        self._job.discard_checkpoints(request_id)
-        log.error("request %s dead-lettered: %s", request_id, detail)
+
+        def forget() -> None:
+            self._attempts.clear(request_id)
+            self._job.discard_checkpoints(request_id)
+            log.error("request %s dead-lettered: %s", request_id, detail)
+
+        return self._commit(message, None, invalid, forget)
 
     def _commit(
         self,
         message: Message,
-        consumer: Consumer,
-        producer: Producer,
         outcome: JobOutcome | None,
         rejected: InvalidInput | None,
-    ) -> None:
+        then: Callable[[], None] | None = None,
+    ) -> Commit:
         """Announce the candidate (or dead-letter the request) and commit its offset, atomically."""
         records = []
         if outcome is not None:
             records.append((self._topics(Topic.MODELS), encode(outcome.event, outcome.event.key)))
         if rejected is not None:
             records.append((self._topics(Topic.DEAD_LETTERS), dead_letter(NAME, message, rejected)))
-        next_offset = offset_after(message)
-        commit_with_offsets(
-            producer,
-            consumer,
-            records,
-            [next_offset],
-            self._runner.kafka_timeout_s,
-            self._runner.max_attempts,
-        )
-        if outcome is not None:
-            self._metrics.produced(Topic.MODELS.value)
-        if rejected is not None:
-            self._metrics.dead_lettered(rejected.reason.value)
+
+        def committed() -> None:
+            if outcome is not None:
+                self._metrics.produced(Topic.MODELS.value)
+            if rejected is not None:
+                self._metrics.dead_lettered(rejected.reason.value)
+            if then is not None:
+                then()
+
+        return Commit(records, [offset_after(message)], committed)

@@ -1,0 +1,424 @@
+"""The one service loop every long-running Kafka service runs on.
+
+A stage, the drift processor, the alert notifier and the retrain consumer differ in what
+they do with the messages they read and what they commit, not in how they talk to Kafka.
+:class:`ServiceRuntime` owns the clients (a read_committed consumer in a static group and a
+transactional producer that fences its predecessor), readiness, heartbeat, lag, the
+transaction, shutdown and recovery; a :class:`Strategy` says what to do with each batch and
+returns a :class:`Commit` (records to produce, offsets to commit) for one transaction.
+
+Recovery happens in process. A fenced producer, a transaction the broker aborted, a broker
+that is gone for minutes: the runtime drops the work in hand, re-creates its clients (same
+transactional id, same static member id, so it takes its partitions straight back) and the
+strategy resumes from the committed offsets and state, as Kafka Streams does with a migrated
+task. ``/readyz`` says not ready while the service is cut off, and
+``deeptrust_recoveries_total{cause}`` counts each recovery. Only configuration and permission
+errors stop the process (:mod:`streams.kafka_errors`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams.codec import Encoded
+from streams.config import KafkaSettings
+from streams.exactly_once import Instance, commit_with_offsets, consumer_config, producer_config
+from streams.kafka_errors import (
+    CUT_OFF_CODES,
+    Action,
+    ServiceStopped,
+    action_for,
+    describe,
+    error_of,
+    why_stopped,
+)
+from streams.lag import LagProbe
+from streams.metrics import StageMetrics
+from streams.retry import RetryPolicy
+from streams.topics import Topic, TopicNames
+
+log = logging.getLogger(__name__)
+
+RECONNECT = RetryPolicy(initial_s=0.5, max_s=10.0)
+"""Waits between attempts to get working clients back: soon at first, then every 10 s."""
+COMMIT_RETRY = RetryPolicy(initial_s=0.5, max_s=5.0, max_attempts=5)
+"""Retriable transaction errors (a coordinator moving, a timeout) before re-creating."""
+KEEP_ALIVE_POLL_S = 1.0
+"""How often a paused consumer polls while long work runs: its group membership lives on it."""
+CONNECTION_PROBE_S = 1.0
+"""How often a cut-off service asks the cluster for metadata to learn it is back."""
+
+
+class Interrupted(Exception):
+    """Stop was requested while the strategy waited: the work in hand is not committed."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One transaction: records to produce and the input offsets they complete."""
+
+    records: Sequence[tuple[str, Encoded]]
+    offsets: Sequence[TopicPartition]
+    committed: Callable[[], None] = field(default=lambda: None)
+    """Called once the transaction is committed (counting, forgetting what it covered)."""
+
+
+class Strategy(ABC):
+    """What a service does with its input; the runtime does everything Kafka."""
+
+    name: str
+    topics: Sequence[Topic]
+    max_batch: int | None = None
+    """Messages per step; ``None`` takes the runner settings' ``max_batch``."""
+    consumer_overrides: ClassVar[dict[str, Any]] = {}
+
+    def setup(self) -> None:  # noqa: B027 - optional hook
+        """Load models and open resources, once, before the first clients exist."""
+
+    def start(self, session: Session) -> None:  # noqa: B027 - optional hook
+        """Begin on fresh clients: forget in-memory work, restore state from Kafka."""
+
+    def assigned(self, session: Session, partitions: list[TopicPartition]) -> None:  # noqa: B027
+        """Partitions were assigned to this instance."""
+
+    def revoked(self, session: Session, partitions: list[TopicPartition]) -> None:  # noqa: B027
+        """Partitions were taken away: drop state kept for them."""
+
+    @abstractmethod
+    def handle(self, messages: list[Message], session: Session) -> Commit | None:
+        """Process one poll's messages (maybe none); return what to commit, if anything."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``setup`` acquired."""
+
+
+class KafkaClients:
+    """Makes the runtime's clients; tests of its failure paths inject their own."""
+
+    def consumer(self, config: dict[str, Any]) -> Consumer:
+        """A consumer with ``config``."""
+        return Consumer(config)
+
+    def producer(self, config: dict[str, Any]) -> Producer:
+        """A producer with ``config``."""
+        return Producer(config)
+
+
+class ClientErrors:
+    """What librdkafka reports through ``error_cb``, kept for the loop to act on.
+
+    Losing every broker, and failed authentication, are client-level errors: they never come
+    back from ``consume`` as messages, only through this callback, which librdkafka calls
+    from inside the client's own ``poll``/``consume`` on the loop's thread.
+    """
+
+    def __init__(self) -> None:
+        self.cut_off: str | None = None
+        self.stopping: KafkaError | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        """Note one error (the ``error_cb`` of both clients)."""
+        if action_for(error) is Action.STOP or error.fatal():
+            self.stopping = self.stopping or error
+        elif error.code() in CUT_OFF_CODES:
+            self.cut_off = str(error)
+        else:
+            log.warning("kafka client: %s", error)
+
+
+class Session:
+    """One set of live clients, and what a strategy may ask of them while it works."""
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        stop: threading.Event,
+        metrics: StageMetrics,
+        strategy: Strategy,
+        kafka_timeout_s: float,
+        errors: ClientErrors | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.consumer = consumer
+        self._errors = errors or ClientErrors()
+        self.producer = producer
+        self._stop = stop
+        self._metrics = metrics
+        self._strategy = strategy
+        self._kafka_timeout_s = kafka_timeout_s
+        self._clock = clock
+        self._busy = False
+        self._cut_off = False
+        self._last_probe = float("-inf")
+        self.committed_any = False
+
+    # -- rebalancing -------------------------------------------------------------------
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Take the assignment; while long work runs, keep the new partitions paused."""
+        consumer.assign(partitions)
+        self._strategy.assigned(self, partitions)
+        if self._busy and partitions:
+            consumer.pause(partitions)
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Let the strategy drop state for partitions that are no longer ours."""
+        self._strategy.revoked(self, partitions)
+
+    # -- what a strategy may ask -------------------------------------------------------
+
+    def committed(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The group's committed offsets (with their metadata) for ``partitions``."""
+        found: list[TopicPartition] = self.consumer.committed(
+            partitions, timeout=self._kafka_timeout_s
+        )
+        return found
+
+    def rewind(self, message: Message) -> None:
+        """Read ``message`` again on the next poll."""
+        self.consumer.seek(
+            TopicPartition(message.topic() or "", message.partition() or 0, message.offset() or 0)
+        )
+
+    def wait(self, futures: Iterable[Future[Any]]) -> None:
+        """Keep the group membership alive while work in other threads runs to its end.
+
+        The consumer polls with its partitions paused, so it takes nothing new; a message a
+        poll returns anyway (from a partition assigned meanwhile, which starts unpaused) is
+        put back: its partition is rewound to it and paused. Stop is not checked: the work
+        in hand is finished first.
+        """
+        pending = set(futures)
+        self._while_paused(lambda: bool(pending) and _still_pending(pending))
+
+    def pause_for(self, seconds: float) -> None:
+        """Back off for ``seconds`` without leaving the group; raise if stop is requested."""
+        deadline = self._clock() + seconds
+        self._while_paused(lambda: self._clock() < deadline and not self._stop.is_set())
+        if self._stop.is_set():
+            raise Interrupted
+
+    def _while_paused(self, waiting: Callable[[], bool]) -> None:
+        self._busy = True
+        self.consumer.pause(self.consumer.assignment())
+        try:
+            while waiting():
+                message = self.consumer.poll(KEEP_ALIVE_POLL_S)
+                self._metrics.heartbeat()
+                if message is not None and self.usable(message):
+                    self.rewind(message)
+                    self.consumer.pause(
+                        [TopicPartition(message.topic() or "", message.partition() or 0)]
+                    )
+        finally:
+            self._busy = False
+            self.consumer.resume(self.consumer.assignment())
+
+    # -- used by the runtime -----------------------------------------------------------
+
+    def usable(self, message: Message) -> bool:
+        """Tell a message from a consumer error; note when the cluster is out of reach."""
+        error = message.error()
+        if error is None:
+            return True
+        if error.fatal() or action_for(error) is Action.STOP:
+            raise KafkaException(error)
+        if error.code() in CUT_OFF_CODES:
+            self._mark_cut_off(str(error))
+        else:
+            log.warning("consumer error on %s: %s", message.topic(), error)
+        return False
+
+    def commit(self, commit: Commit) -> None:
+        """Run ``commit`` as one transaction; retriable errors are retried, others raise."""
+        for attempt in range(1, (COMMIT_RETRY.max_attempts or 1) + 1):
+            try:
+                commit_with_offsets(
+                    self.producer,
+                    self.consumer,
+                    commit.records,
+                    list(commit.offsets),
+                    self._kafka_timeout_s,
+                    COMMIT_RETRY.max_attempts or 1,
+                )
+                break
+            except KafkaException as exception:
+                error = error_of(exception)
+                if error is None or action_for(error) is not Action.RETRY:
+                    raise
+                self._mark_cut_off(f"transaction failed: {error}")
+                if COMMIT_RETRY.exhausted(attempt):
+                    raise
+                self._metrics.failed_batch()
+                log.warning("transaction attempt %d: %s; retrying", attempt, error)
+                self.pause_for(COMMIT_RETRY.delay_s(attempt))
+        self.committed_any = True
+        self._back_in_touch()
+        commit.committed()
+
+    def check_connection(self) -> None:
+        """Act on client errors; while cut off, ask for metadata now and then.
+
+        An error that stops the service is raised here; the service is ready again once the
+        cluster answers a metadata request (or a transaction goes through).
+        """
+        self.producer.poll(0)  # serves the producer's error_cb
+        if self._errors.stopping is not None:
+            raise KafkaException(self._errors.stopping)
+        if self._errors.cut_off is not None:
+            self._mark_cut_off(self._errors.cut_off)
+            self._errors.cut_off = None
+            return
+        if not self._cut_off or self._clock() - self._last_probe < CONNECTION_PROBE_S:
+            return
+        self._last_probe = self._clock()
+        try:
+            if self.consumer.list_topics(timeout=CONNECTION_PROBE_S).brokers:
+                self._back_in_touch()
+        except KafkaException:
+            return
+
+    def _mark_cut_off(self, why: str) -> None:
+        if not self._cut_off:
+            log.warning("%s: cut off from the cluster (%s)", self._strategy.name, why)
+        self._cut_off = True
+        self._metrics.set_ready(False)
+
+    def _back_in_touch(self) -> None:
+        if self._cut_off:
+            log.info("%s: in touch with the cluster again", self._strategy.name)
+        self._cut_off = False
+        self._metrics.set_ready(True)
+
+
+def _still_pending(pending: set[Future[Any]]) -> bool:
+    done, not_done = wait(pending, timeout=0)
+    pending.difference_update(done)
+    return bool(not_done)
+
+
+class ServiceRuntime:
+    """Runs one :class:`Strategy` against Kafka until told to stop, surviving the cluster."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        kafka: KafkaSettings,
+        instance: Instance,
+        metrics: StageMetrics,
+        max_batch: int,
+        max_wait_s: float,
+        group_id: str | None = None,
+        clients: KafkaClients | None = None,
+        reconnect: RetryPolicy = RECONNECT,
+    ) -> None:
+        self._strategy = strategy
+        self._kafka = kafka
+        self._instance = instance
+        self._metrics = metrics
+        self._max_batch = strategy.max_batch or max_batch
+        self._max_wait_s = max_wait_s
+        self._group_id = group_id or f"{kafka.topic_prefix}{strategy.name}"
+        self._clients = clients or KafkaClients()
+        self._reconnect = reconnect
+        self._topics = TopicNames(kafka.topic_prefix)
+        self._lag = LagProbe(metrics)
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group, and the stem of the transactional id."""
+        return self._group_id
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; re-create the clients whenever they are lost."""
+        self._strategy.setup()
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    session = self._serve(stop)
+                    failures = 0 if session is None or session.committed_any else failures
+                except KafkaException as exception:
+                    error = error_of(exception)
+                    if error is None or action_for(error) is Action.STOP:
+                        why = "unknown error" if error is None else why_stopped(error)
+                        raise ServiceStopped(
+                            f"{self._strategy.name}: {exception} ({why})"
+                        ) from exception
+                    failures += 1
+                    self._metrics.recovered(describe(error))
+                    delay = self._reconnect.delay_s(failures)
+                    log.warning(
+                        "%s: %s; re-creating the clients in %.1fs and resuming from the "
+                        "committed offsets",
+                        *(self._strategy.name, error, delay),
+                    )
+                    stop.wait(delay)
+        finally:
+            self._strategy.close()
+            log.info("%s stopped", self._strategy.name)
+
+    def _serve(self, stop: threading.Event) -> Session | None:
+        """One life of the clients: until stop (returns) or a Kafka error (raises)."""
+        errors = ClientErrors()
+        producer = self._clients.producer(
+            {**producer_config(self._kafka, self._group_id, self._instance), "error_cb": errors}
+        )
+        # Fence a predecessor first: what it left open must not hide the state read next.
+        producer.init_transactions(self._instance.kafka_timeout_s)
+        overrides = {**self._strategy.consumer_overrides, "error_cb": errors}
+        consumer = self._clients.consumer(
+            consumer_config(self._kafka, self._group_id, self._instance, **overrides)
+        )
+        session = Session(
+            consumer,
+            producer,
+            stop,
+            self._metrics,
+            self._strategy,
+            self._instance.kafka_timeout_s,
+            errors,
+        )
+        try:
+            consumer.subscribe(
+                [self._topics(topic) for topic in self._strategy.topics],
+                on_assign=session.on_assign,
+                on_revoke=session.on_revoke,
+            )
+            self._strategy.start(session)
+            self._metrics.set_ready(True)
+            log.info(
+                "%s consuming %s", self._strategy.name, [t.value for t in self._strategy.topics]
+            )
+            while not stop.is_set():
+                messages = consumer.consume(self._max_batch, self._max_wait_s)
+                self._metrics.heartbeat()
+                session.check_connection()
+                usable = [message for message in messages if session.usable(message)]
+                self._lag.sample(consumer)
+                commit = self._strategy.handle(usable, session)
+                if commit is not None:
+                    session.commit(commit)
+        except Interrupted:
+            log.info("%s: stopping with the batch in hand uncommitted", self._strategy.name)
+        finally:
+            self._metrics.set_ready(False)
+            _close(consumer)
+        return session
+
+
+def _close(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as error:
+        log.warning("closing the consumer: %s", error)

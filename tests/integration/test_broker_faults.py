@@ -1,0 +1,135 @@
+"""Stages ride out what production clusters do: a broker restart, a fencing intruder.
+
+These tests run on a broker of their own (the session's is shared and must stay up), and
+each ends with every upload's events read back exactly once (read_committed, counted by
+image id) and every stage process still running.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Producer
+
+from schemas.events import CaptionedEvent, DetectedEvent
+from streams.config import KafkaSettings
+from streams.local_broker import LocalBroker, free_port
+from streams.reader import read_to_end, read_until
+from streams.topics import Topic, TopicNames, create_topics
+from tests.conftest import StartStage, wait_for
+from tests.images import sample_paths, small_photo
+
+pytestmark = pytest.mark.integration
+UPLOADS = 240
+OUTAGE_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    broker = LocalBroker(
+        tmp_path_factory.mktemp("kafka-faults"), port=free_port(), controller_port=free_port()
+    )
+    broker.start(timeout_s=180)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def kafka(own_broker: LocalBroker) -> KafkaSettings:
+    """This module's topics, on the broker it may restart (overrides the session's)."""
+    settings = KafkaSettings(
+        bootstrap_servers=own_broker.bootstrap_servers, topic_prefix=f"f{uuid.uuid4().hex[:10]}."
+    )
+    create_topics(settings, partitions=3)
+    return settings
+
+
+def upload(uploads, first: int, last: int, flush: bool = True) -> set[str]:
+    """Upload photos ``img-first`` .. ``img-(last-1)``; librdkafka queues them if need be."""
+    photos = [small_photo(path, 64) for path in sample_paths()]
+    sent = [
+        uploads.upload(photos[i % len(photos)], f"{i}.jpg", image_id=f"img-{i}")
+        for i in range(first, last)
+    ]
+    if flush:
+        uploads.flush()
+    return {event.image_id for event in sent}
+
+
+def assert_exactly_once(kafka: KafkaSettings, topic: str, model, expected: set[str]) -> None:
+    def complete(received) -> bool:
+        return expected <= {item.event.image_id for item in received}
+
+    read_until(kafka, topic, model, complete, 180)
+    counts = Counter(item.event.image_id for item in read_to_end(kafka, topic, model, 60))
+    assert set(counts) == expected, f"lost: {sorted(expected - set(counts))[:5]}"
+    duplicated = {image_id: n for image_id, n in counts.items() if n > 1}
+    assert duplicated == {}
+
+
+def test_stages_ride_out_a_broker_restart(
+    kafka: KafkaSettings,
+    topics: TopicNames,
+    uploads,
+    start_stage: StartStage,
+    own_broker: LocalBroker,
+):
+    batches = {"DEEPTRUST_RUNNER_MAX_BATCH": "8", "DEEPTRUST_RUNNER_KAFKA_TIMEOUT_S": "10"}
+    detect = start_stage("detect", **batches)
+    caption = start_stage("caption", **batches)
+    expected = upload(uploads, 0, UPLOADS // 2)
+    wait_for(
+        lambda: detect.metric("deeptrust_produced_total", topic=Topic.DETECTED.value) >= 24,
+        90,
+        "detect under way",
+    )
+
+    own_broker.stop()
+    down_since = time.monotonic()
+    expected |= upload(uploads, UPLOADS // 2, UPLOADS, flush=False)  # sent once it is back
+    wait_for(lambda: detect.get("/readyz") == 503, 60, "detect to report itself cut off")
+    wait_for(lambda: caption.get("/readyz") == 503, 60, "caption to report itself cut off")
+    # The outage itself: the broker stays down this long whatever the stages do meanwhile.
+    remaining = OUTAGE_S - (time.monotonic() - down_since)
+    if remaining > 0:
+        time.sleep(remaining)
+    own_broker.start(timeout_s=120)
+    uploads.flush()
+
+    assert_exactly_once(kafka, topics(Topic.DETECTED), DetectedEvent, expected)
+    assert_exactly_once(kafka, topics(Topic.CAPTIONED), CaptionedEvent, expected)
+    for stage in (detect, caption):
+        assert stage.returncode is None, stage.log_tail()
+        wait_for(lambda stage=stage: stage.get("/readyz") == 200, 60, f"{stage.name} ready again")
+
+
+def test_a_stage_fenced_by_an_intruder_recovers_in_process(
+    kafka: KafkaSettings, topics: TopicNames, uploads, start_stage: StartStage
+):
+    detect = start_stage("detect", DEEPTRUST_RUNNER_MAX_BATCH="8")
+    expected = upload(uploads, 0, UPLOADS // 2)
+    wait_for(
+        lambda: detect.metric("deeptrust_produced_total", topic=Topic.DETECTED.value) >= 24,
+        90,
+        "detect under way",
+    )
+
+    # Another producer with detect's transactional id: the broker fences detect's producer.
+    intruder = Producer(
+        {**kafka.client_config(), "transactional.id": f"{kafka.topic_prefix}detect-0"}
+    )
+    intruder.init_transactions(30)
+    expected |= upload(uploads, UPLOADS // 2, UPLOADS)
+
+    assert_exactly_once(kafka, topics(Topic.DETECTED), DetectedEvent, expected)
+    assert detect.returncode is None, detect.log_tail()
+    recoveries = sum(
+        value
+        for (name, _), value in detect.metrics().items()
+        if name == "deeptrust_recoveries_total"
+    )
+    assert recoveries >= 1, detect.log_tail()

@@ -1,0 +1,272 @@
+"""The stage runner's retry, recovery, poison-pill and budget paths, on scripted clients."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from schemas.events import DeadLetterEvent, UploadEvent
+from streams.dead_letters import Tally
+from streams.errors import DeadLetterRateExceeded, InvalidInput, Reason
+from streams.kafka_errors import ServiceStopped
+from streams.metrics import StageMetrics
+from streams.runner import RunnerSettings, StageRunner
+from streams.stage import Output, Result
+from streams.topics import Topic
+from tests.events import upload_event
+from tests.unit.kafka_fakes import FakeCluster, error_message
+
+PREFIX = "t."
+UPLOADS = f"{PREFIX}uploads.v1"
+DETECTED = f"{PREFIX}detected.v1"
+DLQ = f"{PREFIX}dlq.v1"
+
+
+class EchoStage:
+    """Emits each upload to detected.v1; fails as scripted."""
+
+    name = "echo"
+    input_topic = Topic.UPLOADS
+    input_model = UploadEvent
+
+    def __init__(self, poison: Sequence[str] = (), outage_calls: int = 0) -> None:
+        self.poison = set(poison)
+        self.outage_calls = outage_calls
+        self.calls = 0
+        self.wrong_count_calls = 0
+
+    def setup(self) -> None:
+        pass
+
+    def prepare(self, event: UploadEvent) -> UploadEvent:
+        if event.image_id.startswith("invalid"):
+            raise InvalidInput(Reason.MISSING_OBJECT, event.image_id)
+        return event
+
+    def process(self, items: Sequence[UploadEvent]) -> list[Result]:
+        self.calls += 1
+        if self.outage_calls > 0:
+            self.outage_calls -= 1
+            raise ConnectionError("model server down")
+        if self.wrong_count_calls > 0:
+            self.wrong_count_calls -= 1
+            return []
+        bad = [item.image_id for item in items if item.image_id in self.poison]
+        if bad:
+            raise ValueError(f"cannot process {bad[0]}")
+        return [[Output(Topic.DETECTED, item)] for item in items]
+
+    def close(self) -> None:
+        pass
+
+
+def settings(**overrides: object) -> RunnerSettings:
+    fields = {"max_batch": 8, "max_attempts": 2, "backoff_s": 0.0, "max_backoff_s": 0.0}
+    return RunnerSettings.model_validate(fields | overrides)
+
+
+def run_until(
+    cluster: FakeCluster,
+    stage: EchoStage,
+    done,
+    runner_settings: RunnerSettings | None = None,
+    metrics: StageMetrics | None = None,
+) -> StageMetrics:
+    """Run the stage until ``done(cluster)`` holds after a commit (or it raises)."""
+    from streams.config import KafkaSettings
+
+    stop = threading.Event()
+    previous = cluster.on_commit
+
+    def check() -> None:
+        if previous is not None:
+            previous()
+        if done(cluster):
+            stop.set()
+
+    cluster.on_commit = check
+    metrics = metrics or StageMetrics(stage.name)
+    kafka = KafkaSettings(topic_prefix=PREFIX)
+    StageRunner(stage, kafka, runner_settings or settings(), metrics, cluster.factory()).run(stop)
+    return metrics
+
+
+def uploads(cluster: FakeCluster, *image_ids: str) -> None:
+    for index, image_id in enumerate(image_ids):
+        cluster.append(UPLOADS, upload_event(event_id=f"e-{index}", image_id=image_id), image_id)
+
+
+def image_ids(cluster: FakeCluster, topic: str) -> list[str]:
+    return [record.key.decode() for _, record in cluster.committed_to(topic)]
+
+
+def sample(metrics: StageMetrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, {"stage": "echo", **labels})
+    return 0.0 if value is None else value
+
+
+def test_a_fenced_producer_is_replaced_and_the_batch_redone_once():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b", "c")
+    fenced = KafkaException(KafkaError(KafkaError._FENCED, "old epoch", fatal=True))
+    cluster.commit_failures.append(fenced)
+
+    metrics = run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 3)
+
+    assert image_ids(cluster, DETECTED) == ["a", "b", "c"]
+    assert cluster.producers == 2
+    assert cluster.consumers == 2
+    assert sample(metrics, "deeptrust_recoveries_total", cause="fenced") == 1
+    assert cluster.committed[(UPLOADS, 0)].offset == 3
+
+
+def test_a_retriable_commit_error_is_retried_on_the_same_clients():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b")
+    timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True))
+    cluster.commit_failures.append(timeout)
+
+    run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 2)
+
+    assert image_ids(cluster, DETECTED) == ["a", "b"]
+    assert cluster.producers == 1
+
+
+def test_failed_authentication_stops_the_service():
+    cluster = FakeCluster()
+    uploads(cluster, "a")
+    cluster.client_errors.append(KafkaError(KafkaError.SASL_AUTHENTICATION_FAILED))
+
+    with pytest.raises(ServiceStopped, match="credentials"):
+        run_until(cluster, EchoStage(), lambda c: False)
+    assert cluster.records == []
+
+
+def test_an_authorisation_error_stops_the_service():
+    cluster = FakeCluster()
+    uploads(cluster, "a")
+    cluster.consume_errors.append(error_message(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+
+    with pytest.raises(ServiceStopped, match="not retried"):
+        run_until(cluster, EchoStage(), lambda c: False)
+    assert cluster.records == []
+
+
+def test_a_lost_cluster_marks_the_service_not_ready_until_it_answers():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b")
+    cluster.client_errors.append(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    cluster.unreachable_probes = 1
+    metrics = StageMetrics("echo")
+    seen: list[tuple[str, bool]] = []
+
+    class Watched(EchoStage):
+        def process(self, items):
+            seen.append(("processing", metrics.is_ready()))
+            return super().process(items)
+
+    one_at_a_time = settings(max_batch=1)
+    done = lambda c: len(c.committed_to(DETECTED)) >= 2  # noqa: E731
+    run_until(cluster, Watched(), done, one_at_a_time, metrics=metrics)
+
+    # cut off while the first is processed; its commit shows the cluster is back
+    assert seen == [("processing", False), ("processing", True)]
+
+
+def test_a_poison_pill_is_dead_lettered_alone_after_the_retries():
+    cluster = FakeCluster()
+    uploads(cluster, "warm")
+    uploads(cluster, "a", "b", "pill", "c", "d")
+    stage = EchoStage()
+
+    def poison_after_first_batch(c: FakeCluster) -> bool:
+        stage.poison = {"pill"}
+        return len(c.committed_to(DETECTED)) + len(c.committed_to(DLQ)) >= 6
+
+    metrics = run_until(cluster, stage, poison_after_first_batch, settings(max_batch=1))
+    # one at a time first (max_batch=1 reads "warm" alone), then the rest in batches of 1
+    assert image_ids(cluster, DETECTED) == ["warm", "a", "b", "c", "d"]
+    [(_, letter)] = cluster.committed_to(DLQ)
+    event = DeadLetterEvent.model_validate_json(letter.value)
+    assert event.reason == "processing_failed"
+    assert "ValueError: cannot process pill" in event.detail
+    assert sample(metrics, "deeptrust_dead_lettered_total", reason="processing_failed") == 1
+
+
+def test_a_poison_pill_inside_a_batch_is_found_by_bisection():
+    cluster = FakeCluster()
+    uploads(cluster, "warm")
+    cluster_ids = ["a", "b", "c", "pill", "d", "e", "f"]
+    stage = EchoStage()
+    first = True
+
+    def after_warm(c: FakeCluster) -> bool:
+        nonlocal first
+        if first:
+            first = False
+            uploads(c, *cluster_ids)
+            stage.poison = {"pill"}
+        return len(c.committed_to(DETECTED)) + len(c.committed_to(DLQ)) >= 8
+
+    run_until(cluster, stage, after_warm)
+
+    assert image_ids(cluster, DETECTED) == ["warm", "a", "b", "c", "d", "e", "f"]
+    assert image_ids(cluster, DLQ) == ["pill"]
+
+
+def test_an_outage_that_hits_every_item_is_retried_not_dead_lettered():
+    cluster = FakeCluster()
+    uploads(cluster, "warm")
+    stage = EchoStage()
+    first = True
+
+    def outage_after_warm(c: FakeCluster) -> bool:
+        nonlocal first
+        if first:
+            first = False
+            uploads(c, "a", "b", "c")
+            stage.outage_calls = 9  # batch attempts, the bisection and the control all fail
+        return len(c.committed_to(DETECTED)) >= 4
+
+    metrics = run_until(cluster, stage, outage_after_warm)
+
+    assert image_ids(cluster, DETECTED) == ["warm", "a", "b", "c"]
+    assert cluster.committed_to(DLQ) == []
+    assert sample(metrics, "deeptrust_failed_batches_total") >= 4
+
+
+def test_a_stage_returning_the_wrong_number_of_results_is_retried():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b")
+    stage = EchoStage()
+    stage.wrong_count_calls = 1
+
+    metrics = run_until(cluster, stage, lambda c: len(c.committed_to(DETECTED)) >= 2)
+
+    assert image_ids(cluster, DETECTED) == ["a", "b"]
+    assert sample(metrics, "deeptrust_failed_batches_total") == 1
+
+
+def test_the_dead_letter_tally_travels_with_the_committed_offset():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "invalid-1", "b")
+
+    run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 2)
+
+    assert Tally.decode(cluster.committed[(UPLOADS, 0)].metadata) == Tally(2, 1, 0)
+
+
+def test_a_restarted_stage_keeps_the_dead_letter_tally_of_its_predecessor():
+    cluster = FakeCluster()
+    uploads(cluster, *[f"invalid-{i}" for i in range(5)])
+    tight = settings(dlq_max_consecutive=8, dlq_min_inputs=1000)
+    run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DLQ)) >= 5, tight)
+    assert Tally.decode(cluster.committed[(UPLOADS, 0)].metadata).consecutive == 5
+
+    uploads(cluster, *[f"invalid-{i}" for i in range(5, 10)])
+    with pytest.raises(DeadLetterRateExceeded, match="in a row"):
+        run_until(cluster, EchoStage(), lambda c: False, tight)
+    assert len(cluster.committed_to(DLQ)) == 5
