@@ -87,10 +87,7 @@ class _DlqGroup(click.Group):
         try:
             return super().invoke(ctx)
         except TimeoutError as error:
-            raise click.ClickException(
-                f"{error} (a slow cluster: raise --timeout; or a redrive in progress, "
-                "whose open transaction holds the redrive marks back until it ends)"
-            ) from error
+            raise click.ClickException(f"{error}; a larger --timeout may do") from error
         except MissingTopic as error:
             raise click.ClickException(str(error)) from error
 

@@ -5,7 +5,8 @@ Each batch of redriven messages and the records that mark their letters redriven
 message is back on its topic if and only if its letter is marked. The producer's
 transactional id is one per topic set, so a redrive first fences any other (a crashed or a
 concurrent one) and aborts what it left open, and only then reads the marks: what it
-decides from can no longer change under it. A crash mid-redrive therefore neither loses a
+decides from can no longer change under it (read before fencing, a concurrent redrive could
+still commit marks it did not see). A crash mid-redrive therefore neither loses a
 letter (it is unmarked, the next redrive sends it) nor repeats one (it is marked).
 """
 
@@ -68,6 +69,11 @@ def read_redriven(kafka: KafkaSettings, timeout_s: float) -> dict[str, DeadLette
     return {r.event.dead_letter_id: r.event for r in records}
 
 
+def redrive_producer(kafka: KafkaSettings, settings: RedriveSettings) -> Producer:
+    """The one transactional producer of this topic set's redrives, its predecessors fenced."""
+    return fenced_producer(kafka, f"{kafka.topic_prefix}dlq-redrive", settings)
+
+
 def redrive(
     kafka: KafkaSettings,
     letters: Sequence[Letter],
@@ -82,8 +88,9 @@ def redrive(
     marks = TopicNames(kafka.topic_prefix)(Topic.REDRIVEN)
     producer = None
     if not dry_run:
-        producer = fenced_producer(kafka, f"{kafka.topic_prefix}dlq-redrive", settings)
-        if producer.list_topics(marks, settings.kafka_timeout_s).topics[marks].error is not None:
+        producer = redrive_producer(kafka, settings)
+        found = producer.list_topics(marks, settings.kafka_timeout_s).topics.get(marks)
+        if found is None or found.error is not None:
             raise MissingTopic(f"{marks} does not exist; `deeptrust topics` creates it")
     decisions = plan(
         letters,

@@ -1,4 +1,7 @@
-"""An operator restores the objects detect could not find and redrives its letters, once."""
+"""An operator restores the objects detect could not find and redrives its letters, once.
+
+Once even after a redrive that died mid-transaction, and however often it is run.
+"""
 
 import uuid
 from datetime import UTC, datetime
@@ -7,7 +10,8 @@ import pytest
 
 from schemas.events import DeadLetterEvent, DeadLetterRedrive, DetectedEvent, UploadEvent
 from streams.reader import read_to_end, read_until
-from streams.redrive import REDRIVE_HEADER
+from streams.redrive import REDRIVE_HEADER, LetterFilter, original_message, redrive_record
+from streams.redrive_kafka import RedriveSettings, read_letters, redrive_producer
 from streams.stage import derived_event_id
 from streams.topics import Topic
 from tests.conftest import run_cli, send_raw_upload
@@ -72,6 +76,18 @@ def test_redrive_replays_what_detect_rejected_once_its_cause_is_fixed(
     for image_id, key in keys.items():
         assert store.put(key, jpeg_bytes()).uri == sent[image_id].uri
 
+    # A redrive that died mid-transaction: its messages and marks are in the log, uncommitted.
+    crashed = redrive_producer(kafka, RedriveSettings())
+    crashed.begin_transaction()
+    for letter in read_letters(kafka, LetterFilter(), 10):
+        out = original_message(letter)
+        crashed.produce(
+            out.topic, value=out.value, key=out.key, headers=out.headers, partition=out.partition
+        )
+        mark = redrive_record(letter, datetime.now(UTC))
+        crashed.produce(topics(Topic.REDRIVEN), mark.value, mark.key, headers=mark.headers)
+    assert crashed.flush(10) == 0
+
     redriven = run_cli(kafka, "dlq", "redrive", "--stage", "detect")
     assert (
         redriven.splitlines()[-1] == f"redriven {IMAGES}, skipped 0 (already redriven), refused 0"
@@ -102,3 +118,4 @@ def test_redrive_replays_what_detect_rejected_once_its_cause_is_fixed(
     marks = read_to_end(kafka, topics(Topic.REDRIVEN), DeadLetterRedrive, 10)
     assert sorted(m.event.dead_letter_id for m in marks) == sorted(letter_ids.values())
     assert len(read_to_end(kafka, topics(Topic.DEAD_LETTERS), DeadLetterEvent, 10)) == IMAGES
+    assert len(read_to_end(kafka, topics(Topic.DETECTED), DetectedEvent, 10)) == IMAGES
