@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
+from deeptrust.dlq_cli import dlq
 from deeptrust.gateway_cli import gateway
 from deeptrust.training_cli import (
     evaluate_captions,
@@ -332,6 +333,7 @@ def demo(images: Path, query: str, home: Path) -> None:
 
 
 alerts.add_command(notify)
+cli.add_command(dlq)
 cli.add_command(gateway)
 cli.add_command(mlflow_group)
 cli.add_command(evaluate_captions)

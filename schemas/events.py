@@ -162,6 +162,33 @@ class DeadLetterEvent(BaseModel):
     failed_at: datetime
 
 
+class DeadLetterRedrive(BaseModel):
+    """A dead letter sent back to its source topic (a compacted log keyed by its id).
+
+    Written in the same transaction as the redriven message, so the log says exactly which
+    letters went back: a second redrive of the same letter finds it here and does nothing.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_name: ClassVar[str] = "dead_letter_redrive"
+    schema_version: ClassVar[int] = 1
+
+    dead_letter_id: str = Field(min_length=1, description="The dead letter's event id.")
+    stage: str = Field(description="The stage that had rejected it.")
+    reason: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    original_event_id: str | None = Field(description="The redriven event's id (unchanged).")
+    redriven_at: datetime
+
+    @property
+    def key(self) -> str:
+        """The changelog key: one record per dead letter survives compaction."""
+        return self.dead_letter_id
+
+
 class ModelEvent(BaseModel):
     """Base of events about a model rather than an image; keyed by ``model@version``."""
 
@@ -350,6 +377,7 @@ EVENT_TYPES: tuple[type[BaseModel], ...] = (
     EnrichedEvent,
     ModerationEvent,
     DeadLetterEvent,
+    DeadLetterRedrive,
     DriftReportEvent,
     AlertEvent,
     RetrainRequestEvent,

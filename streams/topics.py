@@ -23,6 +23,7 @@ class Topic(StrEnum):
     ENRICHED = "enriched.v1"
     MODERATION = "moderation.v1"
     DEAD_LETTERS = "dlq.v1"
+    REDRIVEN = "dlq-redriven.v1"
     DRIFT = "drift.v1"
     ALERTS = "alerts.v1"
     RETRAIN = "retrain.v1"
@@ -31,7 +32,7 @@ class Topic(StrEnum):
     MODELS = "models.v1"
 
 
-COMPACTED = frozenset({Topic.DRIFT_STATE, Topic.FEEDBACK, Topic.MODELS})
+COMPACTED = frozenset({Topic.DRIFT_STATE, Topic.FEEDBACK, Topic.MODELS, Topic.REDRIVEN})
 """Changelog topics: only the latest value per key matters, so the log is compacted."""
 
 
