@@ -33,6 +33,9 @@ COLLISION_CODES = frozenset({KafkaError.FENCED_INSTANCE_ID})
 """Another live member joined with this instance's static id: two replicas share an id, and
 taking it back would only fence the other one in turn, forever."""
 
+_COLLISION_TEXT = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
+"""A consumer reports its fatal errors as ``_FATAL`` with the cause only in the text."""
+
 CUT_OFF_CODES = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 """Consumer errors that say the cluster cannot be reached right now."""
 
@@ -52,11 +55,18 @@ class ServiceStopped(RuntimeError):
     """A Kafka error that no retry or new client can fix; the process must stop."""
 
 
+def is_collision(error: KafkaError) -> bool:
+    """Whether ``error`` says another live member uses this instance's static id."""
+    return error.code() in COLLISION_CODES or (
+        error.code() == KafkaError._FATAL and _COLLISION_TEXT in error.str()
+    )
+
+
 def action_for(error: KafkaError) -> Action:
     """Classify one error: stop on configuration and permissions, else survive it."""
-    if error.code() in STOP_CODES or error.code() in COLLISION_CODES:
+    if error.code() in STOP_CODES or is_collision(error):
         return Action.STOP
-    if error.fatal():
+    if error.fatal() or error.code() == KafkaError._FATAL:
         return Action.RECREATE  # a fenced producer, say: a new instance can go on
     if error.txn_requires_abort() or error.retriable():
         return Action.RETRY
@@ -74,7 +84,7 @@ def error_of(exception: BaseException) -> KafkaError | None:
 
 def why_stopped(error: KafkaError) -> str:
     """What the operator must fix for an error that stops the process."""
-    if error.code() in COLLISION_CODES:
+    if is_collision(error):
         return (
             "another running instance uses the same DEEPTRUST_RUNNER_INSTANCE_ID; "
             "give every replica its own"

@@ -231,7 +231,7 @@ class Session:
         error = message.error()
         if error is None:
             return True
-        if error.fatal() or action_for(error) is Action.STOP:
+        if error.fatal() or error.code() == KafkaError._FATAL or action_for(error) is Action.STOP:
             raise KafkaException(error)
         if error.code() in CUT_OFF_CODES:
             self._mark_cut_off(str(error))

@@ -133,3 +133,19 @@ def test_a_stage_fenced_by_an_intruder_recovers_in_process(
         if name == "deeptrust_recoveries_total"
     )
     assert recoveries >= 1, detect.log_tail()
+
+
+def test_two_replicas_with_one_instance_id_are_refused_loudly(
+    kafka: KafkaSettings, start_stage: StartStage
+):
+    first = start_stage("detect")
+    second = start_stage("detect")  # same DEEPTRUST_RUNNER_INSTANCE_ID (the default, 0)
+
+    def one_stopped() -> bool:
+        return first.returncode is not None or second.returncode is not None
+
+    wait_for(one_stopped, 90, "one of the two to stop on the collision")
+    stopped, running = (first, second) if first.returncode is not None else (second, first)
+    assert stopped.returncode != 0
+    assert "same DEEPTRUST_RUNNER_INSTANCE_ID" in stopped.log_tail(60)
+    assert running.returncode is None, running.log_tail()

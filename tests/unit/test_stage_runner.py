@@ -17,7 +17,7 @@ from streams.runner import RunnerSettings, StageRunner
 from streams.stage import Output, Result
 from streams.topics import Topic
 from tests.events import upload_event
-from tests.unit.kafka_fakes import FakeCluster, error_message
+from tests.unit.kafka_fakes import FakeCluster, FakeMessage, error_message
 
 PREFIX = "t."
 UPLOADS = f"{PREFIX}uploads.v1"
@@ -270,3 +270,15 @@ def test_a_restarted_stage_keeps_the_dead_letter_tally_of_its_predecessor():
     with pytest.raises(DeadLetterRateExceeded, match="in a row"):
         run_until(cluster, EchoStage(), lambda c: False, tight)
     assert len(cluster.committed_to(DLQ)) == 5
+
+
+def test_a_member_fenced_by_another_with_its_instance_id_stops_and_says_why():
+    cluster = FakeCluster()
+    uploads(cluster, "a")
+    cause = KafkaError(KafkaError.FENCED_INSTANCE_ID).str()
+    cluster.consume_errors.append(
+        FakeMessage("", 0, -1, b"", [], _error=KafkaError(KafkaError._FATAL, f"Fatal: {cause}"))
+    )
+
+    with pytest.raises(ServiceStopped, match="same DEEPTRUST_RUNNER_INSTANCE_ID"):
+        run_until(cluster, EchoStage(), lambda c: False)
