@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,14 @@ from schemas.events import (
 from streams.codec import decode, encode
 from streams.config import KafkaSettings
 from streams.metrics import StageMetrics
+from streams.retry import RetryPolicy
 from streams.runner import RunnerSettings
+from streams.service import Session
 from streams.topics import Topic, TopicNames
-from tests.events import retrain_request
+from tests.events import model_update, retrain_request
 from training.service import consumer as consumer_module
 from training.service.attempts import ATTEMPTS_FILE, AttemptLog
-from training.service.consumer import RetrainService
+from training.service.consumer import RetrainService, RetrainStrategy
 
 PREFIX = "unit."
 TOPIC = TopicNames(PREFIX)(Topic.RETRAIN)
@@ -150,12 +152,27 @@ class JobDouble:
         self.discarded.append(request_id)
 
 
-def service(job: JobDouble, max_attempts: int = 3) -> RetrainService:
-    return RetrainService(
+def strategy(job: JobDouble, max_attempts: int = 3) -> RetrainStrategy:
+    """The retrain consumer's strategy, set up (its job thread started)."""
+    retrain = RetrainStrategy(
         job,  # type: ignore[arg-type]
         KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_prefix=PREFIX),
         RunnerSettings(max_attempts=max_attempts),
         StageMetrics("retrain"),
+    )
+    retrain.setup()
+    return retrain
+
+
+def session_on(consumer: ConsumerDouble, retrain: RetrainStrategy) -> Session:
+    """The runtime's session over the in-memory consumer (no producer: nothing commits)."""
+    return Session(
+        consumer,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        threading.Event(),
+        StageMetrics("retrain"),
+        retrain,
+        kafka_timeout_s=1.0,
     )
 
 
@@ -180,7 +197,7 @@ def test_a_message_polled_during_a_job_is_put_back_not_lost(tmp_path):
     first, waiting = retrain_request(), retrain_request()
     consumer = ConsumerDouble({0: [first], 1: [waiting]}, assigned={0})
     consumer.position[0] = 1  # the first request is the one being trained
-    retrain = service(JobDouble(tmp_path, lambda _: None))
+    session = session_on(consumer, strategy(JobDouble(tmp_path, lambda _: None)))
     future: Future[Any] = Future()
 
     def rebalance_without_callback(poll: int) -> None:
@@ -189,7 +206,8 @@ def test_a_message_polled_during_a_job_is_put_back_not_lost(tmp_path):
             consumer.position[0] = 1
 
     consumer.before_poll = finish_after(future, 4, rebalance_without_callback)
-    assert retrain._wait(future, consumer) == "outcome"  # type: ignore[arg-type]
+    session.wait([future])
+    assert future.result() == "outcome"
 
     assert (1, 0) in consumer.returned, "the double returned the waiting request mid-job"
     assert consumer.paused == set(), "everything assigned is resumed after the job"
@@ -204,24 +222,24 @@ def test_a_message_polled_during_a_job_is_put_back_not_lost(tmp_path):
 def test_partitions_assigned_during_a_job_stay_paused_until_it_ends(tmp_path):
     waiting = retrain_request()
     consumer = ConsumerDouble({0: [], 1: [waiting]}, assigned={0})
-    retrain = service(JobDouble(tmp_path, lambda _: None))
+    session = session_on(consumer, strategy(JobDouble(tmp_path, lambda _: None)))
     future: Future[Any] = Future()
     paused_after_rebalance: list[set[int]] = []
 
     def rebalance(poll: int) -> None:
         if poll == 2:
-            consumer.rebalance({0, 1}, on_assign=retrain._on_assign)
+            consumer.rebalance({0, 1}, on_assign=session.on_assign)
             paused_after_rebalance.append(set(consumer.paused))
 
     consumer.before_poll = finish_after(future, 4, rebalance)
-    retrain._wait(future, consumer)  # type: ignore[arg-type]
+    session.wait([future])
 
     assert paused_after_rebalance == [{0, 1}]
     assert consumer.returned == [], "nothing is fetched while a job runs"
     consumer.before_poll = lambda: None
     assert consumer.poll(0) is not None, "after the job the new partition is read"
     # Outside a job, an assignment is taken as it comes.
-    consumer.rebalance({1}, on_assign=retrain._on_assign)
+    consumer.rebalance({1}, on_assign=session.on_assign)
     assert consumer.paused == set()
 
 
@@ -229,15 +247,7 @@ class Crash(BaseException):
     """Stands for the process dying inside the job (OOM kill): no handler sees it."""
 
 
-def test_a_request_that_keeps_killing_the_process_is_dead_lettered_on_the_next_start(
-    tmp_path, monkeypatch
-):
-    committed: list[tuple[list[tuple[str, Any]], list[TopicPartition]]] = []
-    monkeypatch.setattr(
-        consumer_module,
-        "commit_with_offsets",
-        lambda producer, consumer, records, offsets, *_: committed.append((records, offsets)),
-    )
+def test_a_request_that_keeps_killing_the_process_is_dead_lettered_on_the_next_start(tmp_path):
     request = retrain_request()
 
     def crash(request_id: str) -> None:
@@ -246,49 +256,54 @@ def test_a_request_that_keeps_killing_the_process_is_dead_lettered_on_the_next_s
         raise Crash
 
     job = JobDouble(tmp_path, crash)
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        for _ in range(2):  # two process lifetimes, each killed by the job
-            consumer = ConsumerDouble({0: [request]}, assigned={0})
-            message = consumer.poll(0)
-            with pytest.raises(Crash):
-                service(job, max_attempts=2)._handle(message, consumer, None, worker)  # type: ignore[arg-type]
-        assert committed == []
-
+    for _ in range(2):  # two process lifetimes, each killed by the job
         consumer = ConsumerDouble({0: [request]}, assigned={0})
-        message = consumer.poll(0)
-        service(job, max_attempts=2)._handle(message, consumer, None, worker)  # type: ignore[arg-type]
+        retrain = strategy(job, max_attempts=2)
+        with pytest.raises(Crash):
+            retrain.handle([consumer.poll(0)], session_on(consumer, retrain))  # type: ignore[list-item]
+
+    consumer = ConsumerDouble({0: [request]}, assigned={0})
+    retrain = strategy(job, max_attempts=2)
+    commit = retrain.handle([consumer.poll(0)], session_on(consumer, retrain))  # type: ignore[list-item]
+    retrain.close()
 
     assert len(job.calls) == 2, "the third start must not run the job again"
-    ((records, offsets),) = committed
-    ((topic, encoded),) = records
+    assert commit is not None
+    ((topic, encoded),) = commit.records
     assert topic == TopicNames(PREFIX)(Topic.DEAD_LETTERS)
     letter = decode(encoded.value, encoded.headers, DeadLetterEvent)
     assert letter.reason == "training_failed"
     assert "started 2 times without finishing" in letter.detail
-    assert [(tp.partition, tp.offset) for tp in offsets] == [(0, 1)]
+    assert [(tp.partition, tp.offset) for tp in commit.offsets] == [(0, 1)]
+    commit.committed()  # what the runtime calls once the transaction is committed
     assert AttemptLog(tmp_path / ATTEMPTS_FILE).count(request.event_id) == 0
     assert job.discarded == [request.event_id]
 
 
 def test_failed_attempts_count_across_restarts_and_success_clears_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(consumer_module, "commit_with_offsets", lambda *args: None)
-    monkeypatch.setattr(consumer_module.time, "sleep", lambda seconds: None)  # no backoff
+    monkeypatch.setattr(consumer_module, "JOB_RETRY", RetryPolicy(initial_s=0.0, max_s=0.0))
     request = retrain_request()
+    candidate = model_update("file:///models/2.npz", "0" * 64)
     outcomes: list[Callable[[], Any]] = [
         lambda: (_ for _ in ()).throw(RuntimeError("flaky")),
-        lambda: type("Outcome", (), {"version": "1", "event": None})(),
+        lambda: type("Outcome", (), {"version": "2", "event": candidate})(),
     ]
     job = JobDouble(tmp_path, lambda _: outcomes.pop(0)())
     log = AttemptLog(tmp_path / ATTEMPTS_FILE)
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        consumer = ConsumerDouble({0: [request]}, assigned={0})
-        service(job)._handle(consumer.poll(0), consumer, None, worker)  # type: ignore[arg-type]
-        assert log.count(request.event_id) == 1
-        assert consumer.position[0] == 0, "a failed request is read again"
+    consumer = ConsumerDouble({0: [request]}, assigned={0})
+    first = strategy(job)
+    assert first.handle([consumer.poll(0)], session_on(consumer, first)) is None  # type: ignore[list-item]
+    first.close()
+    assert log.count(request.event_id) == 1
+    assert consumer.position[0] == 0, "a failed request is read again"
 
-        restarted = service(job)  # a new process: the count comes from the file
-        restarted._commit = lambda *args: None  # type: ignore[method-assign]
-        restarted._handle(consumer.poll(0), consumer, None, worker)  # type: ignore[arg-type]
+    restarted = strategy(job)  # a new process: the count comes from the file
+    commit = restarted.handle([consumer.poll(0)], session_on(consumer, restarted))  # type: ignore[list-item]
+    restarted.close()
+    assert commit is not None
+    ((topic, _),) = commit.records
+    assert topic == TopicNames(PREFIX)(Topic.MODELS)
+    commit.committed()
     assert job.calls == [request.event_id] * 2
     assert log.count(request.event_id) == 0
     assert not (tmp_path / ATTEMPTS_FILE).read_text().count(request.event_id)
