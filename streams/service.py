@@ -397,9 +397,8 @@ class ServiceRuntime:
             )
             self._strategy.start(session)
             self._metrics.set_ready(True)
-            log.info(
-                "%s consuming %s", self._strategy.name, [t.value for t in self._strategy.topics]
-            )
+            topics = ", ".join(topic.value for topic in self._strategy.topics)
+            log.info("stage %s consuming %s", self._strategy.name, topics)
             while not stop.is_set():
                 messages = consumer.consume(self._max_batch, self._max_wait_s)
                 self._metrics.heartbeat()
