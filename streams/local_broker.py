@@ -211,7 +211,7 @@ class LocalBroker:
     def wait_ready(self, timeout_s: float) -> None:
         """Block until the broker serves metadata, or raise with the log's tail."""
         deadline = time.monotonic() + timeout_s
-        while not _accepts_connections(self.port):
+        while not accepts_connections(self.port):
             if self.pid() is None:
                 raise BrokerError(f"broker exited during start-up:\n{self.log_tail()}")
             if time.monotonic() > deadline:
@@ -242,7 +242,8 @@ def new_cluster_id() -> str:
     return uuid.uuid4().bytes.hex()[:22]
 
 
-def _accepts_connections(port: int) -> bool:
+def accepts_connections(port: int) -> bool:
+    """Tell whether something listens on ``port`` of the loopback interface."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True

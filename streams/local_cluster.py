@@ -18,7 +18,14 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, ClusterMetadata  # type: ignore[attr-defined]
 
-from streams.local_broker import BrokerError, LocalBroker, NodePorts, free_port, new_cluster_id
+from streams.local_broker import (
+    BrokerError,
+    LocalBroker,
+    NodePorts,
+    accepts_connections,
+    free_port,
+    new_cluster_id,
+)
 
 JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 """Quick JIT only and one GC thread: a node restarts about twice as fast on two cores, and a
@@ -139,11 +146,18 @@ class LocalCluster:
         Raises :class:`BrokerError` if a node's process exits or the deadline passes.
         """
         deadline = time.monotonic() + timeout_s
+        # Every node listening first: a client sent to a closed port only logs refusals.
+        while not all(accepts_connections(ports.port) for ports in self.nodes):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise BrokerError(f"not every node listens after {timeout_s}s")
+            time.sleep(0.2)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
         health = ClusterHealth(frozenset(), ())
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                health = self.health(timeout_s=2)
+                health = _health(admin.list_topics(timeout=2))
             except Exception:  # noqa: S112 - not answering yet is the expected state here
                 continue
             if health.brokers == set(self.node_ids) and not health.under_replicated:
