@@ -28,8 +28,8 @@ from streams.local_broker import (
 )
 
 JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
-"""Quick JIT only and one GC thread: a node restarts about twice as fast on two cores, and a
-rolling restart is mostly restarts."""
+"""Quick JIT only and one GC thread: a node restarts about twice as fast on two cores (and
+twice again from the shared class archive), and a rolling restart is mostly restarts."""
 
 LAYOUT_FILE = "cluster.json"
 """In the cluster's home: its id and its nodes' ports, so later commands find them."""
@@ -96,6 +96,7 @@ class LocalCluster:
             quorum=self.nodes,
             cluster_id=self._cluster_id(),
             jvm_options=JVM_OPTIONS,
+            share_classes=True,
         )
 
     def start(self, timeout_s: float = 180.0) -> None:
