@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.progress import Progress
 
@@ -29,6 +30,7 @@ from deeptrust.training_cli import (
 from deeptrust.webhooks.cli import notify
 from streams.config import KafkaSettings
 from streams.local_broker import LocalBroker
+from streams.local_cluster import LocalCluster
 
 if TYPE_CHECKING:
     from streams.metrics import StageMetrics
@@ -50,7 +52,7 @@ def cli(verbose: bool) -> None:
 
 @cli.group()
 def kafka() -> None:
-    """Run a local single-node Kafka broker (fetched from Maven Central)."""
+    """Run a local Kafka broker, or a cluster of N (KRaft; jars from Maven Central)."""
 
 
 _home_option = click.option(
@@ -61,7 +63,7 @@ _port_option = click.option(
     type=int,
     default=9092,
     show_default=True,
-    help="Client port; the controller uses the next one.",
+    help="Client port; the controller uses the next one (node i of a cluster: 2(i-1) higher).",
 )
 
 
@@ -69,22 +71,67 @@ def _local_broker(home: Path, port: int) -> LocalBroker:
     return LocalBroker(home, port=port, controller_port=port + 1)
 
 
+def _local_cluster(home: Path, port: int, brokers: int | None) -> LocalCluster | None:
+    """The cluster ``home`` holds, or a new one of ``brokers`` > 1; None for a single broker."""
+    recorded = LocalCluster.load(home)
+    if recorded is not None:
+        if brokers is not None and brokers != len(recorded.nodes):
+            raise click.ClickException(
+                f"{home} holds a cluster of {len(recorded.nodes)}; use another --home"
+            )
+        return recorded
+    if brokers is None or brokers == 1:
+        return None
+    if (home / "data").exists():
+        raise click.ClickException(f"{home} holds a single broker; use another --home")
+    return LocalCluster.on_ports(home, port, brokers)
+
+
+def _echo_nodes(cluster: LocalCluster) -> bool:
+    """Print each node's state; return whether all run."""
+    running = True
+    for node_id in cluster.node_ids:
+        node = cluster.node(node_id)
+        pid = node.pid()
+        running = running and pid is not None
+        state = "not running" if pid is None else f"running (pid {pid})"
+        click.echo(f"node {node_id} at {node.bootstrap_servers}: {state}")
+    return running
+
+
 @kafka.command("up")
 @_home_option
 @_port_option
-def kafka_up(home: Path, port: int) -> None:
-    """Fetch Kafka if needed, start the broker and wait until it answers."""
-    broker = _local_broker(home, port)
-    broker.start()
-    click.echo(f"kafka running at {broker.bootstrap_servers} (pid {broker.pid()})")
+@click.option(
+    "--brokers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Nodes, each broker and controller [default: what --home holds, else 1]; "
+    "3 or more keep 3 copies with 2 in sync.",
+)
+def kafka_up(home: Path, port: int, brokers: int | None) -> None:
+    """Fetch Kafka if needed, start the broker (or every node) and wait until it answers."""
+    cluster = _local_cluster(home, port, brokers)
+    if cluster is None:
+        broker = _local_broker(home, port)
+        broker.start()
+        click.echo(f"kafka running at {broker.bootstrap_servers} (pid {broker.pid()})")
+        return
+    cluster.start()
+    _echo_nodes(cluster)
+    click.echo(f"kafka cluster running at {cluster.bootstrap_servers}")
 
 
 @kafka.command("down")
 @_home_option
 @_port_option
 def kafka_down(home: Path, port: int) -> None:
-    """Stop the broker."""
-    _local_broker(home, port).stop()
+    """Stop the broker (or every node)."""
+    cluster = LocalCluster.load(home)
+    if cluster is None:
+        _local_broker(home, port).stop()
+    else:
+        cluster.stop()
     click.echo("kafka stopped")
 
 
@@ -92,13 +139,55 @@ def kafka_down(home: Path, port: int) -> None:
 @_home_option
 @_port_option
 def kafka_status(home: Path, port: int) -> None:
-    """Say whether the broker runs; exit 1 if it does not."""
+    """Say whether the broker (each node) runs; exit 1 if it (any) does not."""
+    cluster = LocalCluster.load(home)
+    if cluster is not None:
+        if not _echo_nodes(cluster):
+            sys.exit(1)
+        try:
+            health = cluster.health()
+        except KafkaException as error:
+            click.echo(f"the cluster does not answer: {error}")
+            sys.exit(1)
+        click.echo(
+            f"registered brokers: {', '.join(map(str, sorted(health.brokers)))}; "
+            f"under-replicated partitions: {len(health.under_replicated)}"
+        )
+        return
     broker = _local_broker(home, port)
     pid = broker.pid()
     if pid is None:
         click.echo("kafka not running")
         sys.exit(1)
     click.echo(f"kafka running at {broker.bootstrap_servers} (pid {pid})")
+
+
+@kafka.command("restart")
+@_home_option
+@_port_option
+@click.option(
+    "--rolling",
+    is_flag=True,
+    help="One node at a time, waiting until every partition is back in sync before the next.",
+)
+def kafka_restart(home: Path, port: int, rolling: bool) -> None:
+    """Restart the broker (or every node): all at once, or rolling through a cluster."""
+    cluster = LocalCluster.load(home)
+    if cluster is None:
+        if rolling:
+            raise click.ClickException("a rolling restart needs a cluster: kafka up --brokers 3")
+        broker = _local_broker(home, port)
+        broker.stop()
+        broker.start()
+        click.echo(f"kafka running at {broker.bootstrap_servers} (pid {broker.pid()})")
+        return
+    if rolling:
+        cluster.restart_rolling(while_down=lambda node_id: click.echo(f"node {node_id} stopped"))
+    else:
+        cluster.stop()
+        cluster.start()
+    _echo_nodes(cluster)
+    click.echo("every partition in sync")
 
 
 @cli.group()
