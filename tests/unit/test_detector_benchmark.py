@@ -233,8 +233,8 @@ def test_edited_photo_is_cropped_graded_captioned_and_keeps_its_provenance():
 
 
 def test_screenshot_is_a_deterministic_screen_sized_render():
-    first, again = screenshot(4, (640, 400)), screenshot(4, (640, 400))
-    assert first.size == (640, 400)
+    first, again = screenshot(4, (320, 200)), screenshot(4, (320, 200))
+    assert first.size == (320, 200)
     assert np.array_equal(np.asarray(first), np.asarray(again))
     # Not blank: a render with text and plots has many distinct colours.
     assert len(np.unique(np.asarray(first).reshape(-1, 3), axis=0)) > 50
