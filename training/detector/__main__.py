@@ -26,6 +26,7 @@ from processors.backbones.mobilenet_v2 import WEIGHTS_FILE, WEIGHTS_SHA256, Mobi
 from processors.detectors.mobilenet_probe import HEAD_FILE, ProbeHead, shipped_head_path
 from processors.models import ModelSpec
 from training.detector import data
+from training.detector.benchmark import keep_benchmark
 from training.detector.evaluate import HEADER, Metrics, confusion_matrix
 from training.detector.export import export_generated
 from training.detector.generators import (
@@ -321,23 +322,27 @@ def main() -> None:
     )
     timings["total"] = time.perf_counter() - started
 
+    previous = doc_path.read_text(encoding="utf-8") if doc_path.exists() else ""
     doc_path.write_text(
-        report(
-            args,
-            sizes,
-            photos,
-            train_photos,
-            test_photos,
-            (gan_log, vae_log),
-            l2,
-            l2_scores,
-            results,
-            shipped_metrics,
-            resolution,
-            list(zip([p.name for p in full_samples], full_probabilities, strict=True)),
-            timings,
-            head,
-            png_path.name,
+        keep_benchmark(
+            previous,
+            report(
+                args,
+                sizes,
+                photos,
+                train_photos,
+                test_photos,
+                (gan_log, vae_log),
+                l2,
+                l2_scores,
+                results,
+                shipped_metrics,
+                resolution,
+                list(zip([p.name for p in full_samples], full_probabilities, strict=True)),
+                timings,
+                head,
+                png_path.name,
+            ),
         ),
         encoding="utf-8",
     )

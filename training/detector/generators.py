@@ -227,18 +227,25 @@ def _batches(
 
 
 def train_dcgan(
-    pixels: np.ndarray, config: GeneratorConfig, seed: int, log_every: int = 200
+    pixels: np.ndarray,
+    config: GeneratorConfig,
+    seed: int,
+    log_every: int = 200,
+    generator: nn.Module | None = None,
 ) -> tuple[Sampler, TrainLog]:
     """Train a DCGAN on ``pixels`` (N, 64, 64, 3); return its sampler and log.
 
-    Hinge loss, one discriminator step per generator step, both on DiffAugment-ed images;
-    the logged losses are the discriminator's hinge loss (2 when it cannot tell the classes
-    apart at all, 0 when it separates them by a margin) and the generator's -D(G(z)).
+    ``generator`` replaces the transposed-convolution generator (same latent input, 64x64
+    output): the benchmark trains GANs that differ only in how they upsample. Hinge loss,
+    one discriminator step per generator step, both on DiffAugment-ed images; the logged
+    losses are the discriminator's hinge loss (2 when it cannot tell the classes apart at all,
+    0 when it separates them by a margin) and the generator's -D(G(z)).
     """
     torch.manual_seed(seed)
     data = to_tensor(pixels)
     draws = torch.Generator().manual_seed(seed)
-    gen, disc = Generator(config.latent, config.width), Discriminator(config.width)
+    gen = Generator(config.latent, config.width) if generator is None else generator
+    disc = Discriminator(config.width)
     gen.apply(_dcgan_init)
     opt_g = torch.optim.Adam(gen.parameters(), config.learning_rate, betas=(0.0, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), config.learning_rate, betas=(0.0, 0.9))
@@ -278,6 +285,25 @@ def train_vae(
     pixels: np.ndarray, config: GeneratorConfig, seed: int, log_every: int = 200
 ) -> tuple[Sampler, TrainLog]:
     """Train a VAE on ``pixels`` (N, 64, 64, 3); return its sampler (prior draws) and log."""
+    model, log = fit_vae(pixels, config, seed, log_every)
+
+    def sample(count: int, sample_seed: int) -> np.ndarray:
+        rng = torch.Generator().manual_seed(sample_seed)
+        with torch.no_grad():
+            z = torch.randn(count, config.latent, generator=rng)
+            return np.concatenate([to_pixels(model.decode(chunk)) for chunk in z.split(256)])
+
+    return sample, log
+
+
+def fit_vae(
+    pixels: np.ndarray, config: GeneratorConfig, seed: int, log_every: int = 200
+) -> tuple[VAE, TrainLog]:
+    """Train a VAE on ``pixels``; return the model (in eval mode) itself and its log.
+
+    The benchmark needs the encoder too: real photographs passed through encode-decode are
+    its "aligned" fakes.
+    """
     torch.manual_seed(seed)
     data = to_tensor(pixels)
     draws = torch.Generator().manual_seed(seed)
@@ -298,12 +324,5 @@ def train_vae(
             print(f"  vae step {step}: rec {losses[-1][1]:.1f} kl {losses[-1][2]:.1f}", flush=True)
     seconds = time.perf_counter() - started
     model.eval()
-
-    def sample(count: int, sample_seed: int) -> np.ndarray:
-        rng = torch.Generator().manual_seed(sample_seed)
-        with torch.no_grad():
-            z = torch.randn(count, config.latent, generator=rng)
-            return np.concatenate([to_pixels(model.decode(chunk)) for chunk in z.split(256)])
-
     parameters = sum(p.numel() for p in model.parameters())
-    return sample, TrainLog(seconds, parameters, losses)
+    return model, TrainLog(seconds, parameters, losses)
