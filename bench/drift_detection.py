@@ -7,7 +7,8 @@ The "upload stream" is random crops (30-90% of the side, 160 px) of real photogr
 8 sample photographs and the 12 nature photographs of Debian's ``mate-backgrounds``
 package (GPL-2+, fetched with ``apt-get download`` into ``~/.cache/deeptrust/debian``).
 Each crop, after its shift, is saved as a JPEG of quality 90 as an uploader would, and
-embedded by the project's embedding model (MobileNetV2 on ONNX Runtime).
+embedded by each embedding model of ``--embedders`` (default: MobileNetV2 and CLIP
+ViT-B/16 int8, both on ONNX Runtime), on the very same crops.
 The reference window and the live pools are drawn independently. Every window of a
 condition is a random draw (without replacement) of ``--window`` embeddings from that
 condition's pool, and every detector judges the very same windows:
@@ -84,10 +85,10 @@ class Pools:
 
 
 def embed_pools(
-    photos: list[Image.Image], art: list[Image.Image], args: argparse.Namespace
+    photos: list[Image.Image], art: list[Image.Image], args: argparse.Namespace, backend: str
 ) -> Pools:
-    """Crop, shift and embed everything once."""
-    embedder = load_model(ProcessorSettings().model_spec("embed"))
+    """Crop, shift and embed everything once with the ``embed`` backend ``backend``."""
+    embedder = load_model(ProcessorSettings(embed_backend=backend).model_spec("embed"))
 
     upload = jpeg(UPLOAD_QUALITY)
 
@@ -121,9 +122,19 @@ def rate(
     return float(np.mean([detector.predict(draw(rng)).is_drift for _ in range(windows)]))
 
 
+@dataclass
+class Column:
+    """One embedding model's detectors, and how long its pools took to embed."""
+
+    pools: Pools
+    detectors: dict[str, DriftDetector]
+    embedded_s: float
+
+
 def main() -> None:
-    """Measure every detector on every condition and write the table."""
+    """Measure every detector on every condition, for every embedder, and write the table."""
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--embedders", nargs="+", default=["mobilenet-v2", "clip-vit-b16-int8"])
     parser.add_argument("--window", type=int, default=200)
     parser.add_argument("--reference", type=int, default=1000)
     parser.add_argument("--pool", type=int, default=800)
@@ -137,22 +148,26 @@ def main() -> None:
     photos = [_bounded(Image.open(p)) for p in sorted((ROOT / "samples/images").iterdir())]
     photos += debian_images(["nature"])
     art = debian_images(["abstract", "desktop"])
-    pools = embed_pools(photos, art, args)
-    embedded_s = time.perf_counter() - started
-
     config = DetectorConfig(args.window, args.false_alarm_rate, n_components=8, seed=args.seed)
-    detectors: dict[str, DriftDetector] = {}
-    missing = []
-    for name, factory in DETECTORS.items():
-        try:
-            detectors[name] = factory(pools.reference, config)
-        except ImportError:
-            missing.append(name)
+    columns: list[Column] = []
+    missing: set[str] = set()
+    for backend in args.embedders:
+        embedding_started = time.perf_counter()
+        pools = embed_pools(photos, art, args, backend)
+        embedded_s = time.perf_counter() - embedding_started
+        detectors: dict[str, DriftDetector] = {}
+        for name, factory in DETECTORS.items():
+            try:
+                detectors[name] = factory(pools.reference, config)
+            except ImportError:
+                missing.add(name)
+        columns.append(Column(pools, detectors, embedded_s))
+        print(f"{pools.model}: embedded in {embedded_s:.0f} s", flush=True)
 
     def sample(pool: np.ndarray) -> Callable[[np.random.Generator], np.ndarray]:
         return lambda rng: pool[rng.choice(len(pool), args.window, replace=False)]
 
-    def mixed(share: float) -> Callable[[np.random.Generator], np.ndarray]:
+    def mixed(pools: Pools, share: float) -> Callable[[np.random.Generator], np.ndarray]:
         foreign = round(args.window * share)
 
         def draw(rng: np.random.Generator) -> np.ndarray:
@@ -162,34 +177,64 @@ def main() -> None:
 
         return draw
 
-    conditions: list[tuple[str, str, Callable[[np.random.Generator], np.ndarray], int]] = [
-        ("unshifted (false alarms)", "-", sample(pools.unshifted), args.stable_windows)
+    def draw_for(
+        pools: Pools, name: str, strength: float
+    ) -> Callable[[np.random.Generator], np.ndarray]:
+        if name == "other-source":
+            return mixed(pools, strength)
+        return sample(pools.shifted[(name, strength)])
+
+    conditions: list[
+        tuple[str, str, Callable[[Pools], Callable[[np.random.Generator], np.ndarray]], int]
+    ] = [
+        (
+            "unshifted (false alarms)",
+            "-",
+            lambda pools: sample(pools.unshifted),
+            args.stable_windows,
+        )
     ]
     for name, strengths in STRENGTHS.items():
         for strength in strengths:
-            draw = (
-                mixed(strength)
-                if name == "other-source"
-                else sample(pools.shifted[(name, strength)])
+            conditions.append(
+                (
+                    name,
+                    UNITS[name].format(strength),
+                    lambda pools, n=name, s=strength: draw_for(pools, n, s),
+                    args.windows,
+                )
             )
-            conditions.append((name, UNITS[name].format(strength), draw, args.windows))
 
-    header = "| shift | strength | " + " | ".join(detectors) + " |"
-    rows = [header, "|---|---|" + "---:|" * len(detectors)]
+    names = [f"{c.pools.model}: {d}" for c in columns for d in c.detectors]
+    header = "| shift | strength | " + " | ".join(names) + " |"
+    rows = [header, "|---|---|" + "---:|" * len(names)]
     for index, (name, strength, draw, windows) in enumerate(conditions):
-        rates = [rate(d, draw, windows, args.seed + index) for d in detectors.values()]
+        rates = [
+            rate(detector, draw(column.pools), windows, args.seed + index)
+            for column in columns
+            for detector in column.detectors.values()
+        ]
         rows.append(f"| {name} | {strength} | " + " | ".join(f"{r:.2f}" for r in rates) + " |")
         print(rows[-1], flush=True)
 
+    models = ", ".join(
+        f"`{c.pools.model}` ({c.pools.reference.shape[1]}-d, {c.embedded_s:.0f} s to crop and "
+        "embed)"
+        for c in columns
+    )
+    command = (
+        "make bench-drift"
+        if _defaults(parser, args)
+        else "bench/drift_detection.py " + " ".join(_changed(parser, args))
+    )
     lines = [
         "# Drift detection on real photographs",
         "",
-        "Produced by `make bench-drift` (`bench/drift_detection.py`) on "
+        f"Produced by `{command}` (`bench/drift_detection.py`) on "
         f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, in "
-        f"{time.perf_counter() - started:.0f} s ({embedded_s:.0f} s of it cropping and "
-        "embedding). Do not edit by hand.",
+        f"{time.perf_counter() - started:.0f} s. Do not edit by hand.",
         "",
-        f"- Embedding model: `{pools.model}` ({pools.reference.shape[1]}-d).",
+        f"- Embedding models, on the same crops: {models}.",
         f"- Photographs: {len(photos)} (8 samples + 12 from Debian's mate-backgrounds); "
         f"other source: {len(art)} digital wallpapers from the same package.",
         f"- Uploads: crops saved as JPEG quality {UPLOAD_QUALITY} after their shift. "
@@ -199,11 +244,11 @@ def main() -> None:
         f"- Each cell is the share of windows called drift: {args.stable_windows} windows "
         f"for the unshifted row (its false-alarm rate), {args.windows} per shifted row, "
         f"drawn from pools of {args.pool * 4} (unshifted) and {args.pool} (each shift) "
-        "embeddings.",
+        "embeddings. Every detector of every model judges windows of the same draws.",
         "- Detectors: `kl-histogram` is the built-in KL divergence (equal-mass histograms "
         "per component, bootstrap threshold); `alibi-ks` is alibi-detect's "
         "Kolmogorov-Smirnov test per component with a Bonferroni correction"
-        + (f" (not installed in this run: {', '.join(missing)})." if missing else "."),
+        + (f" (not installed in this run: {', '.join(sorted(missing))})." if missing else "."),
         "",
         *rows,
         "",
@@ -214,6 +259,20 @@ def main() -> None:
     ]
     OUTPUT.write_text("\n".join(lines))
     print(f"wrote {OUTPUT}")
+
+
+def _changed(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The options given other values than their defaults, as command-line words."""
+    words = []
+    for key, value in vars(args).items():
+        if value != parser.get_default(key):
+            values = value if isinstance(value, list) else [value]
+            words += [f"--{key.replace('_', '-')}", *map(str, values)]
+    return words
+
+
+def _defaults(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    return not _changed(parser, args)
 
 
 if __name__ == "__main__":

