@@ -6,7 +6,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The environments are rebuilt when what they install changes: pyproject.toml, or the
+# packages this file pins and installs with --no-deps.
+HASH := $(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(HASH)
 # alibi-detect (BSL, numpy<2) lives in an environment of its own, for its test and the bench.
 ALIBI_VENV := .venv-alibi

@@ -23,6 +23,7 @@ from schemas.events import UploadEvent
 from streams.codec import encode
 from streams.config import KafkaSettings
 from streams.local_broker import LocalBroker, free_port
+from streams.local_cluster import LocalCluster
 from streams.objectstore import LocalObjectStore
 from streams.producer import UploadProducer
 from streams.topics import Topic, TopicNames, create_topics
@@ -38,6 +39,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     # stopped broker until the process exits: collect them first.
     gc.collect()
     local.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    """Three KRaft nodes of a test's own (replication 3, min ISR 2), for rolling restarts."""
+    local = LocalCluster.on_free_ports(tmp_path / "cluster", brokers=3)
+    try:
+        local.start(timeout_s=180)
+        yield local
+    finally:
+        local.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -18,10 +17,9 @@ from confluent_kafka import Producer
 from schemas.events import CaptionedEvent, DetectedEvent
 from streams.config import KafkaSettings
 from streams.local_broker import LocalBroker, free_port
-from streams.reader import read_to_end, read_until
 from streams.topics import Topic, TopicNames, create_topics
 from tests.conftest import StartStage, wait_for
-from tests.images import sample_paths, small_photo
+from tests.faults import assert_exactly_once, upload
 
 pytestmark = pytest.mark.integration
 UPLOADS = 240
@@ -46,29 +44,6 @@ def kafka(own_broker: LocalBroker) -> KafkaSettings:
     )
     create_topics(settings, partitions=3)
     return settings
-
-
-def upload(uploads, first: int, last: int, flush: bool = True) -> set[str]:
-    """Upload photos ``img-first`` .. ``img-(last-1)``; librdkafka queues them if need be."""
-    photos = [small_photo(path, 64) for path in sample_paths()]
-    sent = [
-        uploads.upload(photos[i % len(photos)], f"{i}.jpg", image_id=f"img-{i}")
-        for i in range(first, last)
-    ]
-    if flush:
-        uploads.flush()
-    return {event.image_id for event in sent}
-
-
-def assert_exactly_once(kafka: KafkaSettings, topic: str, model, expected: set[str]) -> None:
-    def complete(received) -> bool:
-        return expected <= {item.event.image_id for item in received}
-
-    read_until(kafka, topic, model, complete, 180)
-    counts = Counter(item.event.image_id for item in read_to_end(kafka, topic, model, 60))
-    assert set(counts) == expected, f"lost: {sorted(expected - set(counts))[:5]}"
-    duplicated = {image_id: n for image_id, n in counts.items() if n > 1}
-    assert duplicated == {}
 
 
 def test_stages_ride_out_a_broker_restart(

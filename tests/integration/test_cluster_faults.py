@@ -8,8 +8,6 @@ exactly once (read_committed, by image id) and both stages still run.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,21 +16,11 @@ from streams.config import KafkaSettings
 from streams.local_cluster import LocalCluster
 from streams.topics import Topic, TopicNames, create_topics
 from tests.conftest import StartStage, wait_for
-from tests.integration.test_broker_faults import assert_exactly_once, upload
+from tests.faults import assert_exactly_once, upload
 
 pytestmark = pytest.mark.integration
 PER_NODE = 40
 """Uploads sent while each node is down."""
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster.on_free_ports(tmp_path / "cluster", brokers=3)
-    try:
-        local.start(timeout_s=180)
-        yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture

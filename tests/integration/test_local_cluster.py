@@ -8,8 +8,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import (
@@ -34,16 +33,6 @@ PARTITIONS = 3
 END = b"end"
 """The last message each writer puts on each partition: a reader that has seen them all has
 read everything before them."""
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    local = LocalCluster.on_free_ports(tmp_path / "cluster", brokers=3)
-    try:
-        local.start(timeout_s=180)
-        yield local
-    finally:
-        local.stop()
 
 
 class Worker(threading.Thread):
