@@ -29,6 +29,18 @@ def upload_event(**overrides: object) -> UploadEvent:
     return UploadEvent.model_validate(fields | overrides)
 
 
+def pointing_at(uri: str, image_id: str) -> UploadEvent:
+    """An upload event for ``uri``, which a test may leave empty, corrupt or missing."""
+    return upload_event(
+        event_id=str(uuid.uuid4()),
+        image_id=image_id,
+        uri=uri,
+        size_bytes=1,
+        sha256="0" * 64,
+        uploaded_at=datetime.now(UTC),
+    )
+
+
 def model_update(uri: str, sha256: str, **overrides: Any) -> ModelUpdateEvent:
     """A production update of the followed detector, as the training service announces one."""
     fields: dict[str, Any] = {

@@ -1,32 +1,19 @@
 """Every kind of bad input lands in the dead-letter topic with its reason; the rest pass."""
 
 import base64
-import uuid
-from datetime import UTC, datetime
 
 import pytest
 
-from schemas.events import DeadLetterEvent, DetectedEvent, UploadEvent
+from schemas.events import DeadLetterEvent, DetectedEvent
 from streams.codec import encode
 from streams.dead_letters import REASON_HEADER
 from streams.reader import read_until
 from streams.topics import Topic
 from tests.conftest import send_raw_upload, wait_for
+from tests.events import pointing_at
 from tests.images import corrupt_bytes, jpeg_bytes, truncated_jpeg
 
 pytestmark = pytest.mark.integration
-
-
-def pointing_at(uri: str, image_id: str) -> UploadEvent:
-    return UploadEvent(
-        event_id=str(uuid.uuid4()),
-        image_id=image_id,
-        uri=uri,
-        content_type="image/jpeg",
-        size_bytes=1,
-        sha256="0" * 64,
-        uploaded_at=datetime.now(UTC),
-    )
 
 
 def test_bad_inputs_are_dead_lettered_with_reasons(

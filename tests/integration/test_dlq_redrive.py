@@ -3,7 +3,6 @@
 Once even after a redrive that died mid-transaction, and however often it is run.
 """
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -15,23 +14,12 @@ from streams.redrive_kafka import RedriveSettings, read_letters, redrive_produce
 from streams.stage import derived_event_id
 from streams.topics import Topic
 from tests.conftest import run_cli, send_raw_upload
+from tests.events import pointing_at
 from tests.images import jpeg_bytes
 
 pytestmark = pytest.mark.integration
 
 IMAGES = 3
-
-
-def upload_of_nothing_yet(uri: str, image_id: str) -> UploadEvent:
-    return UploadEvent(
-        event_id=str(uuid.uuid4()),
-        image_id=image_id,
-        uri=uri,
-        content_type="image/jpeg",
-        size_bytes=1,
-        sha256="0" * 64,
-        uploaded_at=datetime.now(UTC),
-    )
 
 
 def test_redrive_replays_what_detect_rejected_once_its_cause_is_fixed(
@@ -40,7 +28,7 @@ def test_redrive_replays_what_detect_rejected_once_its_cause_is_fixed(
     start_stage("detect")
     keys = {f"later-{i}": f"images/later-{i}.jpg" for i in range(IMAGES)}
     sent = {
-        image_id: upload_of_nothing_yet((store.root / key).as_uri(), image_id)
+        image_id: pointing_at((store.root / key).as_uri(), image_id)
         for image_id, key in keys.items()
     }
     for event in sent.values():
