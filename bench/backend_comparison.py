@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 from publish import publish
 
-from processors.backbones.mobilenet_v2 import (
+from deeptrust.processors.backbones.mobilenet_v2 import (
     DEFAULT_CALIBRATION_DIR,
     EMBEDDING_OUTPUT,
     INPUT_NAME,
@@ -57,8 +57,8 @@ from processors.backbones.mobilenet_v2 import (
     session_options,
     usable_cpus,
 )
-from processors.backbones.torch_mobilenet import TorchMobileNetV2
-from processors.models import ModelSpec
+from deeptrust.processors.backbones.torch_mobilenet import TorchMobileNetV2
+from deeptrust.processors.models import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "images"

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from training.detector import benchmark, data, families, real_photos
-from training.detector.detectors import Detector, detectors
-from training.detector.generators import SIZE, GeneratorConfig, seed_everything
-from training.detector.metrics import HeldOutMetrics
-from training.detector.robustness import CONDITIONS, TARGET_CONDITIONS
+from deeptrust.training.detector import benchmark, data, families, real_photos
+from deeptrust.training.detector.detectors import Detector, detectors
+from deeptrust.training.detector.generators import SIZE, GeneratorConfig, seed_everything
+from deeptrust.training.detector.metrics import HeldOutMetrics
+from deeptrust.training.detector.robustness import CONDITIONS, TARGET_CONDITIONS
 
 ROOT = data.ROOT
 PORTRAITS = ("astronaut.jpg", "grace_hopper.jpg")

@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-import processors.registry  # noqa: F401 - registers the model backends
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
 from deeptrust.debian import debian_package
-from drift.detectors import DETECTORS, DetectorConfig, DriftDetector
-from drift.shifts import SHIFTS, jpeg, random_crops
-from processors.models import load_model
-from processors.settings import ProcessorSettings
+from deeptrust.drift.detectors import DETECTORS, DetectorConfig, DriftDetector
+from deeptrust.drift.shifts import SHIFTS, jpeg, random_crops
+from deeptrust.processors.models import load_model
+from deeptrust.processors.settings import ProcessorSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "drift-benchmark.md"

@@ -25,19 +25,19 @@ from confluent_kafka import Producer
 from PIL import Image
 from publish import publish
 
-import processors.registry  # noqa: F401 - registers the model backends
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.drift.monitor import DriftMonitor, Embedded
+from deeptrust.drift.reference import ReferenceStore
+from deeptrust.drift.settings import DriftSettings
+from deeptrust.drift.shifts import random_crops
 from deeptrust.processes import StageProcess
-from drift.monitor import DriftMonitor, Embedded
-from drift.reference import ReferenceStore
-from drift.settings import DriftSettings
-from drift.shifts import random_crops
-from processors.models import load_model
-from processors.settings import ProcessorSettings
-from schemas.events import EmbeddingEvent
-from streams.codec import Encoded, decode, encode
-from streams.config import KafkaSettings
-from streams.local_broker import LocalBroker, free_port
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.processors.models import load_model
+from deeptrust.processors.settings import ProcessorSettings
+from deeptrust.schemas.events import EmbeddingEvent
+from deeptrust.streams.codec import Encoded, decode, encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import LocalBroker, free_port
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "drift_throughput.md"

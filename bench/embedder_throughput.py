@@ -28,8 +28,8 @@ import onnxruntime as ort
 from PIL import Image
 from publish import publish
 
-from processors.backbones import clip_vit, mobilenet_v2
-from processors.models import ModelSpec
+from deeptrust.processors.backbones import clip_vit, mobilenet_v2
+from deeptrust.processors.models import ModelSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "images"

@@ -30,11 +30,11 @@ from pathlib import Path
 import httpx
 from publish import publish
 
-from schemas.events import UploadEvent
-from streams.config import KafkaSettings
-from streams.local_broker import LocalBroker, free_port
-from streams.reader import read_to_end
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.schemas.events import UploadEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import LocalBroker, free_port
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "gateway_latency.md"

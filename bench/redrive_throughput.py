@@ -28,15 +28,15 @@ from typing import TypeVar
 from confluent_kafka import Producer
 from publish import publish
 
-from schemas.events import DeadLetterEvent, DeadLetterRedrive, UploadEvent
-from streams.codec import encode, headers_dict
-from streams.config import KafkaSettings
-from streams.dead_letters import REASON_HEADER, STAGE_HEADER
-from streams.local_broker import LocalBroker, free_port
-from streams.reader import read_to_end
-from streams.redrive import REDRIVE_HEADER, LetterFilter, Verdict, select
-from streams.redrive_kafka import RedriveSettings, read_letters, redrive, redrive_producer
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.schemas.events import DeadLetterEvent, DeadLetterRedrive, UploadEvent
+from deeptrust.streams.codec import encode, headers_dict
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.dead_letters import REASON_HEADER, STAGE_HEADER
+from deeptrust.streams.local_broker import LocalBroker, free_port
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.redrive import REDRIVE_HEADER, LetterFilter, Verdict, select
+from deeptrust.streams.redrive_kafka import RedriveSettings, read_letters, redrive, redrive_producer
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "redrive_throughput.md"

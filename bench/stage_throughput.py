@@ -32,18 +32,18 @@ from typing import Any
 
 from publish import publish
 
-import processors.registry  # noqa: F401 - registers the model backends
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
 from deeptrust.processes import StageProcess
-from processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
-from processors.models import load_model
-from processors.settings import ProcessorSettings
-from schemas.events import CaptionedEvent, DetectedEvent
-from streams.config import KafkaSettings
-from streams.images import fetch_image
-from streams.local_broker import LocalBroker, free_port
-from streams.producer import UploadProducer
-from streams.reader import read_to_end
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.processors.models import load_model
+from deeptrust.processors.settings import ProcessorSettings
+from deeptrust.schemas.events import CaptionedEvent, DetectedEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.images import fetch_image
+from deeptrust.streams.local_broker import LocalBroker, free_port
+from deeptrust.streams.producer import UploadProducer
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "stage_throughput.md"

@@ -27,13 +27,13 @@ from PIL import Image
 from publish import publish
 
 from deeptrust.processes import StageProcess
-from schemas.events import DeadLetterEvent, EnrichedEvent
-from streams.config import KafkaSettings
-from streams.local_broker import LocalBroker, free_port
-from streams.objectstore import LocalObjectStore
-from streams.producer import UploadProducer, paced
-from streams.reader import read_to_end
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.schemas.events import DeadLetterEvent, EnrichedEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import LocalBroker, free_port
+from deeptrust.streams.objectstore import LocalObjectStore
+from deeptrust.streams.producer import UploadProducer, paced
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "torture.md"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from schemas.events import AlertEvent
+from deeptrust.schemas.events import AlertEvent
 
 SEVERITIES = ("info", "warning", "critical")
 

@@ -19,6 +19,9 @@ from rich.progress import Progress
 
 from deeptrust.dlq_cli import dlq
 from deeptrust.gateway_cli import gateway
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import LocalBroker
+from deeptrust.streams.local_cluster import LocalCluster
 from deeptrust.training_cli import (
     evaluate_captions,
     feedback,
@@ -28,13 +31,10 @@ from deeptrust.training_cli import (
     retrain_service,
 )
 from deeptrust.webhooks.cli import notify
-from streams.config import KafkaSettings
-from streams.local_broker import LocalBroker
-from streams.local_cluster import LocalCluster
 
 if TYPE_CHECKING:
-    from streams.metrics import StageMetrics
-    from streams.runner import RunnerSettings
+    from deeptrust.streams.metrics import StageMetrics
+    from deeptrust.streams.runner import RunnerSettings
 
 DEFAULT_HOME = Path(".deeptrust")
 
@@ -206,7 +206,7 @@ _llm_port_option = click.option("--port", type=int, default=8081, show_default=T
 @_llm_port_option
 def llm_up(home: Path, port: int) -> None:
     """Start the server and wait until it serves the model."""
-    from processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+    from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
 
     server = LocalLLMServer(home, port=port)
     server.start()
@@ -218,7 +218,7 @@ def llm_up(home: Path, port: int) -> None:
 @_llm_port_option
 def llm_down(home: Path, port: int) -> None:
     """Stop the server."""
-    from processors.llm.local_server import LocalLLMServer
+    from deeptrust.processors.llm.local_server import LocalLLMServer
 
     LocalLLMServer(home, port=port).stop()
     click.echo("language-model server stopped")
@@ -229,7 +229,7 @@ def llm_down(home: Path, port: int) -> None:
 @click.option("--replication-factor", type=int, default=1, show_default=True)
 def topics(partitions: int, replication_factor: int) -> None:
     """Create the pipeline's topics under the configured prefix."""
-    from streams.topics import create_topics
+    from deeptrust.streams.topics import create_topics
 
     created = create_topics(KafkaSettings(), partitions, replication_factor)
     click.echo(f"created {len(created)} topics" + "".join(f"\n  {name}" for name in created))
@@ -245,8 +245,8 @@ def topics(partitions: int, replication_factor: int) -> None:
 )
 def produce(paths: tuple[Path, ...], rate: float | None, repeat: int) -> None:
     """Store images and emit their upload events (also replays a folder at a chosen rate)."""
-    from processors.settings import ProcessorSettings
-    from streams.producer import UploadProducer, image_files, paced
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.streams.producer import UploadProducer, image_files, paced
 
     files = image_files(paths) * repeat
     producer = UploadProducer(KafkaSettings(), ProcessorSettings().object_store())
@@ -269,10 +269,10 @@ def stage() -> None:
 @click.option("--metrics-port", type=int, default=8000, show_default=True)
 def stage_run(name: str, metrics_port: int) -> None:
     """Run one stage (or the drift processor) until SIGTERM; work in hand is finished first."""
-    from streams.kafka_errors import ServiceStopped
-    from streams.metrics import StageMetrics
-    from streams.runner import RunnerSettings
-    from streams.serve import serve_until_signalled
+    from deeptrust.streams.kafka_errors import ServiceStopped
+    from deeptrust.streams.metrics import StageMetrics
+    from deeptrust.streams.runner import RunnerSettings
+    from deeptrust.streams.serve import serve_until_signalled
 
     runner_settings = RunnerSettings()
     services = {"drift": _drift_service, "retrain": retrain_service}
@@ -290,9 +290,9 @@ _Run = Callable[["StageMetrics", threading.Event], None]
 
 
 def _stage(name: str, runner_settings: RunnerSettings) -> _Run:
-    from processors.registry import build_stage
-    from processors.settings import ProcessorSettings
-    from streams.runner import StageRunner
+    from deeptrust.processors.registry import build_stage
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.streams.runner import StageRunner
 
     built = build_stage(name, ProcessorSettings())
     return lambda metrics, stop: StageRunner(built, KafkaSettings(), runner_settings, metrics).run(
@@ -301,8 +301,8 @@ def _stage(name: str, runner_settings: RunnerSettings) -> _Run:
 
 
 def _drift_service(runner_settings: RunnerSettings) -> _Run:
-    from drift.service import DriftService
-    from drift.settings import DriftSettings
+    from deeptrust.drift.service import DriftService
+    from deeptrust.drift.settings import DriftSettings
 
     settings = DriftSettings()
     return lambda metrics, stop: DriftService(
@@ -325,10 +325,10 @@ def drift() -> None:
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 def drift_report(out: Path, timeout: float) -> None:
     """Write PNGs of the drift statistic over time and of the worst window."""
-    from drift.report import write_report
-    from schemas.events import DriftReportEvent
-    from streams.reader import read_to_end
-    from streams.topics import Topic, TopicNames
+    from deeptrust.drift.report import write_report
+    from deeptrust.schemas.events import DriftReportEvent
+    from deeptrust.streams.reader import read_to_end
+    from deeptrust.streams.topics import Topic, TopicNames
 
     kafka = KafkaSettings()
     topic = TopicNames(kafka.topic_prefix)(Topic.DRIFT)
@@ -360,9 +360,9 @@ def alerts_tail(
 ) -> None:
     """Print alerts as they are raised, one line each, until Ctrl-C."""
     from deeptrust.alerts import AlertFilter, one_line
-    from schemas.events import AlertEvent
-    from streams.reader import follow
-    from streams.topics import Topic, TopicNames
+    from deeptrust.schemas.events import AlertEvent
+    from deeptrust.streams.reader import follow
+    from deeptrust.streams.topics import Topic, TopicNames
 
     kafka = KafkaSettings()
     wanted = AlertFilter(kinds, severity)
@@ -382,8 +382,8 @@ def alerts_tail(
 @click.option("--limit", type=int, default=10, show_default=True)
 def search(query: str, limit: int) -> None:
     """Search the index the search sink keeps: image ids with captions and tags."""
-    from processors.search_index import SearchIndex
-    from processors.settings import ProcessorSettings
+    from deeptrust.processors.search_index import SearchIndex
+    from deeptrust.processors.settings import ProcessorSettings
 
     index = SearchIndex(ProcessorSettings().search_db)
     for hit in index.search(query, limit):
@@ -399,7 +399,7 @@ def schemas() -> None:
 @schemas.command("export")
 def schemas_export() -> None:
     """Rewrite the JSON Schema files from the event models."""
-    from schemas.files import export
+    from deeptrust.schemas.files import export
 
     for path in export():
         click.echo(str(path))

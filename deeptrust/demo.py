@@ -17,16 +17,16 @@ from rich.progress import Progress
 from rich.table import Table
 
 from deeptrust.processes import StageProcess
-from processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
-from processors.registry import STAGE_NAMES
-from processors.search_index import SearchIndex
-from processors.settings import ProcessorSettings
-from schemas.events import EnrichedEvent
-from streams.config import KafkaSettings
-from streams.local_broker import LocalBroker, free_port
-from streams.producer import UploadProducer, image_files
-from streams.reader import Received, read_until
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.processors.registry import STAGE_NAMES
+from deeptrust.processors.search_index import SearchIndex
+from deeptrust.processors.settings import ProcessorSettings
+from deeptrust.schemas.events import EnrichedEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import LocalBroker, free_port
+from deeptrust.streams.producer import UploadProducer, image_files
+from deeptrust.streams.reader import Received, read_until
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 
 def run_demo(console: Console, images: Path, query: str, home: Path) -> None:

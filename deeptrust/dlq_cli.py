@@ -2,7 +2,7 @@
 
 An operator who fixed what a stage rejected (a missing object restored, a bug fixed) lists
 the letters, looks at one, dry-runs the redrive, then redrives: each letter's original
-message goes back to the topic its stage reads, once (``streams.redrive_kafka``).
+message goes back to the topic its stage reads, once (``deeptrust.streams.redrive_kafka``).
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ from typing import Any
 
 import click
 
-from deeptrust.training_cli import _TIMES as TIMES
-from schemas.events import DeadLetterRedrive
-from streams.config import KafkaSettings
-from streams.errors import Reason
-from streams.redrive import STAGE_INPUTS, Decision, Letter, LetterFilter, Verdict, select
-from streams.redrive_kafka import (
+from deeptrust.schemas.events import DeadLetterRedrive
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.errors import Reason
+from deeptrust.streams.redrive import STAGE_INPUTS, Decision, Letter, LetterFilter, Verdict, select
+from deeptrust.streams.redrive_kafka import (
     MissingTopic,
     RedriveSettings,
     read_letters,
     read_redriven,
     redrive,
 )
+from deeptrust.training_cli import _TIMES as TIMES
 
 DETAIL_WIDTH = 60
 PREVIEW_BYTES = 64

@@ -39,12 +39,14 @@ class StageProcess:
     """Pin the process to these CPUs (benchmarks measure a stage on one core)."""
     args: tuple[str, ...] = ()
     """The CLI arguments before ``--metrics-port``; empty means ``stage run NAME``."""
+    program: tuple[str, ...] = (sys.executable, "-m", "deeptrust.cli")
+    """What runs the CLI: this interpreter's, or an installed ``deeptrust`` script."""
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         """Spawn the process."""
         command = [
-            *(sys.executable, "-m", "deeptrust.cli"),
+            *self.program,
             *(self.args or ("stage", "run", self.name)),
             *("--metrics-port", str(self.metrics_port)),
         ]

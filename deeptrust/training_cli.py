@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from streams.config import KafkaSettings
+from deeptrust.streams.config import KafkaSettings
 
 if TYPE_CHECKING:
-    from streams.metrics import StageMetrics
-    from streams.runner import RunnerSettings
+    from deeptrust.streams.metrics import StageMetrics
+    from deeptrust.streams.runner import RunnerSettings
 
 DEFAULT_HOME = Path(".deeptrust")
 
@@ -28,10 +28,10 @@ def retrain_service(
     runner_settings: RunnerSettings,
 ) -> Callable[[StageMetrics, threading.Event], None]:
     """The retrain consumer as ``deeptrust stage run retrain`` runs it."""
-    from processors.settings import ProcessorSettings
-    from training.service.consumer import RetrainService
-    from training.service.job import RetrainJob
-    from training.service.settings import TrainingSettings
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.training.service.consumer import RetrainService
+    from deeptrust.training.service.job import RetrainJob
+    from deeptrust.training.service.settings import TrainingSettings
 
     kafka = KafkaSettings()
     job = RetrainJob(TrainingSettings(), ProcessorSettings().model_store(), kafka)
@@ -43,9 +43,9 @@ def retrain_service(
 @click.option("--no-feedback", is_flag=True, help="Leave the feedback topic out (no broker).")
 def retrain(request_id: str | None, no_feedback: bool) -> None:
     """Run one retrain job now, without the consumer: train, evaluate, register a candidate."""
-    from processors.settings import ProcessorSettings
-    from training.service.job import RetrainJob
-    from training.service.settings import TrainingSettings
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.training.service.job import RetrainJob
+    from deeptrust.training.service.settings import TrainingSettings
 
     job = RetrainJob(
         TrainingSettings(),
@@ -75,11 +75,11 @@ def evaluate_captions(dataset: Path, images: Path | None, limit: int | None, bat
     """
     import mlflow
 
-    from processors.settings import ProcessorSettings
-    from training.datasets.example import read_local
-    from training.datasets.flickr30k import read_flickr30k
-    from training.evaluation.caption_run import score_captioner
-    from training.service.settings import TrainingSettings
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.training.datasets.example import read_local
+    from deeptrust.training.datasets.flickr30k import read_flickr30k
+    from deeptrust.training.evaluation.caption_run import score_captioner
+    from deeptrust.training.service.settings import TrainingSettings
 
     settings, processors = TrainingSettings(), ProcessorSettings()
     loaded = read_flickr30k(dataset, images)
@@ -120,7 +120,7 @@ _port_option = click.option("--port", type=int, default=5000, show_default=True)
 @_port_option
 def mlflow_up(home: Path, port: int) -> None:
     """Start the server unless it runs; print its tracking URI."""
-    from training.tracking.local_server import LocalTrackingServer, TrackingServerError
+    from deeptrust.training.tracking.local_server import LocalTrackingServer, TrackingServerError
 
     server = LocalTrackingServer(home, port)
     try:
@@ -135,7 +135,7 @@ def mlflow_up(home: Path, port: int) -> None:
 @_port_option
 def mlflow_down(home: Path, port: int) -> None:
     """Stop the server; runs and models stay in its store."""
-    from training.tracking.local_server import LocalTrackingServer
+    from deeptrust.training.tracking.local_server import LocalTrackingServer
 
     LocalTrackingServer(home, port).stop()
     click.echo("mlflow stopped")
@@ -149,9 +149,9 @@ def mlflow_down(home: Path, port: int) -> None:
 @click.option("--note", default="", help="Why, for the record.")
 def feedback(image_id: str, label: str, uri: str, reviewer: str, note: str) -> None:
     """Record a human's label for an image on the feedback topic (training data)."""
-    from schemas.events import FeedbackEvent
-    from streams.producer import produce_one
-    from streams.topics import Topic, TopicNames
+    from deeptrust.schemas.events import FeedbackEvent
+    from deeptrust.streams.producer import produce_one
+    from deeptrust.streams.topics import Topic, TopicNames
 
     kafka = KafkaSettings()
     event = FeedbackEvent.model_validate(
@@ -207,12 +207,12 @@ def replay(
 
     from mlflow import MlflowClient
 
-    from processors.settings import ProcessorSettings
-    from training.canary.gates import Gates
-    from training.canary.replay import ReplayRange
-    from training.canary.run import CanaryEnvironment, run_canary
-    from training.service.settings import TrainingSettings
-    from training.tracking.registry import Registry
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.training.canary.gates import Gates
+    from deeptrust.training.canary.replay import ReplayRange
+    from deeptrust.training.canary.run import CanaryEnvironment, run_canary
+    from deeptrust.training.service.settings import TrainingSettings
+    from deeptrust.training.tracking.registry import Registry
 
     settings = TrainingSettings()
     registry = Registry(MlflowClient(settings.tracking_uri), settings.registered_model)

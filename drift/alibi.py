@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from drift.kl import DriftResult
-from drift.reduction import Matrix, Projection
+from deeptrust.drift.kl import DriftResult
+from deeptrust.drift.reduction import Matrix, Projection
 
 try:
     from alibi_detect.cd import KSDrift

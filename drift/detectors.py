@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from drift.kl import DriftResult, KLConfig, KLDriftDetector
-from drift.reduction import Matrix
+from deeptrust.drift.kl import DriftResult, KLConfig, KLDriftDetector
+from deeptrust.drift.reduction import Matrix
 
 Combine = Literal["any", "all"]
 
@@ -64,7 +64,7 @@ def _kl(reference: Matrix, config: DetectorConfig) -> DriftDetector:
 
 
 def _alibi_ks(reference: Matrix, config: DetectorConfig) -> DriftDetector:
-    from drift.alibi import AlibiKSDetector  # optional extra: imported only when chosen
+    from deeptrust.drift.alibi import AlibiKSDetector  # optional extra: imported only when chosen
 
     return AlibiKSDetector(reference, config.n_components, config.false_alarm_rate)
 

@@ -1,7 +1,7 @@
 """KL divergence between a live window of embeddings and the reference, with a calibrated threshold.
 
 Estimator: the reference is projected onto its principal components
-(:mod:`drift.reduction`); each component is cut into equal-mass bins at the reference's
+(:mod:`deeptrust.drift.reduction`); each component is cut into equal-mass bins at the reference's
 quantiles; a window's statistic is the sum over components of KL(window || reference)
 between additively smoothed histograms. Equal-mass bins keep every reference bin equally
 populated, so the smoothing never dominates a bin; the smoothing keeps the divergence
@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from drift.reduction import Matrix, Projection
+from deeptrust.drift.reduction import Matrix, Projection
 
 
 @dataclass(frozen=True)

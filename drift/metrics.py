@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from schemas.events import DriftReportEvent, RetrainRequestEvent
+from deeptrust.schemas.events import DriftReportEvent, RetrainRequestEvent
 
 
 class DriftMetrics:

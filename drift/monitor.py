@@ -4,7 +4,7 @@ Per model version it first collects a reference window (a new version means a ne
 embedding space, so a new reference), fits the configured detectors on it, then judges
 every following window: a drift report for each, an alert when the combined verdict is
 drift, and a retrain request with the evidence when the cooldown allows one. Its durable
-state (:class:`~schemas.events.DriftStateRecord`) says how far each model version's closed
+state (:class:`~deeptrust.schemas.events.DriftStateRecord`) says how far each model version's closed
 windows reach per partition, so embeddings replayed after a restart are not counted twice.
 Event ids derive from the model version and window index, so a replay emits the same ids.
 """
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from drift.cooldown import Cooldown
-from drift.detectors import DriftDetector, build_detectors, combined
-from drift.kl import DriftResult
-from drift.reference import Reference, ReferenceStore
-from drift.settings import DriftSettings
-from drift.windows import Window, Windower
-from schemas.events import (
+from deeptrust.drift.cooldown import Cooldown
+from deeptrust.drift.detectors import DriftDetector, build_detectors, combined
+from deeptrust.drift.kl import DriftResult
+from deeptrust.drift.reference import Reference, ReferenceStore
+from deeptrust.drift.settings import DriftSettings
+from deeptrust.drift.windows import Window, Windower
+from deeptrust.schemas.events import (
     AlertEvent,
     DriftReportEvent,
     DriftStateRecord,
@@ -34,9 +34,9 @@ from schemas.events import (
     EmbeddingEvent,
     RetrainRequestEvent,
 )
-from streams.errors import InvalidInput, Reason
-from streams.stage import Output
-from streams.topics import Topic
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.stage import Output
+from deeptrust.streams.topics import Topic
 
 log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("0b6c2f52-2d0e-4c55-8f43-3f1f8e7d9a10")

@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only; never a window
 
 import matplotlib.pyplot as plt
 
-from schemas.events import DriftReportEvent, DriftVerdict
+from deeptrust.schemas.events import DriftReportEvent, DriftVerdict
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

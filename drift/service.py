@@ -19,21 +19,26 @@ from collections.abc import Callable
 
 from confluent_kafka import Message, TopicPartition
 
-from drift.metrics import DriftMetrics
-from drift.monitor import DriftMonitor, Embedded
-from drift.reference import ReferenceStore
-from drift.settings import DriftSettings
-from schemas.events import DriftReportEvent, DriftStateRecord, EmbeddingEvent, RetrainRequestEvent
-from streams.codec import TRACE_ID, decode, encode, headers_dict
-from streams.config import KafkaSettings
-from streams.dead_letters import dead_letter
-from streams.errors import InvalidInput
-from streams.metrics import StageMetrics
-from streams.reader import read_to_end
-from streams.runner import RunnerSettings
-from streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
-from streams.stage import Output
-from streams.topics import Topic, TopicNames
+from deeptrust.drift.metrics import DriftMetrics
+from deeptrust.drift.monitor import DriftMonitor, Embedded
+from deeptrust.drift.reference import ReferenceStore
+from deeptrust.drift.settings import DriftSettings
+from deeptrust.schemas.events import (
+    DriftReportEvent,
+    DriftStateRecord,
+    EmbeddingEvent,
+    RetrainRequestEvent,
+)
+from deeptrust.streams.codec import TRACE_ID, decode, encode, headers_dict
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.dead_letters import dead_letter
+from deeptrust.streams.errors import InvalidInput
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.runner import RunnerSettings
+from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
+from deeptrust.streams.stage import Output
+from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 NAME = "drift"

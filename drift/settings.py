@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from drift.detectors import Combine, DetectorConfig
+from deeptrust.drift.detectors import Combine, DetectorConfig
 
 
 class DriftSettings(BaseSettings):

@@ -8,12 +8,12 @@ from typing import cast
 
 from PIL import Image
 
-from processors.models import BatchModel, ModelSpec, load_model
-from schemas.events import Caption, CaptionedEvent, DetectedEvent
-from streams.images import fetch_image
-from streams.objectstore import ObjectStore
-from streams.stage import Output, Result, derived_event_id
-from streams.topics import Topic
+from deeptrust.processors.models import BatchModel, ModelSpec, load_model
+from deeptrust.schemas.events import Caption, CaptionedEvent, DetectedEvent
+from deeptrust.streams.images import fetch_image
+from deeptrust.streams.objectstore import ObjectStore
+from deeptrust.streams.stage import Output, Result, derived_event_id
+from deeptrust.streams.topics import Topic
 
 
 @dataclass(frozen=True)

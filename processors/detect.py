@@ -19,13 +19,13 @@ from typing import Protocol, cast
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from processors.model_follower import LoadedModel, ReloadMetrics
-from processors.models import BatchModel, ModelSpec, load_model
-from schemas.events import DetectedEvent, Detection, EmbeddingEvent, UploadEvent
-from streams.images import FetchedImage, fetch_image
-from streams.objectstore import ObjectStore
-from streams.stage import Output, Result, derived_event_id
-from streams.topics import Topic
+from deeptrust.processors.model_follower import LoadedModel, ReloadMetrics
+from deeptrust.processors.models import BatchModel, ModelSpec, load_model
+from deeptrust.schemas.events import DetectedEvent, Detection, EmbeddingEvent, UploadEvent
+from deeptrust.streams.images import FetchedImage, fetch_image
+from deeptrust.streams.objectstore import ObjectStore
+from deeptrust.streams.stage import Output, Result, derived_event_id
+from deeptrust.streams.topics import Topic
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Follow the model changelog so a running stage serves a promoted version without a restart.
 
 The training service announces promotions on the compacted ``models.v1`` topic (one
-:class:`~schemas.events.ModelUpdateEvent` per ``model:alias`` key). A stage that follows a
+:class:`~deeptrust.schemas.events.ModelUpdateEvent` per ``model:alias`` key). A stage that follows a
 registered model reads that topic with a consumer of its own: from the beginning at
 start-up, so a restarted stage serves the current production version instead of the
 shipped default, then from a daemon thread. The follower fetches the artefact from the
@@ -37,16 +37,16 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from processors.artefact_archive import unpack_archive
-from processors.models import BatchModel, ModelSpec, load_model
-from schemas.events import ModelUpdateEvent
-from streams.atomic_file import write_atomically
-from streams.codec import decode
-from streams.config import KafkaSettings
-from streams.errors import InvalidInput, Reason
-from streams.objectstore import ObjectStore
-from streams.retry import RetryPolicy
-from streams.topics import Topic, TopicNames
+from deeptrust.processors.artefact_archive import unpack_archive
+from deeptrust.processors.models import BatchModel, ModelSpec, load_model
+from deeptrust.schemas.events import ModelUpdateEvent
+from deeptrust.streams.atomic_file import write_atomically
+from deeptrust.streams.codec import decode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.objectstore import ObjectStore
+from deeptrust.streams.retry import RetryPolicy
+from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ PRODUCTION = "production"
 ARTEFACT_OPTIONS: dict[str, str] = {"mobilenet-probe": "head", "hf-vit": "path"}
 """Per backend, the spec option that takes the artefact's local path."""
 ARCHIVED_BACKENDS = frozenset({"hf-vit"})
-"""Backends whose artefact is a directory packed by :mod:`processors.artefact_archive`."""
+"""Backends whose artefact is a directory packed by :mod:`deeptrust.processors.artefact_archive`."""
 
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 

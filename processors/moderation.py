@@ -15,9 +15,9 @@ import hashlib
 from collections.abc import Sequence
 from typing import Literal
 
-from schemas.events import EnrichedEvent, ModerationEvent
-from streams.stage import Output, Result, derived_event_id
-from streams.topics import Topic
+from deeptrust.schemas.events import EnrichedEvent, ModerationEvent
+from deeptrust.streams.stage import Output, Result, derived_event_id
+from deeptrust.streams.topics import Topic
 
 
 def in_sample(image_id: str, rate: float) -> bool:

@@ -5,20 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import processors.backbones  # registers the ONNX Runtime backbones
-import processors.detectors  # registers the trained detector heads
-import processors.heuristics  # registers the weight-free model backends
-import processors.llm.models  # registers the LLM-backed tagger and captioner
-import processors.transformers_backends  # noqa: F401 - registers hf-vit, onnx-vit, hf-blip
-from processors.caption import CaptionStage
-from processors.detect import DetectStage
-from processors.model_follower import ModelFollower
-from processors.moderation import ModerationRouter
-from processors.search_sink import SearchSink
-from processors.settings import ProcessorSettings
-from processors.tag import TagStage
-from streams.config import KafkaSettings
-from streams.stage import Stage
+import deeptrust.processors.backbones  # registers the ONNX Runtime backbones
+import deeptrust.processors.detectors  # registers the trained detector heads
+import deeptrust.processors.heuristics  # registers the weight-free model backends
+import deeptrust.processors.llm.models  # registers the LLM-backed tagger and captioner
+import deeptrust.processors.transformers_backends  # noqa: F401 - registers hf-vit, onnx-vit, hf-blip
+from deeptrust.processors.caption import CaptionStage
+from deeptrust.processors.detect import DetectStage
+from deeptrust.processors.model_follower import ModelFollower
+from deeptrust.processors.moderation import ModerationRouter
+from deeptrust.processors.search_sink import SearchSink
+from deeptrust.processors.settings import ProcessorSettings
+from deeptrust.processors.tag import TagStage
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.stage import Stage
 
 
 def _detect(s: ProcessorSettings, kafka: KafkaSettings) -> DetectStage:

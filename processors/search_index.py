@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas.events import EnrichedEvent
+from deeptrust.schemas.events import EnrichedEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (

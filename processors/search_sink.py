@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from processors.search_index import SearchIndex
-from schemas.events import EnrichedEvent
-from streams.stage import Result
-from streams.topics import Topic
+from deeptrust.processors.search_index import SearchIndex
+from deeptrust.schemas.events import EnrichedEvent
+from deeptrust.streams.stage import Result
+from deeptrust.streams.topics import Topic
 
 
 class SearchSink:

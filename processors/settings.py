@@ -9,9 +9,9 @@ from typing import Any, get_args
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from processors.models import ModelSpec, Task
-from streams.images import DEFAULT_MAX_PIXELS
-from streams.objectstore import FetchPolicy, LocalObjectStore, ObjectStore, S3ObjectStore
+from deeptrust.processors.models import ModelSpec, Task
+from deeptrust.streams.images import DEFAULT_MAX_PIXELS
+from deeptrust.streams.objectstore import FetchPolicy, LocalObjectStore, ObjectStore, S3ObjectStore
 
 
 class ProcessorSettings(BaseSettings):

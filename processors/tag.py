@@ -1,7 +1,7 @@
 """The tag stage: search tags from the caption, normalised to the vocabulary.
 
 Whatever tagger runs (the language model's free tags, the keyword tagger's), its tags go
-through the same :class:`~processors.vocabulary.mapper.TagMapper`: each lands on a term of
+through the same :class:`~deeptrust.processors.vocabulary.mapper.TagMapper`: each lands on a term of
 the controlled vocabulary or is dropped, and the terms above them in WordNet are added as
 ``broader``, so a search for ``animal`` finds the ladybug.
 """
@@ -12,11 +12,11 @@ import logging
 from collections.abc import Sequence
 from typing import cast
 
-from processors.models import BatchModel, ModelSpec, load_model
-from processors.vocabulary.mapper import DEFAULT_THRESHOLD, TagMapper
-from schemas.events import CaptionedEvent, EnrichedEvent, Tags
-from streams.stage import Output, Result, derived_event_id
-from streams.topics import Topic
+from deeptrust.processors.models import BatchModel, ModelSpec, load_model
+from deeptrust.processors.vocabulary.mapper import DEFAULT_THRESHOLD, TagMapper
+from deeptrust.schemas.events import CaptionedEvent, EnrichedEvent, Tags
+from deeptrust.streams.stage import Output, Result, derived_event_id
+from deeptrust.streams.topics import Topic
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from schemas.events import EVENT_TYPES
+from deeptrust.schemas.events import EVENT_TYPES
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 RELEASED_DIR = SCHEMA_DIR / "released"

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from streams.errors import InvalidInput, Reason
+from deeptrust.streams.errors import InvalidInput, Reason
 
 Headers = list[tuple[str, str | bytes | None]]
 MessageHeaders = dict[str, str | bytes | None] | Headers | None

@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Message
 
-from schemas.events import DeadLetterEvent
-from streams.codec import Encoded, Headers, encode, headers_dict
-from streams.errors import DeadLetterRateExceeded, InvalidInput
+from deeptrust.schemas.events import DeadLetterEvent
+from deeptrust.streams.codec import Encoded, Headers, encode, headers_dict
+from deeptrust.streams.errors import DeadLetterRateExceeded, InvalidInput
 
 REASON_HEADER = "dlq-reason"
 STAGE_HEADER = "dlq-stage"

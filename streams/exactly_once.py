@@ -1,6 +1,6 @@
 """The Kafka settings and transaction calls behind read-process-write exactly once.
 
-What the service runtime (:mod:`streams.service`) makes its clients with: a consumer in a
+What the service runtime (:mod:`deeptrust.streams.service`) makes its clients with: a consumer in a
 static group that reads committed data only and never commits by itself, a transactional
 producer whose id is stable per instance (so a restarted instance fences its dead
 predecessor), and commit and abort calls that tell retriable errors from fatal ones.
@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from streams.codec import Encoded
-from streams.config import KafkaSettings
+from deeptrust.streams.codec import Encoded
+from deeptrust.streams.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 

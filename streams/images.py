@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from streams.errors import InvalidInput, Reason
-from streams.objectstore import ObjectStore
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.objectstore import ObjectStore
 
 DEFAULT_MAX_PIXELS = 40_000_000
 

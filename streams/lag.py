@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException
 
-from streams.metrics import StageMetrics
+from deeptrust.streams.metrics import StageMetrics
 
 log = logging.getLogger(__name__)
 

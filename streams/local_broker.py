@@ -22,7 +22,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from streams.detached import DetachedProcess
+from deeptrust.streams.detached import DetachedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_DIR = Path(os.environ.get("DEEPTRUST_KAFKA_BUILD_DIR", REPO_ROOT / "docker" / "kafka"))
@@ -133,7 +133,7 @@ def _properties_file(settings: dict[str, str]) -> str:
 class LocalBroker:
     """One broker process whose state lives in ``home``.
 
-    Alone by default; as node ``node_id`` of a :class:`streams.local_cluster.LocalCluster`
+    Alone by default; as node ``node_id`` of a :class:`deeptrust.streams.local_cluster.LocalCluster`
     it is given the whole ``quorum`` and the cluster's shared ``cluster_id``.
     """
 

@@ -1,7 +1,8 @@
 """A real N-node Kafka cluster (KRaft, combined broker+controller) on loopback ports.
 
 For the fault tests and for seeing a rolling restart: each node is a
-:class:`~streams.local_broker.LocalBroker` with its own home under the cluster's, all of them
+:class:`~deeptrust.streams.local_broker.LocalBroker` with its own home under the cluster's, all of
+them
 voters of one controller quorum, formatted with one cluster id. With three nodes, the
 internal topics and new topics keep three copies with two in sync, so one node at a time
 can go down without stopping writes that want ``acks=all``.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, ClusterMetadata  # type: ignore[attr-defined]
 
-from streams.local_broker import (
+from deeptrust.streams.local_broker import (
     BrokerError,
     LocalBroker,
     NodePorts,

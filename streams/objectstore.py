@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from streams.errors import InvalidInput, Reason
+from deeptrust.streams.errors import InvalidInput, Reason
 
 
 @dataclass(frozen=True)

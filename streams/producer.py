@@ -19,11 +19,11 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 from pydantic import BaseModel
 
-from schemas.events import UploadEvent
-from streams.codec import encode
-from streams.config import KafkaSettings
-from streams.objectstore import ObjectStore
-from streams.topics import Topic, TopicNames
+from deeptrust.schemas.events import UploadEvent
+from deeptrust.streams.codec import encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.objectstore import ObjectStore
+from deeptrust.streams.topics import Topic, TopicNames
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 

@@ -15,8 +15,8 @@ from typing import Generic, TypeVar
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from pydantic import BaseModel
 
-from streams.codec import decode, headers_dict
-from streams.config import KafkaSettings
+from deeptrust.streams.codec import decode, headers_dict
+from deeptrust.streams.config import KafkaSettings
 
 E = TypeVar("E", bound=BaseModel)
 

@@ -4,7 +4,7 @@ An operator who fixed what made a stage reject its input sends the rejected mess
 the topic the stage reads. Everything here is pure (no broker): which letters a filter
 selects, which of them may go back, and the message that goes: the original key, value
 bytes and headers, so the event keeps its id and the stage's outputs get the ids they would
-have had. ``streams.redrive_kafka`` does the reading and the transactional write.
+have had. ``deeptrust.streams.redrive_kafka`` does the reading and the transactional write.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from schemas.events import DeadLetterEvent, DeadLetterRedrive
-from streams.codec import EVENT_ID, TRACE_ID, Encoded, Headers, encode
-from streams.topics import Topic, TopicNames
+from deeptrust.schemas.events import DeadLetterEvent, DeadLetterRedrive
+from deeptrust.streams.codec import EVENT_ID, TRACE_ID, Encoded, Headers, encode
+from deeptrust.streams.topics import Topic, TopicNames
 
 REDRIVE_HEADER = "dlq-redrive-of"
 """Added to a redriven message: the id of the dead letter it came back from."""

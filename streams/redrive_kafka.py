@@ -18,12 +18,12 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Producer
 
-from schemas.events import DeadLetterEvent, DeadLetterRedrive
-from streams.codec import EVENT_ID
-from streams.config import KafkaSettings
-from streams.exactly_once import abort_transaction, commit_transaction, fenced_producer
-from streams.reader import read_to_end
-from streams.redrive import (
+from deeptrust.schemas.events import DeadLetterEvent, DeadLetterRedrive
+from deeptrust.streams.codec import EVENT_ID
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.exactly_once import abort_transaction, commit_transaction, fenced_producer
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.redrive import (
     Decision,
     Letter,
     LetterFilter,
@@ -32,7 +32,7 @@ from streams.redrive import (
     plan,
     redrive_record,
 )
-from streams.topics import Topic, TopicNames
+from deeptrust.streams.topics import Topic, TopicNames
 
 
 class MissingTopic(RuntimeError):

@@ -1,10 +1,11 @@
 """A stage on the service runtime: consume → micro-batch → prepare/process → produce → commit.
 
 Each batch is one Kafka transaction holding the stage's outputs, its dead letters and the
-consumer offsets; the runtime (:mod:`streams.service`) owns the clients, the transaction and
+consumer offsets; the runtime (:mod:`deeptrust.streams.service`) owns the clients, the transaction
+and
 recovery. What this module adds is what a batch of model work needs:
 
-- Invalid inputs (:class:`~streams.errors.InvalidInput`) are dead-lettered in the same
+- Invalid inputs (:class:`~deeptrust.streams.errors.InvalidInput`) are dead-lettered in the same
   transaction and never retried.
 - Any other failure retries the whole batch with backoff, keeping the messages in memory
   and the consumer in its group. After ``max_attempts`` the batch is bisected to find the
@@ -30,15 +31,15 @@ from confluent_kafka import Message, TopicPartition
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.codec import TRACE_ID, Encoded, decode, encode, headers_dict
-from streams.config import KafkaSettings
-from streams.dead_letters import DeadLetterBudget, Tally, dead_letter
-from streams.errors import InvalidInput, Reason
-from streams.metrics import StageMetrics
-from streams.retry import RetryPolicy
-from streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
-from streams.stage import Output, ReportsMetrics, Result, Stage
-from streams.topics import Topic, TopicNames
+from deeptrust.streams.codec import TRACE_ID, Encoded, decode, encode, headers_dict
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.dead_letters import DeadLetterBudget, Tally, dead_letter
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.retry import RetryPolicy
+from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
+from deeptrust.streams.stage import Output, ReportsMetrics, Result, Stage
+from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 

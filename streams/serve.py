@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-from streams.metrics import HealthServer, StageMetrics
+from deeptrust.streams.metrics import HealthServer, StageMetrics
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def serve_until_signalled(
     """Serve the probes and run ``run(stop)`` until SIGTERM or SIGINT sets ``stop``.
 
     A service that must stop (wrong settings, credentials or permissions; an instance id
-    in use) raises :class:`~streams.kafka_errors.ServiceStopped`: the caller turns it into
+    in use) raises :class:`~deeptrust.streams.kafka_errors.ServiceStopped`: the caller turns it into
     a plain message and a non-zero exit.
     """
     server = HealthServer(metrics, metrics_port, liveness_timeout_s=LIVENESS_GRACE_S + max_wait_s)

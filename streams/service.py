@@ -13,7 +13,7 @@ transactional id, same static member id, so it takes its partitions straight bac
 strategy resumes from the committed offsets and state, as Kafka Streams does with a migrated
 task. ``/readyz`` says not ready while the service is cut off, and
 ``deeptrust_recoveries_total{cause}`` counts each recovery. Only configuration and permission
-errors stop the process (:mod:`streams.kafka_errors`).
+errors stop the process (:mod:`deeptrust.streams.kafka_errors`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,15 @@ from typing import Any, ClassVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from streams.codec import Encoded
-from streams.config import KafkaSettings
-from streams.exactly_once import Instance, commit_with_offsets, consumer_config, producer_config
-from streams.kafka_errors import (
+from deeptrust.streams.codec import Encoded
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.exactly_once import (
+    Instance,
+    commit_with_offsets,
+    consumer_config,
+    producer_config,
+)
+from deeptrust.streams.kafka_errors import (
     CUT_OFF_CODES,
     Action,
     ServiceStopped,
@@ -41,10 +46,10 @@ from streams.kafka_errors import (
     error_of,
     why_stopped,
 )
-from streams.lag import LagProbe
-from streams.metrics import StageMetrics
-from streams.retry import RetryPolicy
-from streams.topics import Topic, TopicNames
+from deeptrust.streams.lag import LagProbe
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.retry import RetryPolicy
+from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 

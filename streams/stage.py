@@ -2,7 +2,8 @@
 
 A stage has a lifecycle (``setup`` loads models, ``close`` releases them) and works in
 two steps: ``prepare`` turns one input event into a model input (fetching and decoding the
-image; an invalid input raises :class:`~streams.errors.InvalidInput` and only that input is
+image; an invalid input raises :class:`~deeptrust.streams.errors.InvalidInput` and only that input
+is
 dead-lettered), and ``process`` runs the model on a whole batch. The runner owns consuming,
 batching, transactions and dead letters, so a stage never sees Kafka.
 """
@@ -17,8 +18,8 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from streams.errors import InvalidInput
-from streams.topics import Topic
+from deeptrust.streams.errors import InvalidInput
+from deeptrust.streams.topics import Topic
 
 In = TypeVar("In", bound=BaseModel, contravariant=True)
 Item = TypeVar("Item")

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from streams.config import KafkaSettings
+from deeptrust.streams.config import KafkaSettings
 
 
 class Topic(StrEnum):

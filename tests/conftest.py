@@ -1,6 +1,6 @@
 """One real Kafka broker per test session; each test gets its own topic prefix.
 
-The broker is the project's own (``streams.local_broker``): Kafka 4.3.1 from Maven
+The broker is the project's own (``deeptrust.streams.local_broker``): Kafka 4.3.1 from Maven
 Central, KRaft, on free loopback ports, in a temporary directory.
 """
 
@@ -19,14 +19,14 @@ import pytest
 from confluent_kafka import Producer
 
 from deeptrust.processes import StageProcess
-from schemas.events import UploadEvent
-from streams.codec import encode
-from streams.config import KafkaSettings
-from streams.local_broker import LocalBroker, free_port
-from streams.local_cluster import LocalCluster
-from streams.objectstore import LocalObjectStore
-from streams.producer import UploadProducer
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.schemas.events import UploadEvent
+from deeptrust.streams.codec import encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import LocalBroker, free_port
+from deeptrust.streams.local_cluster import LocalCluster
+from deeptrust.streams.objectstore import LocalObjectStore
+from deeptrust.streams.producer import UploadProducer
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.events import (
+from deeptrust.schemas.events import (
     AlertEvent,
     DriftVerdict,
     DriftWindow,

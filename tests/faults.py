@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streams.config import KafkaSettings
-from streams.reader import read_to_end, read_until
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.reader import read_to_end, read_until
 from tests.images import sample_paths, small_photo
 
 

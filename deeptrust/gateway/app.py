@@ -48,9 +48,9 @@ from deeptrust.gateway.sources import (
     read_uri_body,
 )
 from deeptrust.gateway.status import State, StatusFollower, StatusStore
-from schemas.events import EnrichedEvent, UploadEvent
-from streams.objectstore import ObjectStore, content_hash
-from streams.producer import DeliveryFailed
+from deeptrust.schemas.events import EnrichedEvent, UploadEvent
+from deeptrust.streams.objectstore import ObjectStore, content_hash
+from deeptrust.streams.producer import DeliveryFailed
 
 log = logging.getLogger(__name__)
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]

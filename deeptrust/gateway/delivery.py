@@ -1,6 +1,7 @@
 """The upload producer, with one delivery future per event so a 202 means "durable".
 
-:class:`~streams.producer.UploadProducer` stores the bytes and emits the event (idempotent,
+:class:`~deeptrust.streams.producer.UploadProducer` stores the bytes and emits the event
+(idempotent,
 ``acks=all``); its ``flush`` waits for *every* event in flight, which would make concurrent
 requests wait for one another and blame one request for another's failure. Here each event
 gets its own future, resolved by the delivery report of that message alone, and a
@@ -16,10 +17,10 @@ from concurrent.futures import Future, InvalidStateError
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from schemas.events import UploadEvent
-from streams.config import KafkaSettings
-from streams.objectstore import ObjectStore
-from streams.producer import DeliveryFailed, UploadProducer
+from deeptrust.schemas.events import UploadEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.objectstore import ObjectStore
+from deeptrust.streams.producer import DeliveryFailed, UploadProducer
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from deeptrust.gateway.delivery import AckedUploadProducer
 from deeptrust.gateway.metrics import GatewayMetrics
 from deeptrust.gateway.settings import GatewaySettings
 from deeptrust.gateway.status import StatusFollower, StatusStore
-from streams.config import KafkaSettings
-from streams.objectstore import ObjectStore
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.objectstore import ObjectStore
 
 
 @dataclass
@@ -79,7 +79,7 @@ class GatewayParts:
 
 def app_from_env() -> FastAPI:
     """The gateway configured by the environment (the uvicorn factory of the server)."""
-    from processors.settings import ProcessorSettings
+    from deeptrust.processors.settings import ProcessorSettings
 
     parts = GatewayParts(GatewaySettings(), KafkaSettings(), ProcessorSettings().object_store())
     return parts.app()

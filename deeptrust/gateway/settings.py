@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.images import DEFAULT_MAX_PIXELS
+from deeptrust.streams.images import DEFAULT_MAX_PIXELS
 
 MiB = 1024 * 1024
 

@@ -23,8 +23,8 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from deeptrust.gateway.sniff import Rejection, UploadRejected
-from streams.errors import InvalidInput, Reason
-from streams.objectstore import ObjectStore
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.objectstore import ObjectStore
 
 FORM_OVERHEAD = 64 * 1024
 """Bytes a multipart body may carry beyond the file itself (boundaries, part headers)."""

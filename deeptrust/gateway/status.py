@@ -48,12 +48,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from schemas.events import DeadLetterEvent, EnrichedEvent, UploadEvent
-from streams.codec import MessageHeaders, decode
-from streams.config import KafkaSettings
-from streams.errors import InvalidInput
-from streams.retry import RetryPolicy
-from streams.topics import Topic, TopicNames
+from deeptrust.schemas.events import DeadLetterEvent, EnrichedEvent, UploadEvent
+from deeptrust.streams.codec import MessageHeaders, decode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.errors import InvalidInput
+from deeptrust.streams.retry import RetryPolicy
+from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -24,15 +24,15 @@ import click
 @click.option("--group", default=None, help="Consumer group  [default: <prefix>alert-webhooks]")
 def notify(subscriptions_file: Path, metrics_port: int, group: str | None) -> None:
     """Deliver alerts to subscribed webhooks until SIGTERM; the alert in hand is finished."""
+    from deeptrust.streams.config import KafkaSettings
+    from deeptrust.streams.kafka_errors import ServiceStopped
+    from deeptrust.streams.metrics import StageMetrics
+    from deeptrust.streams.runner import RunnerSettings
+    from deeptrust.streams.serve import serve_until_signalled
     from deeptrust.webhooks.delivery import WebhookSender
     from deeptrust.webhooks.metrics import WebhookMetrics
     from deeptrust.webhooks.service import NAME, AlertWebhookService
     from deeptrust.webhooks.subscriptions import SubscriptionError, load_subscriptions
-    from streams.config import KafkaSettings
-    from streams.kafka_errors import ServiceStopped
-    from streams.metrics import StageMetrics
-    from streams.runner import RunnerSettings
-    from streams.serve import serve_until_signalled
 
     try:
         config = load_subscriptions(subscriptions_file)

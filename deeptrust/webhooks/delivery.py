@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from deeptrust.schemas.events import AlertEvent
 from deeptrust.webhooks.metrics import WebhookMetrics
 from deeptrust.webhooks.retry import AttemptResult, RetryPolicy, parse_retry_after
 from deeptrust.webhooks.signing import SIGNATURE_HEADER, sign
 from deeptrust.webhooks.subscriptions import Subscription
-from schemas.events import AlertEvent
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streams.retry import RetryPolicy as Backoff
+from deeptrust.streams.retry import RetryPolicy as Backoff
 
 RETRIED_CLIENT_ERRORS = frozenset({408, 429})
 

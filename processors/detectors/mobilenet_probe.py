@@ -1,7 +1,8 @@
 """A pixel-based AI-image detector: a linear probe on frozen MobileNetV2 features.
 
 The head (``mobilenet_probe.npz``, beside this file) is a logistic regression on the
-backbone's 1280-d pooled features, trained by ``make train-detector`` (``training.detector``)
+backbone's 1280-d pooled features, trained by ``make train-detector``
+(``deeptrust.training.detector``)
 on real photo crops and on images from two small generators the project trains itself
 (``docs/detector.md``: data, metrics, and what the probe cannot tell). Images reach the
 backbone through its own preprocessing, exactly as in training, so no separate resize path
@@ -23,16 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from processors.backbones.mobilenet_v2 import (
+from deeptrust.processors.backbones.mobilenet_v2 import (
     DEFAULT_INTRA_OP_THREADS,
     EMBEDDING_DIMENSIONS,
     WEIGHTS_SHA256,
     MobileNetV2,
 )
-from processors.heuristics.provenance import ProvenanceDetector
-from processors.models import ModelSpec, register
-from schemas.events import Detection
-from streams.images import FetchedImage
+from deeptrust.processors.heuristics.provenance import ProvenanceDetector
+from deeptrust.processors.models import ModelSpec, register
+from deeptrust.schemas.events import Detection
+from deeptrust.streams.images import FetchedImage
 
 HEAD_FILE = "mobilenet_probe.npz"
 HEAD_FORMAT = 1
@@ -131,7 +132,7 @@ class ProbeHead:
 
 def shipped_head_path() -> Path:
     """The head file that ships with the package."""
-    return Path(str(resources.files("processors.detectors").joinpath(HEAD_FILE)))
+    return Path(str(resources.files("deeptrust.processors.detectors").joinpath(HEAD_FILE)))
 
 
 class MobileNetProbeDetector:

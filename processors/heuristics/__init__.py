@@ -5,6 +5,11 @@ the pipeline's defaults until learned models replace them, and the provenance de
 stays as an independent second opinion beside any pixel-based one.
 """
 
-from processors.heuristics import colour_texture, keyword_tags, provenance, statistics_caption
+from deeptrust.processors.heuristics import (
+    colour_texture,
+    keyword_tags,
+    provenance,
+    statistics_caption,
+)
 
 __all__ = ["colour_texture", "keyword_tags", "provenance", "statistics_caption"]

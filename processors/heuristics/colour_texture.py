@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from processors.models import ModelSpec, register
+from deeptrust.processors.models import ModelSpec, register
 
 THUMBNAIL = 96
 HUE_BINS, SATURATION_BINS, VALUE_BINS = 8, 4, 4

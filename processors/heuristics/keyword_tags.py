@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from processors.models import ModelSpec, register
+from deeptrust.processors.models import ModelSpec, register
 
 COLOURS = [
     "red",

@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from processors.models import ModelSpec, register
-from schemas.events import Detection
-from streams.images import FetchedImage
+from deeptrust.processors.models import ModelSpec, register
+from deeptrust.schemas.events import Detection
+from deeptrust.streams.images import FetchedImage
 
 EXIF_SOFTWARE = 0x0131
 EXIF_IMAGE_DESCRIPTION = 0x010E

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from processors.models import ModelSpec, register
+from deeptrust.processors.models import ModelSpec, register
 
 _HUE_NAMES = (  # hue upper bounds on a 0..1 scale, and their names
     (0.04, "red"),

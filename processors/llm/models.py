@@ -17,11 +17,17 @@ from dataclasses import replace
 
 from PIL import Image
 
-from processors.backbones.mobilenet_v2 import MobileNetV2
-from processors.heuristics.statistics_caption import describe
-from processors.llm.client import CompletionClient, LLMSettings
-from processors.llm.prompts import STOP, caption_prompt, parse_sentence, parse_tags, tag_prompt
-from processors.models import ModelSpec, register
+from deeptrust.processors.backbones.mobilenet_v2 import MobileNetV2
+from deeptrust.processors.heuristics.statistics_caption import describe
+from deeptrust.processors.llm.client import CompletionClient, LLMSettings
+from deeptrust.processors.llm.prompts import (
+    STOP,
+    caption_prompt,
+    parse_sentence,
+    parse_tags,
+    tag_prompt,
+)
+from deeptrust.processors.models import ModelSpec, register
 
 
 class LLMTagger:

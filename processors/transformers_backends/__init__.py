@@ -6,6 +6,6 @@ needs the libraries (and, for hub ids, hub access). ``make test-torch`` tests th
 on tiny random-weight models built in the test.
 """
 
-from processors.transformers_backends import blip, onnx_vit, vit
+from deeptrust.processors.transformers_backends import blip, onnx_vit, vit
 
 __all__ = ["blip", "onnx_vit", "vit"]

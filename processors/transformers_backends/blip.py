@@ -15,9 +15,9 @@ from typing import Any
 
 from PIL import Image
 
-from processors.models import ModelSpec, register
-from processors.transformers_backends.common import chunks, max_batch, required_path
-from processors.transformers_backends.vit import rgb, torch_device_and_dtype
+from deeptrust.processors.models import ModelSpec, register
+from deeptrust.processors.transformers_backends.common import chunks, max_batch, required_path
+from deeptrust.processors.transformers_backends.vit import rgb, torch_device_and_dtype
 
 DEFAULT_MAX_NEW_TOKENS = 30
 # Caption events need text; a model that stops at once (an end token first) still gets one,

@@ -14,9 +14,9 @@ from typing import TypeVar
 
 import numpy as np
 
-from processors.backbones.mobilenet_v2 import softmax
-from processors.models import ModelSpec
-from schemas.events import Detection
+from deeptrust.processors.backbones.mobilenet_v2 import softmax
+from deeptrust.processors.models import ModelSpec
+from deeptrust.schemas.events import Detection
 
 T = TypeVar("T")
 

@@ -1,10 +1,10 @@
 """Export a transformers ViT classifier to one self-contained ONNX file.
 
-``python -m processors.transformers_backends.onnx_export SRC_DIR OUT.onnx`` (or
+``python -m deeptrust.processors.transformers_backends.onnx_export SRC_DIR OUT.onnx`` (or
 :func:`export_vit`) writes a graph with a dynamic batch axis, input ``pixel_values`` (N, 3,
 H, W) and two outputs: ``logits`` (N, classes) and ``embedding`` (N, hidden), the CLS token
 the classifier head reads, so one file serves both ``detect`` and ``embed``
-(:mod:`processors.transformers_backends.onnx_vit`). The image processor's settings and the
+(:mod:`deeptrust.processors.transformers_backends.onnx_vit`). The image processor's settings and the
 model's ``id2label`` go into the file's metadata, so the runtime needs neither torch nor
 transformers nor the source directory. Needs the ``train`` extra (torch, transformers,
 onnxscript).

@@ -1,6 +1,6 @@
 """An exported ViT classifier on ONNX Runtime: no torch, no transformers at run time.
 
-The file comes from :mod:`~processors.transformers_backends.onnx_export`.
+The file comes from :mod:`~deeptrust.processors.transformers_backends.onnx_export`.
 
 ``detect``/``onnx-vit`` returns the verdict from the ``logits`` output, ``embed``/``onnx-vit``
 the L2-normalised ``embedding`` output (the CLS token), both from ``options["path"]``, the
@@ -26,9 +26,9 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from processors.backbones.mobilenet_v2 import l2_normalise, session_options, usable_cpus
-from processors.models import ModelSpec, register
-from processors.transformers_backends.common import (
+from deeptrust.processors.backbones.mobilenet_v2 import l2_normalise, session_options, usable_cpus
+from deeptrust.processors.models import ModelSpec, register
+from deeptrust.processors.transformers_backends.common import (
     ai_label_index,
     chunks,
     detections,
@@ -36,8 +36,8 @@ from processors.transformers_backends.common import (
     required_path,
     string_list,
 )
-from schemas.events import Detection
-from streams.images import FetchedImage
+from deeptrust.schemas.events import Detection
+from deeptrust.streams.images import FetchedImage
 
 # The names onnx_export writes; repeated here so the runtime never imports the exporter.
 INPUT_NAME, LOGITS_OUTPUT, EMBEDDING_OUTPUT = "pixel_values", "logits", "embedding"

@@ -3,7 +3,7 @@
 ``detect``/``hf-vit``: ``AutoModelForImageClassification`` + ``AutoImageProcessor`` from
 ``options["path"]`` (a ``save_pretrained`` directory or a hub id, such as a fine-tuned
 ``google/vit-base-patch16-224``); the softmax probability of the class that means
-"ai_generated" (:func:`~processors.transformers_backends.common.ai_label_index`).
+"ai_generated" (:func:`~deeptrust.processors.transformers_backends.common.ai_label_index`).
 
 ``embed``/``hf-vit``: ``AutoModel``'s CLS token of the final (layer-normed) hidden state, the
 vector a ViT classifier head reads, L2-normalised; ``options["pooling"] = "pooler"`` takes
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from processors.backbones.mobilenet_v2 import l2_normalise
-from processors.models import ModelSpec, register
-from processors.transformers_backends.common import (
+from deeptrust.processors.backbones.mobilenet_v2 import l2_normalise
+from deeptrust.processors.models import ModelSpec, register
+from deeptrust.processors.transformers_backends.common import (
     ai_label_index,
     chunks,
     detections,
@@ -35,8 +35,8 @@ from processors.transformers_backends.common import (
     required_path,
     with_recorded_threshold,
 )
-from schemas.events import Detection
-from streams.images import FetchedImage
+from deeptrust.schemas.events import Detection
+from deeptrust.streams.images import FetchedImage
 
 DTYPES = ("float32", "float16", "bfloat16")
 POOLINGS = ("cls", "pooler")

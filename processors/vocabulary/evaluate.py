@@ -1,4 +1,6 @@
-"""How well free tags land on the vocabulary: ``python -m processors.vocabulary.evaluate``.
+"""How well free tags land on the vocabulary.
+
+Run ``python -m deeptrust.processors.vocabulary.evaluate``.
 
 A small labelled set of tags a tagger may produce that are *not* vocabulary terms: modern
 or informal words, phrases, and junk that must be dropped. Each positive lists the terms
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from processors.vocabulary.mapper import DEFAULT_THRESHOLD, TagMapper
+from deeptrust.processors.vocabulary.mapper import DEFAULT_THRESHOLD, TagMapper
 
 EXPECTED: dict[str, frozenset[str]] = {
     tag: frozenset(terms.split("|"))

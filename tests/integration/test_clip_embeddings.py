@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from schemas.events import EmbeddingEvent
-from streams.reader import read_until
-from streams.topics import Topic
+from deeptrust.schemas.events import EmbeddingEvent
+from deeptrust.streams.reader import read_until
+from deeptrust.streams.topics import Topic
 from tests.images import sample_paths, small_photo
 
 pytestmark = pytest.mark.integration

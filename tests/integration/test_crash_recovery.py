@@ -3,10 +3,10 @@
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas.events import DetectedEvent, EmbeddingEvent
-from streams.reader import read_to_end
-from streams.stage import derived_event_id
-from streams.topics import Topic
+from deeptrust.schemas.events import DetectedEvent, EmbeddingEvent
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.stage import derived_event_id
+from deeptrust.streams.topics import Topic
 from tests.conftest import wait_for
 from tests.images import sample_paths, small_photo
 

@@ -4,11 +4,11 @@ import base64
 
 import pytest
 
-from schemas.events import DeadLetterEvent, DetectedEvent
-from streams.codec import encode
-from streams.dead_letters import REASON_HEADER
-from streams.reader import read_until
-from streams.topics import Topic
+from deeptrust.schemas.events import DeadLetterEvent, DetectedEvent
+from deeptrust.streams.codec import encode
+from deeptrust.streams.dead_letters import REASON_HEADER
+from deeptrust.streams.reader import read_until
+from deeptrust.streams.topics import Topic
 from tests.conftest import send_raw_upload, wait_for
 from tests.events import pointing_at
 from tests.images import corrupt_bytes, jpeg_bytes, truncated_jpeg

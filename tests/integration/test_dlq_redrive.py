@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas.events import DeadLetterEvent, DeadLetterRedrive, DetectedEvent, UploadEvent
-from streams.reader import read_to_end, read_until
-from streams.redrive import REDRIVE_HEADER, LetterFilter, original_message, redrive_record
-from streams.redrive_kafka import RedriveSettings, read_letters, redrive_producer
-from streams.stage import derived_event_id
-from streams.topics import Topic
+from deeptrust.schemas.events import DeadLetterEvent, DeadLetterRedrive, DetectedEvent, UploadEvent
+from deeptrust.streams.reader import read_to_end, read_until
+from deeptrust.streams.redrive import REDRIVE_HEADER, LetterFilter, original_message, redrive_record
+from deeptrust.streams.redrive_kafka import RedriveSettings, read_letters, redrive_producer
+from deeptrust.streams.stage import derived_event_id
+from deeptrust.streams.topics import Topic
 from tests.conftest import run_cli, send_raw_upload
 from tests.events import pointing_at
 from tests.images import jpeg_bytes

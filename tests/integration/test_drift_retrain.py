@@ -14,14 +14,19 @@ import pytest
 from confluent_kafka import Producer
 from PIL import Image
 
-import processors.registry  # noqa: F401 - registers the model backends
-from drift.shifts import blur, random_crops
-from processors.models import load_model
-from processors.settings import ProcessorSettings
-from schemas.events import AlertEvent, DriftReportEvent, EmbeddingEvent, RetrainRequestEvent
-from streams.codec import encode
-from streams.reader import read_to_end
-from streams.topics import Topic
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.drift.shifts import blur, random_crops
+from deeptrust.processors.models import load_model
+from deeptrust.processors.settings import ProcessorSettings
+from deeptrust.schemas.events import (
+    AlertEvent,
+    DriftReportEvent,
+    EmbeddingEvent,
+    RetrainRequestEvent,
+)
+from deeptrust.streams.codec import encode
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic
 from tests.conftest import run_cli, wait_for
 from tests.images import sample_paths
 

@@ -26,7 +26,7 @@ from deeptrust.gateway.runtime import GatewayParts
 from deeptrust.gateway.settings import GatewaySettings
 from deeptrust.gateway.sources import FORM_OVERHEAD
 from deeptrust.gateway.status import StatusFollower, StatusStore, Update
-from schemas.events import (
+from deeptrust.schemas.events import (
     Caption,
     DeadLetterEvent,
     Detection,
@@ -34,15 +34,15 @@ from schemas.events import (
     Tags,
     UploadEvent,
 )
-from streams.codec import encode
-from streams.config import KafkaSettings
-from streams.dead_letters import dead_letter
-from streams.errors import InvalidInput, Reason
-from streams.local_broker import free_port
-from streams.objectstore import LocalObjectStore
-from streams.producer import produce_one
-from streams.reader import read_to_end
-from streams.topics import Topic, TopicNames
+from deeptrust.streams.codec import encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.dead_letters import dead_letter
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.local_broker import free_port
+from deeptrust.streams.objectstore import LocalObjectStore
+from deeptrust.streams.producer import produce_one
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic, TopicNames
 from tests.conftest import wait_for
 from tests.events import upload_event
 from tests.images import SAMPLES, corrupt_bytes, jpeg_bytes

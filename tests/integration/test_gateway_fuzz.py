@@ -24,8 +24,8 @@ from schemathesis.specs.openapi.checks import (
 
 from deeptrust.gateway.runtime import GatewayParts
 from deeptrust.gateway.settings import GatewaySettings
-from streams.config import KafkaSettings
-from streams.objectstore import LocalObjectStore
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.objectstore import LocalObjectStore
 from tests.conftest import wait_for
 from tests.images import sample_paths, small_photo
 

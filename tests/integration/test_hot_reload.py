@@ -22,14 +22,14 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from deeptrust.processes import StageProcess
-from processors.detectors.mobilenet_probe import ProbeHead, shipped_head_path
-from schemas.events import DetectedEvent, Detection
-from streams.codec import decode
-from streams.config import KafkaSettings
-from streams.objectstore import LocalObjectStore, StoredObject
-from streams.producer import UploadProducer, produce_one
-from streams.reader import read_to_end
-from streams.topics import Topic, TopicNames
+from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, shipped_head_path
+from deeptrust.schemas.events import DetectedEvent, Detection
+from deeptrust.streams.codec import decode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.objectstore import LocalObjectStore, StoredObject
+from deeptrust.streams.producer import UploadProducer, produce_one
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic, TopicNames
 from tests.conftest import wait_for
 from tests.events import model_update
 from tests.images import sample_paths, small_photo

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from streams.local_broker import free_port
+from deeptrust.streams.local_broker import free_port
 
 pytestmark = pytest.mark.integration
 

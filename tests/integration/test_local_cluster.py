@@ -22,9 +22,9 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-from streams.config import KafkaSettings
-from streams.local_cluster import LocalCluster
-from streams.topics import Topic, TopicNames, create_topics
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_cluster import LocalCluster
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -21,12 +21,18 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
-from processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
-from schemas.events import Caption, CaptionedEvent, DeadLetterEvent, Detection, EnrichedEvent
-from streams.codec import encode
-from streams.local_broker import free_port
-from streams.reader import read_to_end, read_until
-from streams.topics import Topic
+from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.schemas.events import (
+    Caption,
+    CaptionedEvent,
+    DeadLetterEvent,
+    Detection,
+    EnrichedEvent,
+)
+from deeptrust.streams.codec import encode
+from deeptrust.streams.local_broker import free_port
+from deeptrust.streams.reader import read_to_end, read_until
+from deeptrust.streams.topics import Topic
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

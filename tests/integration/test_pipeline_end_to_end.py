@@ -5,17 +5,17 @@ import sys
 
 import pytest
 
-import processors.registry  # noqa: F401 - registers the backends the stages use
-from processors.heuristics.keyword_tags import KeywordTagger
-from processors.heuristics.statistics_caption import describe
-from processors.models import ModelSpec, load_model
-from processors.moderation import in_sample
-from processors.settings import ProcessorSettings
-from schemas.events import EnrichedEvent, ModerationEvent
-from streams.images import FetchedImage, decode_image
-from streams.reader import read_to_end, read_until
-from streams.stage import derived_event_id
-from streams.topics import Topic
+import deeptrust.processors.registry  # noqa: F401 - registers the backends the stages use
+from deeptrust.processors.heuristics.keyword_tags import KeywordTagger
+from deeptrust.processors.heuristics.statistics_caption import describe
+from deeptrust.processors.models import ModelSpec, load_model
+from deeptrust.processors.moderation import in_sample
+from deeptrust.processors.settings import ProcessorSettings
+from deeptrust.schemas.events import EnrichedEvent, ModerationEvent
+from deeptrust.streams.images import FetchedImage, decode_image
+from deeptrust.streams.reader import read_to_end, read_until
+from deeptrust.streams.stage import derived_event_id
+from deeptrust.streams.topics import Topic
 from tests.images import generator_png, sample_paths, small_photo
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from deeptrust.debian import debian_package
-from streams.local_broker import free_port
+from deeptrust.streams.local_broker import free_port
 from tests.conftest import wait_for
 from tests.images import corrupt_bytes, jpeg_bytes
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from schemas.events import UploadEvent
-from streams.codec import encode
-from streams.config import KafkaSettings
-from streams.reader import read_to_end
-from streams.topics import Topic, TopicNames
+from deeptrust.schemas.events import UploadEvent
+from deeptrust.streams.codec import encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic, TopicNames
 from tests.events import upload_event
 
 T0 = 1_790_000_000_000  # a fixed moment, in milliseconds since the epoch

@@ -11,11 +11,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import processors.transformers_backends  # noqa: F401 - registers the backends
-from processors.models import ModelSpec, load_model
-from processors.transformers_backends.blip import EMPTY_CAPTION
-from schemas.events import Caption
-from streams.images import decode_image
+import deeptrust.processors.transformers_backends  # noqa: F401 - registers the backends
+from deeptrust.processors.models import ModelSpec, load_model
+from deeptrust.processors.transformers_backends.blip import EMPTY_CAPTION
+from deeptrust.schemas.events import Caption
+from deeptrust.streams.images import decode_image
 from tests.images import sample_paths
 from tests.torch.tiny import tiny_blip
 

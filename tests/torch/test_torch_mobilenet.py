@@ -14,14 +14,14 @@ torch = pytest.importorskip("torch")
 
 from PIL import Image  # noqa: E402
 
-import processors.backbones  # noqa: E402, F401 - registers both MobileNetV2 backends
-from processors.backbones.mobilenet_v2 import (  # noqa: E402
+import deeptrust.processors.backbones  # noqa: E402, F401 - registers both MobileNetV2 backends
+from deeptrust.processors.backbones.mobilenet_v2 import (  # noqa: E402
     EMBEDDING_DIMENSIONS,
     l2_normalise,
     load_weights,
 )
-from processors.backbones.torch_mobilenet import TorchMobileNetV2, build_network  # noqa: E402
-from processors.models import ModelSpec, load_model  # noqa: E402
+from deeptrust.processors.backbones.torch_mobilenet import TorchMobileNetV2, build_network  # noqa: E402
+from deeptrust.processors.models import ModelSpec, load_model  # noqa: E402
 from tests.images import sample_paths  # noqa: E402
 
 # Pooled features reach about 5 in magnitude; float32 with another summation order (and

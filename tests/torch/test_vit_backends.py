@@ -17,11 +17,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-import processors.transformers_backends  # noqa: E402, F401 - registers the backends
-from processors.models import ModelSpec, load_model  # noqa: E402
-from processors.transformers_backends.onnx_vit import Preprocessing, choose_providers  # noqa: E402
-from schemas.events import Detection  # noqa: E402
-from streams.images import FetchedImage, decode_image  # noqa: E402
+import deeptrust.processors.transformers_backends  # noqa: E402, F401 - registers the backends
+from deeptrust.processors.models import ModelSpec, load_model  # noqa: E402
+from deeptrust.processors.transformers_backends.onnx_vit import Preprocessing, choose_providers  # noqa: E402
+from deeptrust.schemas.events import Detection  # noqa: E402
+from deeptrust.streams.images import FetchedImage, decode_image  # noqa: E402
 from tests.images import sample_paths  # noqa: E402
 from tests.torch.tiny import HIDDEN, tiny_vit  # noqa: E402
 
@@ -43,7 +43,7 @@ def onnx_file(vit_dir, tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "processors.transformers_backends.onnx_export",
+            "deeptrust.processors.transformers_backends.onnx_export",
             str(vit_dir),
             str(out),
         ],
@@ -176,9 +176,9 @@ def test_onnx_backend_needs_no_torch_and_gives_the_same_verdicts(vit_dir, onnx_f
                 return None
 
         sys.meta_path.insert(0, Refuse())
-        import processors.registry  # every backend registers without them
-        from processors.models import ModelSpec, load_model
-        from streams.images import FetchedImage, decode_image
+        import deeptrust.processors.registry  # every backend registers without them
+        from deeptrust.processors.models import ModelSpec, load_model
+        from deeptrust.streams.images import FetchedImage, decode_image
         paths = sys.argv[2:]
         spec = ModelSpec("detect", "onnx-vit", "tiny", options={"path": sys.argv[1]})
         data = [open(path, "rb").read() for path in paths]

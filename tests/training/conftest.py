@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from streams.local_broker import free_port
+from deeptrust.streams.local_broker import free_port
 
 if TYPE_CHECKING:
-    from training.service.settings import TrainingSettings
-    from training.tracking.local_server import LocalTrackingServer
+    from deeptrust.training.service.settings import TrainingSettings
+    from deeptrust.training.tracking.local_server import LocalTrackingServer
 
 
 @pytest.fixture(scope="session")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTrackingServer]:
     """Started on first use only: the main environment, without mlflow, never asks for it."""
-    from training.tracking.local_server import LocalTrackingServer
+    from deeptrust.training.tracking.local_server import LocalTrackingServer
 
     server = LocalTrackingServer(tmp_path_factory.mktemp("mlflow"), port=free_port())
     server.start(timeout_s=180)
@@ -35,7 +35,7 @@ def job_settings(
     Its own experiment, registered model, config file and work directory, on the session's
     tracking server.
     """
-    from training.service.settings import TrainingSettings
+    from deeptrust.training.service.settings import TrainingSettings
 
     config = folder / "train.toml"
     config.write_text(config_text, encoding="utf-8")

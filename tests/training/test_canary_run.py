@@ -17,12 +17,12 @@ pytest.importorskip("mlflow")
 
 from confluent_kafka.admin import AdminClient
 
-from processors.settings import ProcessorSettings
-from schemas.events import ModelUpdateEvent
-from streams.config import KafkaSettings
-from streams.topics import Topic, create_topics
+from deeptrust.processors.settings import ProcessorSettings
+from deeptrust.schemas.events import ModelUpdateEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.topics import Topic, create_topics
+from deeptrust.training.canary.run import _candidate_detector, delete_topics
 from tests.conftest import wait_for
-from training.canary.run import _candidate_detector, delete_topics
 
 
 def probe_event(store) -> ModelUpdateEvent:
@@ -95,6 +95,6 @@ def test_the_canarys_topics_are_deleted_and_productions_kept(kafka, topics):
 
 def test_a_broker_that_cannot_delete_is_logged_not_raised(caplog):
     unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_prefix="x.")
-    with caplog.at_level(logging.WARNING, logger="training.canary.run"):
+    with caplog.at_level(logging.WARNING, logger="deeptrust.training.canary.run"):
         assert delete_topics(unreachable, "x.canary-v1-abc.", timeout_s=1.0) == []
     assert "could not delete the canary's topics" in caplog.text

@@ -23,13 +23,13 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-import processors.registry  # noqa: E402, F401 - registers the model backends
-from processors.models import load_model  # noqa: E402
-from processors.settings import ProcessorSettings  # noqa: E402
-from streams.images import decode_image  # noqa: E402
+import deeptrust.processors.registry  # noqa: E402, F401 - registers the model backends
+from deeptrust.processors.models import load_model  # noqa: E402
+from deeptrust.processors.settings import ProcessorSettings  # noqa: E402
+from deeptrust.streams.images import decode_image  # noqa: E402
+from deeptrust.training.datasets.flickr30k import read_flickr30k  # noqa: E402
+from deeptrust.training.evaluation.captions import caption_metrics  # noqa: E402
 from tests.images import sample_paths  # noqa: E402
-from training.datasets.flickr30k import read_flickr30k  # noqa: E402
-from training.evaluation.captions import caption_metrics  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[2] / "samples" / "captions" / "results.csv"
 

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.detector import families  # noqa: E402
-from training.detector.detectors import NPRDetector, npr_residual  # noqa: E402
+from deeptrust.training.detector import families  # noqa: E402
+from deeptrust.training.detector.detectors import NPRDetector, npr_residual  # noqa: E402
 
 
 def test_npr_residual_is_zero_on_2x2_blocks_and_the_offset_elsewhere():

@@ -20,17 +20,17 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-import processors.transformers_backends  # noqa: E402, F401 - registers hf-vit
-from processors.models import ModelSpec, load_model  # noqa: E402
+import deeptrust.processors.transformers_backends  # noqa: E402, F401 - registers hf-vit
+from deeptrust.processors.models import ModelSpec, load_model  # noqa: E402
+from deeptrust.training.datasets.example import read_local  # noqa: E402
+from deeptrust.training.datasets.kaggle_ai_vs_human import read_kaggle_ai_vs_human  # noqa: E402
+from deeptrust.training.evaluation.classification import roc_auc  # noqa: E402
+from deeptrust.training.service.seed_dataset import GENERATED  # noqa: E402
+from deeptrust.training.trainer import EpochStats, TrainConfig, fine_tune  # noqa: E402
+from deeptrust.training.trainer.finetune import TRAINING_RECORD, _binary_logits, load_classifier  # noqa: E402
+from deeptrust.training.trainer.runtime import CHECKPOINT_FILE, accumulate_gradients  # noqa: E402
 from tests.images import sample_paths, small_photo  # noqa: E402
 from tests.torch.tiny import LABELS, tiny_vit  # noqa: E402
-from training.datasets.example import read_local  # noqa: E402
-from training.datasets.kaggle_ai_vs_human import read_kaggle_ai_vs_human  # noqa: E402
-from training.evaluation.classification import roc_auc  # noqa: E402
-from training.service.seed_dataset import GENERATED  # noqa: E402
-from training.trainer import EpochStats, TrainConfig, fine_tune  # noqa: E402
-from training.trainer.finetune import TRAINING_RECORD, _binary_logits, load_classifier  # noqa: E402
-from training.trainer.runtime import CHECKPOINT_FILE, accumulate_gradients  # noqa: E402
 
 torch.set_num_threads(2)
 CROPS_PER_PHOTO = 4

@@ -25,21 +25,21 @@ pytest.importorskip("mlflow")
 
 from confluent_kafka import TopicPartition
 
-from schemas.events import (
+from deeptrust.schemas.events import (
     DeadLetterEvent,
     RetrainRequestEvent,
 )
-from streams.codec import decode, encode
-from streams.config import KafkaSettings
-from streams.metrics import StageMetrics
-from streams.retry import RetryPolicy
-from streams.runner import RunnerSettings
-from streams.service import Session
-from streams.topics import Topic, TopicNames
+from deeptrust.streams.codec import decode, encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.retry import RetryPolicy
+from deeptrust.streams.runner import RunnerSettings
+from deeptrust.streams.service import Session
+from deeptrust.streams.topics import Topic, TopicNames
+from deeptrust.training.service import consumer as consumer_module
+from deeptrust.training.service.attempts import ATTEMPTS_FILE, AttemptLog
+from deeptrust.training.service.consumer import RetrainService, RetrainStrategy
 from tests.events import model_update, retrain_request
-from training.service import consumer as consumer_module
-from training.service.attempts import ATTEMPTS_FILE, AttemptLog
-from training.service.consumer import RetrainService, RetrainStrategy
 
 PREFIX = "unit."
 TOPIC = TopicNames(PREFIX)(Topic.RETRAIN)
@@ -327,8 +327,8 @@ def test_on_the_broker_a_request_that_killed_the_process_is_dead_lettered_at_sta
     kafka, topics, tmp_path
 ):
     """A real consumer group and transaction: the crashed request's count is on disk."""
-    from streams.producer import produce_one
-    from streams.reader import read_to_end
+    from deeptrust.streams.producer import produce_one
+    from deeptrust.streams.reader import read_to_end
 
     request = retrain_request()
     produce_one(kafka, topics(Topic.RETRAIN), request, request.key)

@@ -16,18 +16,18 @@ pytest.importorskip("torch")
 
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
-from schemas.events import (  # noqa: E402
+from deeptrust.schemas.events import (  # noqa: E402
     DetectedEvent,
     ModelUpdateEvent,
 )
-from streams.producer import produce_one  # noqa: E402
-from streams.reader import read_to_end  # noqa: E402
-from streams.topics import Topic  # noqa: E402
+from deeptrust.streams.producer import produce_one  # noqa: E402
+from deeptrust.streams.reader import read_to_end  # noqa: E402
+from deeptrust.streams.topics import Topic  # noqa: E402
+from deeptrust.training.service.seed_dataset import GENERATED  # noqa: E402
+from deeptrust.training.tracking.local_server import LocalTrackingServer  # noqa: E402
 from tests.conftest import run_cli, wait_for  # noqa: E402
 from tests.events import retrain_request  # noqa: E402
 from tests.images import sample_paths, small_photo  # noqa: E402
-from training.service.seed_dataset import GENERATED  # noqa: E402
-from training.tracking.local_server import LocalTrackingServer  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "brier")

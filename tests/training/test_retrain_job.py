@@ -18,14 +18,14 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
+from deeptrust.training.canary.run import production_baseline  # noqa: E402
+from deeptrust.training.datasets.kaggle_ai_vs_human import INDEX_FILE  # noqa: E402
+from deeptrust.training.datasets.split import is_test  # noqa: E402
+from deeptrust.training.service import job as job_module  # noqa: E402
+from deeptrust.training.service.job import RetrainJob  # noqa: E402
+from deeptrust.training.service.seed_dataset import build_seed_dataset  # noqa: E402
+from deeptrust.training.tracking.registry import PRODUCTION_SCORED_TAG  # noqa: E402
 from tests.training.conftest import job_settings  # noqa: E402
-from training.canary.run import production_baseline  # noqa: E402
-from training.datasets.kaggle_ai_vs_human import INDEX_FILE  # noqa: E402
-from training.datasets.split import is_test  # noqa: E402
-from training.service import job as job_module  # noqa: E402
-from training.service.job import RetrainJob  # noqa: E402
-from training.service.seed_dataset import build_seed_dataset  # noqa: E402
-from training.tracking.registry import PRODUCTION_SCORED_TAG  # noqa: E402
 
 EPOCHS = 3
 CONFIG = f"""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from training.trainer.config import SWEEPABLE, TrainConfig, expand_sweep, load_config
+from deeptrust.training.trainer.config import SWEEPABLE, TrainConfig, expand_sweep, load_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "training" / "configs" / "detector.toml"
 SHIPPED_VIT = SHIPPED.with_name("detector-vit.toml")

@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from processors.detectors.mobilenet_probe import ProbeHead  # noqa: E402
-from training.trainer import EpochStats, TrainConfig, train_probe  # noqa: E402
-from training.trainer.loop import CHECKPOINT_FILE, _accumulate_gradients  # noqa: E402
+from deeptrust.processors.detectors.mobilenet_probe import ProbeHead  # noqa: E402
+from deeptrust.training.trainer import EpochStats, TrainConfig, train_probe  # noqa: E402
+from deeptrust.training.trainer.loop import CHECKPOINT_FILE, _accumulate_gradients  # noqa: E402
 
 DIMENSIONS = 32
 
@@ -257,7 +257,7 @@ def test_bad_inputs_are_refused(problem):
 def test_the_gradient_scaler_path_trains_and_resumes(problem, tmp_path, monkeypatch):
     # CUDA's fp16 path (autocast + GradScaler) exercised on the CPU, where torch has a
     # scaler too: scaled steps learn, and the scaler's state survives a resume.
-    from training.trainer import loop
+    from deeptrust.training.trainer import loop
 
     monkeypatch.setattr(loop, "make_scaler", lambda precision, device: torch.amp.GradScaler("cpu"))
     settings = config(epochs=4, precision="fp16")

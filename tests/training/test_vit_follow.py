@@ -20,14 +20,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-import processors.registry  # noqa: F401 - registers the model backends
-from processors.artefact_archive import pack_directory
-from processors.model_follower import ModelFollower, Outcome
-from processors.models import ModelSpec, load_model
-from processors.transformers_backends.common import TRAINING_RECORD
-from streams.config import KafkaSettings
-from streams.images import FetchedImage, decode_image
-from streams.objectstore import LocalObjectStore
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.processors.artefact_archive import pack_directory
+from deeptrust.processors.model_follower import ModelFollower, Outcome
+from deeptrust.processors.models import ModelSpec, load_model
+from deeptrust.processors.transformers_backends.common import TRAINING_RECORD
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.images import FetchedImage, decode_image
+from deeptrust.streams.objectstore import LocalObjectStore
 from tests.events import model_update
 from tests.images import sample_paths
 from tests.torch.tiny import tiny_vit

@@ -18,16 +18,16 @@ mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from processors.artefact_archive import unpack_archive  # noqa: E402
-from processors.models import load_model  # noqa: E402
-from processors.settings import ProcessorSettings  # noqa: E402
-from streams.images import decode_image  # noqa: E402
+from deeptrust.processors.artefact_archive import unpack_archive  # noqa: E402
+from deeptrust.processors.models import load_model  # noqa: E402
+from deeptrust.processors.settings import ProcessorSettings  # noqa: E402
+from deeptrust.streams.images import decode_image  # noqa: E402
+from deeptrust.training.canary.run import _candidate_detector  # noqa: E402
+from deeptrust.training.service.job import RetrainJob  # noqa: E402
+from deeptrust.training.tracking.registry import ARTIFACT_SHA_TAG, ARTIFACT_URI_TAG, BACKEND_TAG  # noqa: E402
 from tests.images import sample_paths  # noqa: E402
 from tests.torch.tiny import tiny_vit  # noqa: E402
 from tests.training.conftest import job_settings  # noqa: E402
-from training.canary.run import _candidate_detector  # noqa: E402
-from training.service.job import RetrainJob  # noqa: E402
-from training.tracking.registry import ARTIFACT_SHA_TAG, ARTIFACT_URI_TAG, BACKEND_TAG  # noqa: E402
 
 HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "brier")
 EPOCHS = 2

@@ -13,7 +13,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streams.codec import Encoded, encode
+from deeptrust.streams.codec import Encoded, encode
 
 
 @dataclass

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import pytest
 
 from deeptrust.alerts import AlertFilter, one_line
-from schemas.events import AlertEvent
+from deeptrust.schemas.events import AlertEvent
 
 
 def alert(kind="drift", severity="warning"):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from processors.backbones.mobilenet_v2 import MobileNetV2
-from processors.models import ModelSpec
+from deeptrust.processors.backbones.mobilenet_v2 import MobileNetV2
+from deeptrust.processors.models import ModelSpec
 from tests.images import sample_paths
 
 

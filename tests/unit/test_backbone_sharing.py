@@ -2,11 +2,11 @@
 
 from PIL import Image
 
-from processors.backbones.batch_memo import LastBatchMemo
-from processors.backbones.mobilenet_v2 import MobileNetV2
-from processors.detect import DetectStage
-from processors.models import ModelSpec
-from streams.objectstore import LocalObjectStore
+from deeptrust.processors.backbones.batch_memo import LastBatchMemo
+from deeptrust.processors.backbones.mobilenet_v2 import MobileNetV2
+from deeptrust.processors.detect import DetectStage
+from deeptrust.processors.models import ModelSpec
+from deeptrust.streams.objectstore import LocalObjectStore
 from tests.events import upload_event
 from tests.images import sample_paths, small_photo
 

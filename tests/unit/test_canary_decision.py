@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from schemas.events import DeadLetterEvent, Detection
-from streams.codec import EVENT_ID
-from streams.stage import derived_event_id
-from streams.topics import Topic
-from training.canary.comparison import compare, dead_lettered_outputs, throughput
-from training.canary.gates import Gates, ProductionBaseline, judge
-from training.canary.replay import ReplayRange
+from deeptrust.schemas.events import DeadLetterEvent, Detection
+from deeptrust.streams.codec import EVENT_ID
+from deeptrust.streams.stage import derived_event_id
+from deeptrust.streams.topics import Topic
+from deeptrust.training.canary.comparison import compare, dead_lettered_outputs, throughput
+from deeptrust.training.canary.gates import Gates, ProductionBaseline, judge
+from deeptrust.training.canary.replay import ReplayRange
 
 NO_PRODUCTION = ProductionBaseline(scored=None, current=None)
 SAME_PRODUCTION = ProductionBaseline(scored="3", current="3")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from training.evaluation.captions import (
+from deeptrust.training.evaluation.captions import (
     caption_metrics,
     cider_d,
     cider_d_per_image,

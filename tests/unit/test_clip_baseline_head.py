@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from processors.backbones.clip_baseline_head import Sahu65ClipHead
+from deeptrust.processors.backbones.clip_baseline_head import Sahu65ClipHead
 
 
 @pytest.fixture(scope="module")

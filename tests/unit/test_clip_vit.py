@@ -8,12 +8,17 @@ import pytest
 from onnx import numpy_helper
 from PIL import Image, ImageOps
 
-import processors.registry  # noqa: F401 - registers the model backends
-from processors.backbones import clip_vit
-from processors.backbones.clip_baseline_head import Sahu65ClipHead
-from processors.backbones.clip_vit import ClipVitB16, TowerNotFoundError, load_tower, preprocess
-from processors.models import ModelSpec, load_model
-from processors.settings import ProcessorSettings
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.processors.backbones import clip_vit
+from deeptrust.processors.backbones.clip_baseline_head import Sahu65ClipHead
+from deeptrust.processors.backbones.clip_vit import (
+    ClipVitB16,
+    TowerNotFoundError,
+    load_tower,
+    preprocess,
+)
+from deeptrust.processors.models import ModelSpec, load_model
+from deeptrust.processors.settings import ProcessorSettings
 from tests.images import SAMPLES
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])

@@ -1,8 +1,16 @@
 import pytest
 
-from schemas.events import DetectedEvent, UploadEvent
-from streams.codec import EVENT_ID, SCHEMA, SCHEMA_VERSION, TRACE_ID, decode, encode, headers_dict
-from streams.errors import InvalidInput, Reason
+from deeptrust.schemas.events import DetectedEvent, UploadEvent
+from deeptrust.streams.codec import (
+    EVENT_ID,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TRACE_ID,
+    decode,
+    encode,
+    headers_dict,
+)
+from deeptrust.streams.errors import InvalidInput, Reason
 from tests.events import upload_event
 
 

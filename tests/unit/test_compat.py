@@ -4,9 +4,9 @@ import copy
 
 import pytest
 
-from schemas.compat import breaking_changes
-from schemas.events import DetectedEvent
-from schemas.files import schema_for
+from deeptrust.schemas.compat import breaking_changes
+from deeptrust.schemas.events import DetectedEvent
+from deeptrust.schemas.files import schema_for
 
 BASE = schema_for(DetectedEvent)
 

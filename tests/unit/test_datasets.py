@@ -16,24 +16,24 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.images import SAMPLES, corrupt_bytes, truncated_jpeg
-from training.datasets.example import (
+from deeptrust.training.datasets.example import (
     LABEL_AI,
     LABEL_HUMAN,
     Example,
     read_local,
     reviewed_example,
 )
-from training.datasets.flickr30k import read_flickr30k
-from training.datasets.kaggle_ai_vs_human import read_kaggle_ai_vs_human
-from training.datasets.manifest import (
+from deeptrust.training.datasets.flickr30k import read_flickr30k
+from deeptrust.training.datasets.kaggle_ai_vs_human import read_kaggle_ai_vs_human
+from deeptrust.training.datasets.manifest import (
     build_manifest,
     read_manifest,
     verify_manifest,
     write_manifest,
 )
-from training.datasets.quality import QualityPolicy, Rejection, check_quality
-from training.datasets.split import TEST_FRACTION, is_test, split_by_content
+from deeptrust.training.datasets.quality import QualityPolicy, Rejection, check_quality
+from deeptrust.training.datasets.split import TEST_FRACTION, is_test, split_by_content
+from tests.images import SAMPLES, corrupt_bytes, truncated_jpeg
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.detector import benchmark
-from training.detector.data import Photo
-from training.detector.metrics import (
+from deeptrust.training.detector import benchmark
+from deeptrust.training.detector.data import Photo
+from deeptrust.training.detector.metrics import (
     HeldOutMetrics,
     Spread,
     auroc,
@@ -22,8 +22,8 @@ from training.detector.metrics import (
     threshold_at_fpr,
     tpr_at_fpr,
 )
-from training.detector.real_photos import edited, screenshot
-from training.detector.robustness import CONDITIONS, blur, rescale
+from deeptrust.training.detector.real_photos import edited, screenshot
+from deeptrust.training.detector.robustness import CONDITIONS, blur, rescale
 
 TEN_REAL = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 

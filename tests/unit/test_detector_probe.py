@@ -9,21 +9,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import processors.registry  # noqa: F401 - registers the model backends
-from processors.backbones.mobilenet_v2 import EMBEDDING_DIMENSIONS, WEIGHTS_SHA256
-from processors.detectors.mobilenet_probe import (
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.processors.backbones.mobilenet_v2 import EMBEDDING_DIMENSIONS, WEIGHTS_SHA256
+from deeptrust.processors.detectors.mobilenet_probe import (
     MobileNetProbeDetector,
     ProbeHead,
     shipped_head_path,
     sigmoid,
 )
-from processors.models import ModelSpec, load_model
-from schemas.events import Detection
-from streams.images import FetchedImage, decode_image
+from deeptrust.processors.models import ModelSpec, load_model
+from deeptrust.schemas.events import Detection
+from deeptrust.streams.images import FetchedImage, decode_image
+from deeptrust.training.detector import data
+from deeptrust.training.detector.evaluate import Metrics
+from deeptrust.training.detector.probe import balanced_weights, choose_l2, fit_logistic, train_head
 from tests.images import generator_png, sample_paths
-from training.detector import data
-from training.detector.evaluate import Metrics
-from training.detector.probe import balanced_weights, choose_l2, fit_logistic, train_head
 
 
 def fetched(raw: bytes) -> FetchedImage:

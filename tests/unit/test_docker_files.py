@@ -23,9 +23,9 @@ import yaml
 
 from deeptrust.cli import cli
 from deeptrust.debian import debian_package
+from deeptrust.processors.registry import STAGE_NAMES
+from deeptrust.training.service.settings import TrainingSettings
 from deeptrust.webhooks.subscriptions import load_subscriptions
-from processors.registry import STAGE_NAMES
-from training.service.settings import TrainingSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -198,9 +198,16 @@ def test_copy_sources_exist_in_the_build_context(dockerfile):
 
 
 def project_packages() -> set[str]:
+    """The folders the wheel is built from: its package and the folders linked into it."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    return {pattern.rstrip("*") for pattern in includes}
+    packages = {pattern.rstrip("*") for pattern in includes}
+    return packages | {
+        entry.name
+        for package in packages
+        for entry in (ROOT / package).iterdir()
+        if entry.is_symlink()
+    }
 
 
 def test_cpu_and_cuda_images_copy_the_same_packages():
@@ -251,7 +258,7 @@ def test_the_vocabulary_is_baked_where_the_runtime_reads_it():
         [
             sys.executable,
             "-c",
-            "from processors.vocabulary import mapper, wordnet; "
+            "from deeptrust.processors.vocabulary import mapper, wordnet; "
             "print(wordnet.NLTK_ROOT); print(mapper.EMBEDDINGS_CACHE)",
         ],
         env={**os.environ, "XDG_CACHE_HOME": "/baked"},

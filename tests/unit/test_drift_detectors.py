@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from drift.detectors import DetectorConfig, build_detectors, combined
-from drift.kl import DriftResult
+from deeptrust.drift.detectors import DetectorConfig, build_detectors, combined
+from deeptrust.drift.kl import DriftResult
 
 
 def result(is_drift):

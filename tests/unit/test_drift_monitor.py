@@ -5,12 +5,17 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from drift.monitor import DriftMonitor, Embedded
-from drift.reference import ReferenceStore
-from drift.settings import DriftSettings
-from schemas.events import AlertEvent, DriftReportEvent, EmbeddingEvent, RetrainRequestEvent
-from streams.errors import InvalidInput, Reason
-from streams.topics import Topic
+from deeptrust.drift.monitor import DriftMonitor, Embedded
+from deeptrust.drift.reference import ReferenceStore
+from deeptrust.drift.settings import DriftSettings
+from deeptrust.schemas.events import (
+    AlertEvent,
+    DriftReportEvent,
+    EmbeddingEvent,
+    RetrainRequestEvent,
+)
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.topics import Topic
 
 DIM, RANK = 32, 4
 MIXING = np.random.default_rng(42).normal(size=(RANK, DIM))

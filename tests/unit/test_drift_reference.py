@@ -1,6 +1,6 @@
 import numpy as np
 
-from drift.reference import Reference, ReferenceStore
+from deeptrust.drift.reference import Reference, ReferenceStore
 
 
 def reference(version="1", seed=0):

@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 from PIL import Image
 
-from drift.report import write_report
-from schemas.events import DriftReportEvent, DriftVerdict, DriftWindow
+from deeptrust.drift.report import write_report
+from deeptrust.schemas.events import DriftReportEvent, DriftVerdict, DriftWindow
 
 
 def report(index, statistic, model_version="1"):

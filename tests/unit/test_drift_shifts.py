@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image, ImageStat
 
-from drift.shifts import SHIFTS, colour_cast, random_crops
+from deeptrust.drift.shifts import SHIFTS, colour_cast, random_crops
 from tests.images import sample_paths
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from drift.cooldown import Cooldown
-from drift.windows import Windower
+from deeptrust.drift.cooldown import Cooldown
+from deeptrust.drift.windows import Windower
 
 
 def test_window_closes_at_its_count_and_remembers_its_offsets():

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.images import SAMPLES
-from training.evaluation.classification import (
+from deeptrust.training.evaluation.classification import (
     average_ranks,
     calibration,
     confusion_matrix,
@@ -22,7 +21,7 @@ from training.evaluation.classification import (
     roc_auc,
     write_artefacts,
 )
-from training.evaluation.slices import (
+from deeptrust.training.evaluation.slices import (
     STANDARD_LUMINANCE,
     ImageTraits,
     evaluate_slices,
@@ -31,6 +30,7 @@ from training.evaluation.slices import (
     slice_metrics,
     slice_names,
 )
+from tests.images import SAMPLES
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
@@ -203,7 +203,7 @@ def test_greyscale_is_judged_by_pixels_not_mode(quality):
 
 def test_faces_are_found_in_the_portraits_only():
     pytest.importorskip("cv2")
-    from training.evaluation.faces import haar_face_counter
+    from deeptrust.training.evaluation.faces import haar_face_counter
 
     counter = haar_face_counter()
     assert counter is not None
@@ -216,7 +216,7 @@ def test_faces_are_found_in_the_portraits_only():
 
 
 def test_without_opencv_there_is_no_face_counter_and_no_faces_slice(monkeypatch):
-    from training.evaluation.faces import haar_face_counter
+    from deeptrust.training.evaluation.faces import haar_face_counter
 
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes "import cv2" fail
     assert haar_face_counter() is None

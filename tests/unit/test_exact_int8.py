@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from processors.backbones.exact_int8 import UnsupportedGraphError, exact_per_image
+from deeptrust.processors.backbones.exact_int8 import UnsupportedGraphError, exact_per_image
 
 K, N = 64, 8
 

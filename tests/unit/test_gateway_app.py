@@ -21,16 +21,16 @@ from deeptrust.gateway.sources import (
     read_uri_body,
 )
 from deeptrust.gateway.status import State, StatusStore, Update, pending, update_from
-from schemas.events import (
+from deeptrust.schemas.events import (
     Caption,
     DeadLetterEvent,
     Detection,
     EnrichedEvent,
     Tags,
 )
-from streams.codec import encode
-from streams.errors import InvalidInput
-from streams.topics import Topic, TopicNames
+from deeptrust.streams.codec import encode
+from deeptrust.streams.errors import InvalidInput
+from deeptrust.streams.topics import Topic, TopicNames
 from tests.events import upload_event
 from tests.images import SAMPLES, corrupt_bytes, generator_png, jpeg_bytes, truncated_jpeg
 

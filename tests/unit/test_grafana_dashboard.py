@@ -15,8 +15,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from deeptrust.debian import debian_package
-from drift.metrics import DriftMetrics
-from streams.metrics import StageMetrics
+from deeptrust.drift.metrics import DriftMetrics
+from deeptrust.streams.metrics import StageMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = ROOT / "helm" / "deeptrust" / "files"

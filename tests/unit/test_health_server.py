@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from streams.metrics import HealthServer, StageMetrics
+from deeptrust.streams.metrics import HealthServer, StageMetrics
 
 
 @pytest.fixture

@@ -3,13 +3,13 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-import processors.heuristics  # noqa: F401 - registers the backends
-from processors.heuristics.colour_texture import DIMENSIONS, embed
-from processors.heuristics.keyword_tags import VOCABULARY, KeywordTagger
-from processors.heuristics.statistics_caption import describe
-from processors.models import ModelSpec, load_model
-from processors.vocabulary.terms import read_terms
-from streams.images import FetchedImage, decode_image
+import deeptrust.processors.heuristics  # noqa: F401 - registers the backends
+from deeptrust.processors.heuristics.colour_texture import DIMENSIONS, embed
+from deeptrust.processors.heuristics.keyword_tags import VOCABULARY, KeywordTagger
+from deeptrust.processors.heuristics.statistics_caption import describe
+from deeptrust.processors.models import ModelSpec, load_model
+from deeptrust.processors.vocabulary.terms import read_terms
+from deeptrust.streams.images import FetchedImage, decode_image
 from tests.images import generator_png, jpeg_bytes, sample_paths
 
 

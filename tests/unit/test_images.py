@@ -3,8 +3,8 @@ import io
 import pytest
 from PIL import Image
 
-from streams.errors import InvalidInput, Reason
-from streams.images import decode_image
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.images import decode_image
 from tests.images import corrupt_bytes, jpeg_bytes, sample_paths, truncated_jpeg
 
 

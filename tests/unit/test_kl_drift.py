@@ -7,8 +7,8 @@ project's embedding model is measured by the drift benchmark.
 import numpy as np
 import pytest
 
-from drift.kl import KLConfig, KLDriftDetector
-from drift.reduction import Projection
+from deeptrust.drift.kl import KLConfig, KLDriftDetector
+from deeptrust.drift.reduction import Projection
 
 DIM, RANK = 64, 6
 

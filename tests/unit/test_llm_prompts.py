@@ -1,4 +1,4 @@
-from processors.llm.prompts import (
+from deeptrust.processors.llm.prompts import (
     LABEL_FLOOR,
     caption_prompt,
     parse_sentence,

@@ -4,8 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from streams.local_broker import LocalBroker, NodePorts, replication_for, server_properties
-from streams.local_cluster import LocalCluster
+from deeptrust.streams.local_broker import (
+    LocalBroker,
+    NodePorts,
+    replication_for,
+    server_properties,
+)
+from deeptrust.streams.local_cluster import LocalCluster
 
 QUORUM = (NodePorts(9092, 9093), NodePorts(9094, 9095), NodePorts(9096, 9097))
 

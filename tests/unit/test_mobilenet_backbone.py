@@ -19,9 +19,9 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-import processors.registry  # noqa: F401 - registers the model backends
-from processors.backbones import mobilenet_v2
-from processors.backbones.mobilenet_v2 import (
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.processors.backbones import mobilenet_v2
+from deeptrust.processors.backbones.mobilenet_v2 import (
     BATCH_NORM_EPS,
     EMBEDDING_DIMENSIONS,
     INPUT_NAME,
@@ -32,15 +32,15 @@ from processors.backbones.mobilenet_v2 import (
     load_weights,
     preprocess,
 )
-from processors.backbones.torch_legacy import (
+from deeptrust.processors.backbones.torch_legacy import (
     MAGIC_NUMBER,
     PROTOCOL_VERSION,
     LegacyFormatError,
     load_state_dict,
     read_state_dict,
 )
-from processors.models import ModelSpec, load_model
-from processors.settings import ProcessorSettings
+from deeptrust.processors.models import ModelSpec, load_model
+from deeptrust.processors.settings import ProcessorSettings
 from tests.images import SAMPLES
 
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}

@@ -22,24 +22,24 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client import CollectorRegistry
 
-import processors.registry  # noqa: F401 - registers the model backends
-from processors.detect import DetectStage
-from processors.detectors.mobilenet_probe import ProbeHead, shipped_head_path
-from processors.model_follower import (
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.processors.detect import DetectStage
+from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, shipped_head_path
+from deeptrust.processors.model_follower import (
     ArtefactCache,
     ModelFollower,
     Outcome,
     UpdateRefused,
     latest_production,
 )
-from processors.models import BatchModel, ModelSpec, load_model
-from processors.registry import build_stage
-from processors.settings import ProcessorSettings
-from schemas.events import Detection, ModelUpdateEvent
-from streams.codec import encode
-from streams.config import KafkaSettings
-from streams.objectstore import LocalObjectStore, StoredObject
-from streams.topics import Topic, TopicNames
+from deeptrust.processors.models import BatchModel, ModelSpec, load_model
+from deeptrust.processors.registry import build_stage
+from deeptrust.processors.settings import ProcessorSettings
+from deeptrust.schemas.events import Detection, ModelUpdateEvent
+from deeptrust.streams.codec import encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.objectstore import LocalObjectStore, StoredObject
+from deeptrust.streams.topics import Topic, TopicNames
 from tests.events import model_update, upload_event
 from tests.images import sample_paths, small_photo
 
@@ -264,7 +264,7 @@ def test_production_moving_to_another_backend_counts_as_a_failure(store, tmp_pat
 def test_an_artefact_not_yet_in_the_store_is_tried_again_with_backoff(store, tmp_path, monkeypatch):
     """A missing object may appear (a replica of the store catching up): retry, doubling."""
     clock = [1000.0]
-    monkeypatch.setattr("processors.model_follower.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("deeptrust.processors.model_follower.time.monotonic", lambda: clock[0])
     follower = follower_for(store, tmp_path)
     head = shifted_head()
     target = store.root / "models" / "late" / "head.npz"
@@ -292,7 +292,7 @@ def test_an_artefact_not_yet_in_the_store_is_tried_again_with_backoff(store, tmp
 
 def test_a_newer_update_replaces_a_pending_retry(store, tmp_path, shifted, monkeypatch):
     clock = [1000.0]
-    monkeypatch.setattr("processors.model_follower.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("deeptrust.processors.model_follower.time.monotonic", lambda: clock[0])
     follower = follower_for(store, tmp_path)
     missing = update(artifact_uri=(store.root / "models/none.npz").as_uri(), version="2")
     assert follower.handle(missing) is Outcome.FAILED

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime
 
-from processors.moderation import in_sample, route
-from processors.search_index import SearchIndex
-from schemas.events import Caption, Detection, EnrichedEvent, Tags
+from deeptrust.processors.moderation import in_sample, route
+from deeptrust.processors.search_index import SearchIndex
+from deeptrust.schemas.events import Caption, Detection, EnrichedEvent, Tags
 
 
 def enriched(image_id, probability=0.1, caption="a photo", tags=(), signals=()):

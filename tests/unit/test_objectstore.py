@@ -1,7 +1,7 @@
 import pytest
 
-from streams.errors import InvalidInput, Reason
-from streams.objectstore import FetchPolicy, LocalObjectStore, content_hash
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.objectstore import FetchPolicy, LocalObjectStore, content_hash
 
 
 @pytest.fixture

@@ -6,16 +6,15 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 from deeptrust.dlq_cli import aligned, describe, totals
-from deeptrust.webhooks.service import NAME as WEBHOOKS_NAME
-from drift.service import NAME as DRIFT_NAME
-from processors.caption import CaptionStage
-from processors.detect import DetectStage
-from processors.moderation import ModerationRouter
-from processors.search_sink import SearchSink
-from processors.tag import TagStage
-from schemas.events import DeadLetterEvent, DeadLetterRedrive
-from streams.codec import Encoded, decode
-from streams.redrive import (
+from deeptrust.drift.service import NAME as DRIFT_NAME
+from deeptrust.processors.caption import CaptionStage
+from deeptrust.processors.detect import DetectStage
+from deeptrust.processors.moderation import ModerationRouter
+from deeptrust.processors.search_sink import SearchSink
+from deeptrust.processors.tag import TagStage
+from deeptrust.schemas.events import DeadLetterEvent, DeadLetterRedrive
+from deeptrust.streams.codec import Encoded, decode
+from deeptrust.streams.redrive import (
     REDRIVE_HEADER,
     STAGE_INPUTS,
     Letter,
@@ -26,7 +25,8 @@ from streams.redrive import (
     redrive_record,
     select,
 )
-from streams.topics import Topic, TopicNames
+from deeptrust.streams.topics import Topic, TopicNames
+from deeptrust.webhooks.service import NAME as WEBHOOKS_NAME
 
 NAMES = TopicNames("p.")
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_every_service_that_dead_letters_is_known_with_the_topic_it_reads():
     stages = (DetectStage, CaptionStage, TagStage, ModerationRouter, SearchSink)
     services = {
         DRIFT_NAME: Topic.EMBEDDINGS,
-        "retrain": Topic.RETRAIN,  # training.service.consumer.NAME, behind mlflow
+        "retrain": Topic.RETRAIN,  # deeptrust.training.service.consumer.NAME, behind mlflow
         WEBHOOKS_NAME: Topic.ALERTS,
     }
     assert dict(STAGE_INPUTS) == {s.name: s.input_topic for s in stages} | services

@@ -1,6 +1,6 @@
 import pytest
 
-from streams.retry import RetryPolicy
+from deeptrust.streams.retry import RetryPolicy
 
 
 def test_waits_double_from_the_first_and_stop_at_the_cap():

@@ -1,8 +1,8 @@
 import pytest
 
-from streams.dead_letters import DeadLetterBudget, Tally
-from streams.errors import DeadLetterRateExceeded
-from streams.producer import paced
+from deeptrust.streams.dead_letters import DeadLetterBudget, Tally
+from deeptrust.streams.errors import DeadLetterRateExceeded
+from deeptrust.streams.producer import paced
 
 
 def test_budget_allows_occasional_dead_letters():

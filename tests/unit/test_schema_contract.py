@@ -5,9 +5,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from schemas.compat import breaking_changes
-from schemas.events import EVENT_TYPES, UploadEvent
-from schemas.files import RELEASED_DIR, SCHEMA_DIR, file_name, load, render, schema_for
+from deeptrust.schemas.compat import breaking_changes
+from deeptrust.schemas.events import EVENT_TYPES, UploadEvent
+from deeptrust.schemas.files import RELEASED_DIR, SCHEMA_DIR, file_name, load, render, schema_for
 from tests.events import upload_event
 
 

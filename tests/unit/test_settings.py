@@ -1,4 +1,4 @@
-from streams.config import KafkaSettings
+from deeptrust.streams.config import KafkaSettings
 
 
 def test_sasl_ssl_settings_reach_the_client_config(monkeypatch):
@@ -26,7 +26,7 @@ def test_plaintext_is_the_default():
 
 
 def test_model_options_reach_every_spec_and_task_keys_win(monkeypatch):
-    from processors.settings import ProcessorSettings
+    from deeptrust.processors.settings import ProcessorSettings
 
     monkeypatch.setenv("DEEPTRUST_DETECT_BACKEND", "hf-vit")
     monkeypatch.setenv("DEEPTRUST_MODEL_THREADS", "3")
@@ -57,8 +57,8 @@ def test_model_options_reach_every_spec_and_task_keys_win(monkeypatch):
 def test_model_artefacts_have_their_own_size_limit_above_the_upload_limit(monkeypatch, tmp_path):
     import pytest
 
-    from processors.settings import ProcessorSettings
-    from streams.errors import InvalidInput
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.streams.errors import InvalidInput
 
     monkeypatch.setenv("DEEPTRUST_OBJECT_STORE_ROOT", str(tmp_path))
     monkeypatch.setenv("DEEPTRUST_MAX_IMAGE_BYTES", "1000")

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from schemas.events import DeadLetterEvent, UploadEvent
-from streams.dead_letters import Tally
-from streams.errors import DeadLetterRateExceeded, InvalidInput, Reason
-from streams.kafka_errors import ServiceStopped
-from streams.metrics import StageMetrics
-from streams.runner import RunnerSettings, StageRunner
-from streams.stage import Output, Result
-from streams.topics import Topic
+from deeptrust.schemas.events import DeadLetterEvent, UploadEvent
+from deeptrust.streams.dead_letters import Tally
+from deeptrust.streams.errors import DeadLetterRateExceeded, InvalidInput, Reason
+from deeptrust.streams.kafka_errors import ServiceStopped
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.runner import RunnerSettings, StageRunner
+from deeptrust.streams.stage import Output, Result
+from deeptrust.streams.topics import Topic
 from tests.events import upload_event
 from tests.unit.kafka_fakes import FakeCluster, FakeMessage, error_message
 
@@ -76,7 +76,7 @@ def run_until(
     metrics: StageMetrics | None = None,
 ) -> StageMetrics:
     """Run the stage until ``done(cluster)`` holds after a commit (or it raises)."""
-    from streams.config import KafkaSettings
+    from deeptrust.streams.config import KafkaSettings
 
     stop = threading.Event()
     previous = cluster.on_commit

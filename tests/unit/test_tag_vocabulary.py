@@ -7,17 +7,21 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-import processors.heuristics  # noqa: F401 - registers the keyword tagger
+import deeptrust.processors.heuristics  # noqa: F401 - registers the keyword tagger
 from deeptrust.debian import debian_package
-from processors.models import ModelSpec
-from processors.search_index import SearchIndex
-from processors.tag import TagStage
-from processors.vocabulary.build import OVER_GENERAL, build_vocabulary
-from processors.vocabulary.mapper import DEFAULT_THRESHOLD, TagMapper
-from processors.vocabulary.minilm import MiniLMEncoder
-from processors.vocabulary.terms import read_terms
-from processors.vocabulary.wordnet import DEBIAN_PACKAGE, lexnames_from_manual, open_wordnet
-from schemas.events import Caption, CaptionedEvent, Detection, EnrichedEvent, Tags
+from deeptrust.processors.models import ModelSpec
+from deeptrust.processors.search_index import SearchIndex
+from deeptrust.processors.tag import TagStage
+from deeptrust.processors.vocabulary.build import OVER_GENERAL, build_vocabulary
+from deeptrust.processors.vocabulary.mapper import DEFAULT_THRESHOLD, TagMapper
+from deeptrust.processors.vocabulary.minilm import MiniLMEncoder
+from deeptrust.processors.vocabulary.terms import read_terms
+from deeptrust.processors.vocabulary.wordnet import (
+    DEBIAN_PACKAGE,
+    lexnames_from_manual,
+    open_wordnet,
+)
+from deeptrust.schemas.events import Caption, CaptionedEvent, Detection, EnrichedEvent, Tags
 
 
 @pytest.fixture(scope="module")

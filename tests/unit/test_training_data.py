@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from schemas.events import FeedbackEvent
+from deeptrust.schemas.events import FeedbackEvent
+from deeptrust.training.datasets.example import Example, read_local
+from deeptrust.training.service.data import Source, folder_sources, prepare
+from deeptrust.training.service.feedback import latest_decisions
+from deeptrust.training.service.seed_dataset import build_seed_dataset
 from tests.images import corrupt_bytes, sample_paths, small_photo
-from training.datasets.example import Example, read_local
-from training.service.data import Source, folder_sources, prepare
-from training.service.feedback import latest_decisions
-from training.service.seed_dataset import build_seed_dataset
 
 
 def photo_examples(folder, source: str, sizes: range, label: int) -> list[Example]:

@@ -8,12 +8,12 @@ import json
 import httpx
 from prometheus_client import CollectorRegistry
 
+from deeptrust.schemas.events import AlertEvent
 from deeptrust.webhooks.delivery import WebhookSender
 from deeptrust.webhooks.metrics import WebhookMetrics
 from deeptrust.webhooks.retry import RetryPolicy
 from deeptrust.webhooks.signing import verify
 from deeptrust.webhooks.subscriptions import Subscription
-from schemas.events import AlertEvent
 from tests.events import alert_event
 
 ALERT = alert_event()

@@ -9,16 +9,16 @@ import threading
 
 from prometheus_client import CollectorRegistry
 
+from deeptrust.schemas.events import AlertEvent, DeadLetterEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.errors import Reason
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.runner import RunnerSettings
 from deeptrust.webhooks.delivery import Delivery, WebhookSender
 from deeptrust.webhooks.metrics import WebhookMetrics
 from deeptrust.webhooks.retry import RetryPolicy
 from deeptrust.webhooks.service import SUBSCRIPTION_DLQ_HEADER, AlertWebhookService
 from deeptrust.webhooks.subscriptions import Subscription
-from schemas.events import AlertEvent, DeadLetterEvent
-from streams.config import KafkaSettings
-from streams.errors import Reason
-from streams.metrics import StageMetrics
-from streams.runner import RunnerSettings
 from tests.events import alert_event
 from tests.unit.kafka_fakes import FakeCluster
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from deeptrust.schemas.events import AlertEvent
 from deeptrust.webhooks.retry import DELIVERY_BUDGET_S, MAX_POLL_INTERVAL_S, RetryPolicy
 from deeptrust.webhooks.service import MAX_POLL_MS
 from deeptrust.webhooks.subscriptions import (
@@ -12,7 +13,6 @@ from deeptrust.webhooks.subscriptions import (
     SubscriptionError,
     load_subscriptions,
 )
-from schemas.events import AlertEvent
 
 FULL = """
 [retry]

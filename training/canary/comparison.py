@@ -12,10 +12,10 @@ from datetime import datetime
 
 import numpy as np
 
-from schemas.events import DeadLetterEvent, Detection
-from streams.codec import EVENT_ID
-from streams.stage import derived_event_id
-from streams.topics import Topic
+from deeptrust.schemas.events import DeadLetterEvent, Detection
+from deeptrust.streams.codec import EVENT_ID
+from deeptrust.streams.stage import derived_event_id
+from deeptrust.streams.topics import Topic
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.canary.comparison import Comparison
+from deeptrust.training.canary.comparison import Comparison
 
 
 class Gates(BaseModel):

@@ -15,11 +15,11 @@ from datetime import datetime
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from schemas.events import UploadEvent
-from streams.codec import decode
-from streams.config import KafkaSettings
-from streams.errors import InvalidInput
-from streams.exactly_once import usable
+from deeptrust.schemas.events import UploadEvent
+from deeptrust.streams.codec import decode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.errors import InvalidInput
+from deeptrust.streams.exactly_once import usable
 
 
 @dataclass(frozen=True)

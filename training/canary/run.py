@@ -22,27 +22,32 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from deeptrust.processes import StageProcess
-from processors.model_follower import (
+from deeptrust.processors.model_follower import (
     ARCHIVED_BACKENDS,
     ARTEFACT_OPTIONS,
     ArtefactCache,
     UpdateRefused,
 )
-from schemas.events import DeadLetterEvent, DetectedEvent, Detection, ModelUpdateEvent
-from streams.codec import PRODUCED_AT
-from streams.config import KafkaSettings
-from streams.local_broker import free_port
-from streams.objectstore import ObjectStore
-from streams.producer import produce_one
-from streams.reader import read_to_end
-from streams.runner import RunnerSettings
-from streams.stage import derived_event_id
-from streams.topics import Topic, TopicNames, create_topics
-from training.canary.comparison import Comparison, compare, dead_lettered_outputs, throughput
-from training.canary.gates import GateResult, Gates, ProductionBaseline, judge
-from training.canary.replay import ReplayCopy, ReplayRange, copy_range
-from training.service.vit_recipe import ViTCandidate
-from training.tracking.registry import Registry
+from deeptrust.schemas.events import DeadLetterEvent, DetectedEvent, Detection, ModelUpdateEvent
+from deeptrust.streams.codec import PRODUCED_AT
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.local_broker import free_port
+from deeptrust.streams.objectstore import ObjectStore
+from deeptrust.streams.producer import produce_one
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.runner import RunnerSettings
+from deeptrust.streams.stage import derived_event_id
+from deeptrust.streams.topics import Topic, TopicNames, create_topics
+from deeptrust.training.canary.comparison import (
+    Comparison,
+    compare,
+    dead_lettered_outputs,
+    throughput,
+)
+from deeptrust.training.canary.gates import GateResult, Gates, ProductionBaseline, judge
+from deeptrust.training.canary.replay import ReplayCopy, ReplayRange, copy_range
+from deeptrust.training.service.vit_recipe import ViTCandidate
+from deeptrust.training.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
 OPTIONS_VARIABLE = "DEEPTRUST_MODEL_OPTIONS"

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from training.datasets.example import Example, Loaded, SkippedLine, inside
+from deeptrust.training.datasets.example import Example, Loaded, SkippedLine, inside
 
 SOURCE = "flickr30k"
 INDEX_FILE = "results.csv"

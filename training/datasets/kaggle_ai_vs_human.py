@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from training.datasets.example import LABELS, Example, Loaded, SkippedLine, inside
+from deeptrust.training.datasets.example import LABELS, Example, Loaded, SkippedLine, inside
 
 SOURCE = "kaggle-ai-vs-human"
 INDEX_FILE = "train.csv"

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.datasets.example import inside
-from training.datasets.quality import Accepted
+from deeptrust.training.datasets.example import inside
+from deeptrust.training.datasets.quality import Accepted
 
 SUFFIX = ".manifest.jsonl"
 VERSION_LENGTH = 12

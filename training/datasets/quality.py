@@ -1,6 +1,7 @@
 """Data-quality checks on the way in: each example is kept, or rejected with its reason.
 
-Images are decoded by the stages' own :func:`streams.images.decode_image` (pixel limit from
+Images are decoded by the stages' own :func:`deeptrust.streams.images.decode_image` (pixel limit
+from
 the header before decompressing, then a full load), after Pillow's ``verify`` (structure
 and checksums), so training keeps only what the pipeline would accept at run time.
 Exact duplicates (same SHA-256 of the bytes) keep their first occurrence: a copy would
@@ -18,9 +19,9 @@ from enum import StrEnum
 
 from PIL import Image, UnidentifiedImageError
 
-from streams.errors import InvalidInput, Reason
-from streams.images import DEFAULT_MAX_PIXELS, decode_image
-from training.datasets.example import ByteReader, Example, read_local
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.images import DEFAULT_MAX_PIXELS, decode_image
+from deeptrust.training.datasets.example import ByteReader, Example, read_local
 
 
 class Rejection(StrEnum):

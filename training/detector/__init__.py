@@ -1,1 +1,4 @@
-"""Train the pixel-based AI-image detector: `python -m training.detector` (see docs/detector.md)."""
+"""Train the pixel-based AI-image detector: `python -m deeptrust.training.detector`.
+
+See docs/detector.md.
+"""

@@ -1,6 +1,6 @@
 """Train the AI-image detector end to end: data, two generators, the probe, the evaluation.
 
-Run: ``make train-detector`` (``.venv-train/bin/python -m training.detector``). Writes
+Run: ``make train-detector`` (``.venv-train/bin/python -m deeptrust.training.detector``). Writes
 ``processors/detectors/mobilenet_probe.npz`` (the head the ``mobilenet-probe`` backend
 serves), ``docs/detector.md`` and ``docs/detector-samples.png``. Everything is seeded;
 ``--quick`` is a smoke run with tiny sizes that writes elsewhere.
@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-import processors.backbones  # noqa: F401 - registers the backbones
-from processors.backbones.mobilenet_v2 import WEIGHTS_FILE, WEIGHTS_SHA256, MobileNetV2
-from processors.detectors.mobilenet_probe import HEAD_FILE, ProbeHead, shipped_head_path
-from processors.models import ModelSpec
-from training.detector import data
-from training.detector.benchmark import keep_benchmark
-from training.detector.evaluate import HEADER, Metrics, confusion_matrix
-from training.detector.export import export_generated
-from training.detector.generators import (
+import deeptrust.processors.backbones  # noqa: F401 - registers the backbones
+from deeptrust.processors.backbones.mobilenet_v2 import WEIGHTS_FILE, WEIGHTS_SHA256, MobileNetV2
+from deeptrust.processors.detectors.mobilenet_probe import HEAD_FILE, ProbeHead, shipped_head_path
+from deeptrust.processors.models import ModelSpec
+from deeptrust.training.detector import data
+from deeptrust.training.detector.benchmark import keep_benchmark
+from deeptrust.training.detector.evaluate import HEADER, Metrics, confusion_matrix
+from deeptrust.training.detector.export import export_generated
+from deeptrust.training.detector.generators import (
     SIZE,
     GeneratorConfig,
     TrainLog,
@@ -37,7 +37,7 @@ from training.detector.generators import (
     train_dcgan,
     train_vae,
 )
-from training.detector.probe import choose_l2, train_head
+from deeptrust.training.detector.probe import choose_l2, train_head
 
 ROOT = data.ROOT
 DOC = ROOT / "docs" / "detector.md"
@@ -437,7 +437,7 @@ def report(
     cross_text = cross_generator_text(results)
     return f"""# The AI-generated-image detector (`mobilenet-probe`)
 
-Produced by `make train-detector` (`python -m training.detector`, seed {args.seed}) on
+Produced by `make train-detector` (`python -m deeptrust.training.detector`, seed {args.seed}) on
 {datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, torch {torch.__version__} on the CPU,
 {args.threads} threads. Do not edit by hand: rerun it.
 

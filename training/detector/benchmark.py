@@ -17,8 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.detector.data import Photo, split_photos
-from training.detector.metrics import HeldOutMetrics, Spread, spread_by_field, threshold_at_fpr
+from deeptrust.training.detector.data import Photo, split_photos
+from deeptrust.training.detector.metrics import (
+    HeldOutMetrics,
+    Spread,
+    spread_by_field,
+    threshold_at_fpr,
+)
 
 OPERATING_FPR = 0.05
 TARGET_AP = 0.95
@@ -42,7 +47,7 @@ def split_three_ways(
     """Test photographs first, then calibration ones from the rest, stratified by source.
 
     ``calibration_fraction`` is a share of all photographs; each source keeps at least one
-    photograph in training (:func:`~training.detector.data.split_photos`).
+    photograph in training (:func:`~deeptrust.training.detector.data.split_photos`).
     """
     rest, test = split_photos(photos, test_fraction, seed)
     share = calibration_fraction / max(1e-9, 1.0 - test_fraction)

@@ -6,7 +6,7 @@
   (nearest both ways) exposes the 2x2 pixel interdependence that upsampling layers leave;
   a small ResNet trunk trained from scratch reads it. Trained on random crops (even offsets,
   so the 2x2 grid keeps its phase) and applied to whole images: it never resizes.
-- :class:`ProbeDetector` - a linear probe (:func:`~training.detector.probe.train_head`) on
+- :class:`ProbeDetector` - a linear probe (:func:`~deeptrust.training.detector.probe.train_head`) on
   frozen features; :class:`MobileNetBlocks` is the ImageNet MobileNetV2's intermediate
   blocks, average-pooled and concatenated (low-level traces live in early blocks, as RINE
   found for CLIP), on the image at its own resolution. Another extractor (the CLIP tower,
@@ -26,9 +26,9 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from training.detector.data import digest
-from training.detector.generators import to_tensor
-from training.detector.probe import train_head
+from deeptrust.training.detector.data import digest
+from deeptrust.training.detector.generators import to_tensor
+from deeptrust.training.detector.probe import train_head
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -173,8 +173,8 @@ class MobileNetBlocks:
     is the most semantic layer, and 1280 more dimensions make each Newton fit ~6x slower."""
 
     def __init__(self) -> None:
-        from processors.backbones.mobilenet_v2 import load_weights
-        from processors.backbones.torch_mobilenet import build_network
+        from deeptrust.processors.backbones.mobilenet_v2 import load_weights
+        from deeptrust.processors.backbones.torch_mobilenet import build_network
 
         self.name = "MobileNetV2 blocks"
         self.network = build_network(load_weights())
@@ -233,7 +233,7 @@ class ProbeDetector:
 
     def score(self, pixels: np.ndarray) -> np.ndarray:
         """The head's logits."""
-        from processors.detectors.mobilenet_probe import ProbeHead
+        from deeptrust.processors.detectors.mobilenet_probe import ProbeHead
 
         if not isinstance(self.head, ProbeHead):
             raise RuntimeError("fit() first")

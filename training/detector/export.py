@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.detector import data
+from deeptrust.training.detector import data
 
 README = """# Generated images (the project's own)
 

@@ -5,7 +5,7 @@
 Families (``docs/detector.md`` says why each is one):
 
 - ``DCGAN`` - the project's GAN, transposed-convolution upsampling
-  (:func:`~training.detector.generators.train_dcgan`);
+  (:func:`~deeptrust.training.detector.generators.train_dcgan`);
 - ``GAN-nearest``, ``GAN-bilinear``, ``GAN-pixelshuffle`` - the same GAN, discriminator,
   loss and data, with each transposed convolution replaced by nearest or bilinear
   upsampling followed by a 3x3 convolution, or by a convolution to 4x the channels and a
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.detector import data
-from training.detector.generators import (
+from deeptrust.training.detector import data
+from deeptrust.training.detector.generators import (
     GeneratorConfig,
     TrainLog,
     fit_vae,
@@ -198,7 +198,7 @@ def face_weights() -> Path:
 
 def face_generator() -> nn.Module:
     """The package's trained generator, in the project's identical DCGAN module layout."""
-    from training.detector.generators import Generator
+    from deeptrust.training.detector.generators import Generator
 
     path = face_weights()
     found = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -238,5 +238,5 @@ def recipe(config: GeneratorConfig, **extra: object) -> dict[str, object]:
 
 
 def digest(pixels: np.ndarray) -> str:
-    """The training crops' hash (see :func:`training.detector.data.digest`)."""
+    """The training crops' hash (see :func:`deeptrust.training.detector.data.digest`)."""
     return data.digest(pixels)

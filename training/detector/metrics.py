@@ -4,7 +4,7 @@ AI-generated is the positive class and a higher score means "more likely generat
 detector is judged at operating points fixed on *real photographs only* (the false-positive
 rate is what a platform can measure on its own uploads), and real and generated accuracy
 are reported separately, because a single accuracy hides a detector that calls everything
-real. ROC-AUC is :func:`training.evaluation.classification.roc_auc` (ranks, Mann-Whitney).
+real. ROC-AUC is :func:`deeptrust.training.evaluation.classification.roc_auc` (ranks, Mann-Whitney).
 
 No torch here: the unit tests run in the main environment.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from training.evaluation.classification import roc_auc
+from deeptrust.training.evaluation.classification import roc_auc
 
 
 def _scores(values: npt.ArrayLike) -> np.ndarray:

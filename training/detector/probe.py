@@ -4,7 +4,7 @@ Ojha et al. (2023) showed that a linear classifier on a frozen, generally pretra
 backbone generalises across generators better than a network trained end to end on one
 generator's images; this is that recipe on the project's MobileNetV2. Newton's method on
 1280 dimensions converges in a few steps, so no solver library is needed, and the fitted
-head is the runtime's :class:`~processors.detectors.mobilenet_probe.ProbeHead` itself, so
+head is the runtime's :class:`~deeptrust.processors.detectors.mobilenet_probe.ProbeHead` itself, so
 training and serving share one ``probability``.
 
 No torch here: the unit tests fit it in the main environment.
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from processors.detectors.mobilenet_probe import ProbeHead, sigmoid
+from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, sigmoid
 
 MIN_SCALE = 1e-6
 

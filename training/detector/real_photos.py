@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from deeptrust.debian import debian_package
-from training.detector.data import MAX_SIDE, Photo
+from deeptrust.training.detector.data import MAX_SIDE, Photo
 
 PLASMA_PACKAGE = "plasma-workspace-wallpapers"
 PLASMA_FOLDER = "usr/share/wallpapers"

@@ -15,7 +15,7 @@ from functools import partial
 
 from PIL import Image, ImageFilter
 
-from training.detector.data import jpeg
+from deeptrust.training.detector.data import jpeg
 
 Transform = Callable[[Image.Image], Image.Image]
 

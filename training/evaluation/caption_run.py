@@ -1,10 +1,10 @@
 """Score a captioning model on a captioned dataset: BLEU-4 and CIDEr-D against its references.
 
-The model is loaded from the same :class:`~processors.models.ModelSpec` the caption stage
+The model is loaded from the same :class:`~deeptrust.processors.models.ModelSpec` the caption stage
 gets (``ProcessorSettings().spec("caption")``), and fed the same decoded images the stage
 would, in batches, so the score is the score of what production runs. The dataset is
 anything with reference captions in the Flickr30k layout
-(:func:`training.datasets.flickr30k.read_flickr30k`). An image that cannot be read or
+(:func:`deeptrust.training.datasets.flickr30k.read_flickr30k`). An image that cannot be read or
 decoded is counted and left out, not scored as an empty caption.
 """
 
@@ -19,12 +19,12 @@ from typing import cast
 
 from PIL import Image
 
-import processors.registry  # noqa: F401 - registers the model backends
-from processors.models import BatchModel, ModelSpec, load_model
-from streams.errors import InvalidInput
-from streams.images import decode_image
-from training.datasets.example import Example
-from training.evaluation.captions import caption_metrics
+import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.processors.models import BatchModel, ModelSpec, load_model
+from deeptrust.streams.errors import InvalidInput
+from deeptrust.streams.images import decode_image
+from deeptrust.training.datasets.example import Example
+from deeptrust.training.evaluation.captions import caption_metrics
 
 
 @dataclass(frozen=True)

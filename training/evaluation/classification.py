@@ -1,7 +1,7 @@
 """Binary detection metrics with AI-generated as the positive class, calibration, and their plots.
 
 Counts and the rates derived from them are the detector training's own
-:class:`~training.detector.evaluate.Metrics`; this module adds what needs scores rather
+:class:`~deeptrust.training.detector.evaluate.Metrics`; this module adds what needs scores rather
 than decisions: ROC-AUC and calibration (expected calibration error, reliability curve,
 Brier score).
 """
@@ -17,7 +17,7 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from training.detector.evaluate import Metrics
+from deeptrust.training.detector.evaluate import Metrics
 
 DEFAULT_BINS = 10
 

@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from training.evaluation.classification import ClassificationReport, evaluate_binary
-from training.evaluation.faces import FaceCounter
+from deeptrust.training.evaluation.classification import ClassificationReport, evaluate_binary
+from deeptrust.training.evaluation.faces import FaceCounter
 
 DEFAULT_MIN_COUNT = 50
 GREY_SIDE = 256  # greyness is judged on a reduced copy: averaging grey pixels keeps them grey

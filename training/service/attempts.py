@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from streams.atomic_file import write_atomically
+from deeptrust.streams.atomic_file import write_atomically
 
 log = logging.getLogger(__name__)
 ATTEMPTS_FILE = "retrain-attempts.json"

@@ -7,7 +7,8 @@ announcement and the request's offset are committed in one transaction, and a re
 already produced a version is answered from the registry, so a redelivered request never
 trains twice. A request that keeps failing goes to the dead-letter topic after
 ``max_attempts`` tries, with the error, rather than blocking every later request; the tries
-are counted on disk before each job starts (:mod:`training.service.attempts`), so a job that
+are counted on disk before each job starts (:mod:`deeptrust.training.service.attempts`), so a job
+that
 kills the process counts too.
 
 While a job runs, the service runtime's session keeps the consumer polling with its
@@ -28,19 +29,19 @@ from typing import Any, ClassVar
 from confluent_kafka import Message
 from prometheus_client import Counter, Histogram
 
-from schemas.events import RetrainRequestEvent
-from streams.codec import decode, encode
-from streams.config import KafkaSettings
-from streams.dead_letters import dead_letter
-from streams.errors import InvalidInput, Reason
-from streams.exactly_once import offset_after
-from streams.metrics import StageMetrics
-from streams.retry import RetryPolicy
-from streams.runner import RunnerSettings
-from streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
-from streams.topics import Topic, TopicNames
-from training.service.attempts import ATTEMPTS_FILE, AttemptLog
-from training.service.job import JobOutcome, RetrainJob
+from deeptrust.schemas.events import RetrainRequestEvent
+from deeptrust.streams.codec import decode, encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.dead_letters import dead_letter
+from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.exactly_once import offset_after
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.retry import RetryPolicy
+from deeptrust.streams.runner import RunnerSettings
+from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
+from deeptrust.streams.topics import Topic, TopicNames
+from deeptrust.training.service.attempts import ATTEMPTS_FILE, AttemptLog
+from deeptrust.training.service.job import JobOutcome, RetrainJob
 
 log = logging.getLogger(__name__)
 NAME = "retrain"

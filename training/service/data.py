@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.objectstore import ObjectStore
-from training.datasets.example import Example, read_local
-from training.datasets.kaggle_ai_vs_human import read_kaggle_ai_vs_human
-from training.datasets.manifest import Manifest, build_manifest, write_manifest
-from training.datasets.quality import Accepted, QualityReport, check_quality
-from training.datasets.split import is_test, split_by_content
+from deeptrust.streams.objectstore import ObjectStore
+from deeptrust.training.datasets.example import Example, read_local
+from deeptrust.training.datasets.kaggle_ai_vs_human import read_kaggle_ai_vs_human
+from deeptrust.training.datasets.manifest import Manifest, build_manifest, write_manifest
+from deeptrust.training.datasets.quality import Accepted, QualityReport, check_quality
+from deeptrust.training.datasets.split import is_test, split_by_content
 
 VALIDATION_FRACTION = 0.2
 """Share of the training side held out to choose among the sweep's grid points."""

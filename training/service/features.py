@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from processors.backbones.mobilenet_v2 import WEIGHTS_SHA256, MobileNetV2
-from processors.models import ModelSpec
-from streams.atomic_file import write_atomically
-from streams.images import decode_image
+from deeptrust.processors.backbones.mobilenet_v2 import WEIGHTS_SHA256, MobileNetV2
+from deeptrust.processors.models import ModelSpec
+from deeptrust.streams.atomic_file import write_atomically
+from deeptrust.streams.images import decode_image
 
 BATCH = 32
 

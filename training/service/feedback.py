@@ -7,11 +7,11 @@ a contradicting example.
 
 from __future__ import annotations
 
-from schemas.events import FeedbackEvent
-from streams.config import KafkaSettings
-from streams.reader import read_to_end
-from streams.topics import Topic, TopicNames
-from training.datasets.example import LABEL_AI, LABEL_HUMAN, Example, reviewed_example
+from deeptrust.schemas.events import FeedbackEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic, TopicNames
+from deeptrust.training.datasets.example import LABEL_AI, LABEL_HUMAN, Example, reviewed_example
 
 LABEL_OF = {"ai_generated": LABEL_AI, "real": LABEL_HUMAN}
 

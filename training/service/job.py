@@ -6,7 +6,7 @@ detector's test metrics, slices and plots beside the production model's on the s
 set. The artefact is copied into the object store (stages download it from there) and
 registered with the alias ``candidate``; promotion is the canary's decision, not the job's.
 What is trained (a probe head on frozen features, or a fine-tuned ViT) is the config's
-``backbone``, and its recipe's business (:mod:`training.service.recipe`).
+``backbone``, and its recipe's business (:mod:`deeptrust.training.service.recipe`).
 """
 
 from __future__ import annotations
@@ -21,21 +21,27 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
-from schemas.events import ModelUpdateEvent
-from streams.config import KafkaSettings
-from streams.objectstore import ObjectStore, content_hash
-from training.evaluation.classification import evaluate_binary, write_artefacts
-from training.evaluation.faces import haar_face_counter
-from training.evaluation.slices import evaluate_slices, image_traits, slice_metrics
-from training.service.data import Source, TrainingData, byte_reader, folder_sources, prepare
-from training.service.features import FeatureCache
-from training.service.feedback import feedback_examples
-from training.service.probe_recipe import ProbeCandidate, ProbeFeatures, ProbeRecipe
-from training.service.recipe import Candidate, Recipe, labels_of
-from training.service.seed_dataset import build_seed_dataset
-from training.service.settings import TrainingSettings
-from training.service.vit_recipe import ViTCandidate, ViTRecipe
-from training.tracking.registry import (
+from deeptrust.schemas.events import ModelUpdateEvent
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.objectstore import ObjectStore, content_hash
+from deeptrust.training.evaluation.classification import evaluate_binary, write_artefacts
+from deeptrust.training.evaluation.faces import haar_face_counter
+from deeptrust.training.evaluation.slices import evaluate_slices, image_traits, slice_metrics
+from deeptrust.training.service.data import (
+    Source,
+    TrainingData,
+    byte_reader,
+    folder_sources,
+    prepare,
+)
+from deeptrust.training.service.features import FeatureCache
+from deeptrust.training.service.feedback import feedback_examples
+from deeptrust.training.service.probe_recipe import ProbeCandidate, ProbeFeatures, ProbeRecipe
+from deeptrust.training.service.recipe import Candidate, Recipe, labels_of
+from deeptrust.training.service.seed_dataset import build_seed_dataset
+from deeptrust.training.service.settings import TrainingSettings
+from deeptrust.training.service.vit_recipe import ViTCandidate, ViTRecipe
+from deeptrust.training.tracking.registry import (
     ARTIFACT_SHA_TAG,
     ARTIFACT_URI_TAG,
     BACKEND_TAG,
@@ -44,7 +50,7 @@ from training.tracking.registry import (
     REQUEST_TAG,
     Registry,
 )
-from training.trainer import EpochStats, TrainConfig, expand_sweep, load_config
+from deeptrust.training.trainer import EpochStats, TrainConfig, expand_sweep, load_config
 
 log = logging.getLogger(__name__)
 ARTIFACT_PATH = "detector"

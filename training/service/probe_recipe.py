@@ -1,7 +1,7 @@
 """The ``mobilenet-probe`` recipe: a logistic head on frozen MobileNetV2 features.
 
 The offline default. Features come from the content-addressed cache
-(:mod:`training.service.features`), so a sweep computes each image's features once, and
+(:mod:`deeptrust.training.service.features`), so a sweep computes each image's features once, and
 the artefact is the head's ``.npz``, which the ``mobilenet-probe`` detect backend loads.
 """
 
@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from processors.backbones.mobilenet_v2 import WEIGHTS_SHA256
-from processors.detectors.mobilenet_probe import HEAD_FILE, ProbeHead
-from training.datasets.quality import Accepted
-from training.service.data import TrainingData
-from training.service.features import FeatureCache
-from training.service.recipe import Outcome, labels_of
-from training.trainer import EpochStats, TrainConfig, train_probe
+from deeptrust.processors.backbones.mobilenet_v2 import WEIGHTS_SHA256
+from deeptrust.processors.detectors.mobilenet_probe import HEAD_FILE, ProbeHead
+from deeptrust.training.datasets.quality import Accepted
+from deeptrust.training.service.data import TrainingData
+from deeptrust.training.service.features import FeatureCache
+from deeptrust.training.service.recipe import Outcome, labels_of
+from deeptrust.training.trainer import EpochStats, TrainConfig, train_probe
 
 BACKEND = "mobilenet-probe"
 

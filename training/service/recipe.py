@@ -1,10 +1,10 @@
 """What a retrain job needs from a kind of detector: train one grid point, score, package.
 
-The job (:mod:`training.service.job`) owns what every detector shares: data, the sweep's
+The job (:mod:`deeptrust.training.service.job`) owns what every detector shares: data, the sweep's
 nested runs, the choice of the best grid point, the test-split evaluation beside
 production's, and registration. A recipe owns what differs: the probe
-(:mod:`training.service.probe_recipe`) trains a head on cached frozen features, the ViT
-(:mod:`training.service.vit_recipe`) fine-tunes a whole classifier on the images. What
+(:mod:`deeptrust.training.service.probe_recipe`) trains a head on cached frozen features, the ViT
+(:mod:`deeptrust.training.service.vit_recipe`) fine-tunes a whole classifier on the images. What
 either trains is a :class:`Candidate`, scored on images and packaged as one artefact that
 the detect backend named by ``backend`` loads.
 """
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from training.datasets.quality import Accepted
+from deeptrust.training.datasets.quality import Accepted
 
 if TYPE_CHECKING:  # the canary imports recipes' artefact readers without torch
-    from training.trainer import EpochStats, TrainConfig
+    from deeptrust.training.trainer import EpochStats, TrainConfig
 
 
 def labels_of(items: Sequence[Accepted]) -> np.ndarray:

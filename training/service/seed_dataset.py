@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from training.datasets.kaggle_ai_vs_human import INDEX_FILE
-from training.detector import data
+from deeptrust.training.datasets.kaggle_ai_vs_human import INDEX_FILE
+from deeptrust.training.detector import data
 
 SAMPLES = data.ROOT / "samples"
 """The repository's samples: ``images/`` (real photographs) and ``generated/`` (the draws of

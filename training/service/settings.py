@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.service.seed_dataset import SAMPLES
+from deeptrust.training.service.seed_dataset import SAMPLES
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 

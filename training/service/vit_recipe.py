@@ -1,10 +1,11 @@
 """The ``hf-vit`` recipe: fine-tune a transformers image classifier on the job's images.
 
-Training is :func:`training.trainer.finetune.fine_tune`; scoring loads the trained
-directory through the production ``hf-vit`` detect backend (``processors.models.load_model``
+Training is :func:`deeptrust.training.trainer.finetune.fine_tune`; scoring loads the trained
+directory through the production ``hf-vit`` detect backend
+(``deeptrust.processors.models.load_model``
 with the options a detect stage would be given), so the offline metrics are those of the
 code that will serve it. The artefact is the directory as a reproducible ``.tar.gz``
-(:mod:`processors.artefact_archive`).
+(:mod:`deeptrust.processors.artefact_archive`).
 """
 
 from __future__ import annotations
@@ -18,21 +19,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-import processors.transformers_backends  # noqa: F401 - registers the hf-vit backend
-from processors.artefact_archive import SUFFIX, pack_directory, unpack_archive
-from processors.models import ModelSpec, load_model
-from processors.transformers_backends.common import (
+import deeptrust.processors.transformers_backends  # noqa: F401 - registers the hf-vit backend
+from deeptrust.processors.artefact_archive import SUFFIX, pack_directory, unpack_archive
+from deeptrust.processors.models import ModelSpec, load_model
+from deeptrust.processors.transformers_backends.common import (
     DEFAULT_THRESHOLD,
     TRAINING_RECORD,
     recorded_threshold,
 )
-from streams.images import decode_image
-from training.datasets.quality import Accepted
-from training.service.data import TrainingData
-from training.service.recipe import Outcome, labels_of
+from deeptrust.streams.images import decode_image
+from deeptrust.training.datasets.quality import Accepted
+from deeptrust.training.service.data import TrainingData
+from deeptrust.training.service.recipe import Outcome, labels_of
 
 if TYPE_CHECKING:  # torch is imported when a fit starts: the canary reads archives without it
-    from training.trainer import EpochStats, TrainConfig
+    from deeptrust.training.trainer import EpochStats, TrainConfig
 
 BACKEND = "hf-vit"
 ARCHIVE_FILE = f"model{SUFFIX}"
@@ -112,7 +113,7 @@ class ViTRecipe:
         folder: Path,
     ) -> tuple[Outcome, ViTCandidate]:
         """One grid point's fine-tune, its best epoch written to ``folder / "model"``."""
-        from training.trainer.finetune import fine_tune
+        from deeptrust.training.trainer.finetune import fine_tune
 
         result = fine_tune(
             *self._train,

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from streams.detached import DetachedProcess
+from deeptrust.streams.detached import DetachedProcess
 
 
 class TrackingServerError(RuntimeError):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from schemas.events import ModelUpdateEvent
+from deeptrust.schemas.events import ModelUpdateEvent
 
 Alias = Literal["candidate", "production"]
 ARTIFACT_URI_TAG = "deeptrust.artifact_uri"

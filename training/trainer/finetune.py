@@ -4,11 +4,11 @@ For users with real weights (a hub id such as ``google/vit-base-patch16-224``, o
 ``save_pretrained`` directory): the whole network learns, not only a head on frozen
 features, which is what a detector of modern generators needs. The result is a
 ``save_pretrained`` directory (model and image processor) that the production ``hf-vit``
-detect backend (:mod:`processors.transformers_backends.vit`) loads unchanged: labels
+detect backend (:mod:`deeptrust.processors.transformers_backends.vit`) loads unchanged: labels
 ``{0: "real", 1: "ai_generated"}``.
 
-The promises are the probe loop's (:mod:`training.trainer.loop`), through the same helpers
-(:mod:`training.trainer.runtime`): AdamW, the class-balanced binary objective (on the
+The promises are the probe loop's (:mod:`deeptrust.training.trainer.loop`), through the same helpers
+(:mod:`deeptrust.training.trainer.runtime`): AdamW, the class-balanced binary objective (on the
 two-class softmax, whose cross-entropy is the binary log-loss of ``logit_ai - logit_real``),
 fp16 autocast with a gradient scaler on CUDA (bf16 on request), gradient accumulation with
 the config's effective batch, one atomic checkpoint per epoch that a rerun resumes from and
@@ -37,10 +37,10 @@ import torch
 import transformers
 from PIL import Image
 
-from processors.transformers_backends.common import TRAINING_RECORD
-from training.detector.probe import balanced_weights
-from training.trainer.config import TrainConfig
-from training.trainer.runtime import (
+from deeptrust.processors.transformers_backends.common import TRAINING_RECORD
+from deeptrust.training.detector.probe import balanced_weights
+from deeptrust.training.trainer.config import TrainConfig
+from deeptrust.training.trainer.runtime import (
     CHECKPOINT_FILE,
     EpochStats,
     RunIdentity,
@@ -71,7 +71,8 @@ _SNAPSHOT = "best-epoch-"
 class FineTuneResult:
     """The best epoch's model directory and how the run got there.
 
-    Fields as :class:`~training.trainer.loop.TrainResult`'s, with ``output_dir`` (model and
+    Fields as :class:`~deeptrust.training.trainer.loop.TrainResult`'s, with ``output_dir`` (model
+    and
     processor, loadable by the ``hf-vit`` backend) in place of a head, and ``metadata``, the
     provenance also written to ``output_dir / TRAINING_RECORD``.
     """
@@ -197,7 +198,7 @@ def fine_tune(
 ) -> FineTuneResult:
     """Fine-tune ``config.model`` on the images; write the best epoch to ``output_dir``.
 
-    The contract is :func:`~training.trainer.loop.train_probe`'s: one grid point; with
+    The contract is :func:`~deeptrust.training.trainer.loop.train_probe`'s: one grid point; with
     ``checkpoint_dir``, ``last.pt`` (and the best epoch's snapshot) there is rewritten after
     every epoch and a rerun with the same config and data resumes after its last epoch,
     while another config's or other data's checkpoint raises ValueError; ``on_epoch`` runs
@@ -374,7 +375,7 @@ class _Run:
         shutil.copytree(self._snapshot(best.epoch), output_dir)
         self.processor.save_pretrained(output_dir)
         metadata: dict[str, Any] = {
-            "trainer": "training.trainer.finetune",
+            "trainer": "deeptrust.training.trainer.finetune",
             "base_model": self.config.model,
             "config": self.config.model_dump(mode="json"),
             "config_digest": self.config.digest(),

@@ -1,8 +1,8 @@
 """The torch training loop for the detector's probe head, resumable and mixed-precision.
 
 The deployed ``mobilenet-probe`` head is logistic regression on frozen MobileNetV2 features
-(:class:`~processors.detectors.mobilenet_probe.ProbeHead`). The numpy trainer
-(``training.detector.probe``) fits it by Newton's method, which needs the whole feature
+(:class:`~deeptrust.processors.detectors.mobilenet_probe.ProbeHead`). The numpy trainer
+(``deeptrust.training.detector.probe``) fits it by Newton's method, which needs the whole feature
 matrix and a D x D Hessian in memory; the retrain service instead streams minibatches
 through a ``torch.nn.Linear`` so the same code scales to more rows, runs on a GPU, and can
 be killed and resumed. It returns a ``ProbeHead`` built exactly as the numpy trainer builds
@@ -10,7 +10,8 @@ one (training-set standardisation, balanced classes), so the detect stage loads 
 unchanged.
 
 The objective is the numpy trainer's: binary cross-entropy with per-sample weights that give
-each class the same total weight (mean weight 1, :func:`training.detector.probe.balanced_weights`),
+each class the same total weight (mean weight 1,
+:func:`deeptrust.training.detector.probe.balanced_weights`),
 plus an L2 pull on the weights but not the bias (here AdamW's decoupled weight decay).
 Per-sample weights rather than ``pos_weight`` keep the loss's scale independent of the class
 ratio, so one learning rate suits balanced and skewed data alike.
@@ -31,10 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from processors.detectors.mobilenet_probe import ProbeHead
-from training.detector.probe import MIN_SCALE, balanced_weights
-from training.trainer.config import TrainConfig
-from training.trainer.runtime import (
+from deeptrust.processors.detectors.mobilenet_probe import ProbeHead
+from deeptrust.training.detector.probe import MIN_SCALE, balanced_weights
+from deeptrust.training.trainer.config import TrainConfig
+from deeptrust.training.trainer.runtime import (
     CHECKPOINT_FILE,
     EpochStats,
     RunIdentity,
@@ -334,7 +335,7 @@ def _result(
     """The best epoch as a float64 ``ProbeHead`` carrying the run's provenance."""
     best_stats = history[best.epoch - 1]
     metadata: dict[str, Any] = {
-        "trainer": "training.trainer",
+        "trainer": "deeptrust.training.trainer",
         "config": config.model_dump(mode="json"),
         "config_digest": config.digest(),
         "data_digest": data.digest,

@@ -1,7 +1,8 @@
 """What both trainers share: devices, mixed precision, the balanced loss, checkpoints, stats.
 
-The probe loop (:mod:`training.trainer.loop`) and the ViT fine-tune
-(:mod:`training.trainer.finetune`) train different models on different inputs, but make the
+The probe loop (:mod:`deeptrust.training.trainer.loop`) and the ViT fine-tune
+(:mod:`deeptrust.training.trainer.finetune`) train different models on different inputs, but make
+the
 same promises: the same device and precision rules, the same class-balanced binary
 objective, gradient accumulation with the same effective-batch semantics, and checkpoints
 that refuse another run's state. Keeping those here means the two cannot drift apart.
@@ -23,9 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streams.atomic_file import write_atomically
-from training.evaluation.classification import roc_auc
-from training.trainer.config import TrainConfig
+from deeptrust.streams.atomic_file import write_atomically
+from deeptrust.training.evaluation.classification import roc_auc
+from deeptrust.training.trainer.config import TrainConfig
 
 CHECKPOINT_FILE = "last.pt"
 
