@@ -24,7 +24,6 @@ import tarfile
 import tempfile
 import threading
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -33,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -46,6 +45,7 @@ from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.errors import InvalidInput, Reason
 from deeptrust.streams.objectstore import ObjectStore
 from deeptrust.streams.retry import RetryPolicy
+from deeptrust.streams.tail import BEGINNING, ConsumerFactory, TopicTail
 from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ ARCHIVED_BACKENDS = frozenset({"hf-vit"})
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")
 
 ModelLoader = Callable[[ModelSpec], BatchModel[Any, Any]]
-ConsumerFactory = Callable[[dict[str, Any]], Consumer]
 
 
 class Outcome(StrEnum):
@@ -350,7 +349,7 @@ class ModelFollower:
         """(version, sha256) of the model last loaded: serving, or pending."""
         self.last_failure: str | None = None
         self._stop = threading.Event()
-        self._consumer: Consumer | None = None
+        self._tail: TopicTail | None = None
         self._thread: threading.Thread | None = None
         self._retry: _Retry | None = None
         """Only ever touched by the thread that calls :meth:`handle`: start(), then the
@@ -362,23 +361,31 @@ class ModelFollower:
         Blocks until the end is reached; raises ``TimeoutError`` after the start-up deadline
         (a stage that cannot tell which version is in production should not guess).
         """
-        if self._consumer is not None:
+        if self._tail is not None:
             raise RuntimeError("start() called twice")
-        consumer = self._consumer_factory(self._consumer_config())
-        self._consumer = consumer
+        tail = TopicTail(
+            self._kafka,
+            [self.topic],
+            timeout_s=self._start_timeout_s,
+            consumer_factory=self._consumer_factory,
+            name="model-follower",
+        )
+        self._tail = tail
         try:
-            events = self._read_to_end(consumer, time.monotonic() + self._start_timeout_s)
+            tail.open(BEGINNING)
+            events = self._decode_all(tail.read_to_end(self._start_timeout_s))
+            log.info("read %d model updates from %s", len(events), self.topic)
             latest = latest_production(events, self.model, self.spec)
             if latest is None:
                 log.info("no production version of %s on %s yet", self.model, self.topic)
             else:
                 self.handle(latest)
         except BaseException:
-            self._consumer = None
-            consumer.close()
+            self._tail = None
+            tail.close()
             raise
         self._thread = threading.Thread(
-            target=self._follow, args=(consumer,), name=f"follow-{self.model}", daemon=True
+            target=self._follow, args=(tail,), name=f"follow-{self.model}", daemon=True
         )
         self._thread.start()
 
@@ -470,9 +477,9 @@ class ModelFollower:
             thread.join(self._poll_timeout_s + 10.0)
             if thread.is_alive():
                 log.warning("model follower thread did not stop in time")
-        elif self._consumer is not None:
-            self._consumer.close()
-        self._consumer = None
+        elif self._tail is not None:
+            self._tail.close()
+        self._tail = None
 
     def _load(self, event: ModelUpdateEvent) -> LoadedModel:
         path = self._cache.fetch(event.artifact_uri, event.artifact_sha256)
@@ -488,46 +495,7 @@ class ModelFollower:
             raise UpdateRefused(f"cannot load {path}: {error}") from error
         return LoadedModel(model, event.version, event.artifact_sha256)
 
-    def _consumer_config(self) -> dict[str, Any]:
-        return {
-            **self._kafka.client_config(),
-            # librdkafka wants a group id; with assign() and no commits it joins no group.
-            "group.id": f"{self._kafka.topic_prefix}model-follower-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-
-    def _read_to_end(self, consumer: Consumer, deadline: float) -> list[ModelUpdateEvent]:
-        """Assign every partition from the start and read up to the end seen now."""
-        metadata = consumer.list_topics(self.topic, timeout=_left(deadline))
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise RuntimeError(
-                f"cannot follow {self.topic}: {topic.error if topic else 'no such topic'} "
-                "(create it with `deeptrust topics`)"
-            )
-        partitions = sorted(topic.partitions)
-        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
-        ends = {
-            p: consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=_left(deadline)
-            )[1]
-            for p in partitions
-        }
-        pending = {p for p, end in ends.items() if end > 0}
-        events: list[ModelUpdateEvent] = []
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.topic}: partitions {sorted(pending)} not read to end")
-            events += self._decode_all(consumer.consume(500, 0.2))
-            positions = consumer.position([TopicPartition(self.topic, p) for p in pending])
-            pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-        log.info("read %d model updates from %s", len(events), self.topic)
-        return events
-
-    def _follow(self, consumer: Consumer) -> None:
+    def _follow(self, tail: TopicTail) -> None:
         """The daemon thread: poll, decode, handle, until :meth:`close`.
 
         Trouble with one poll or one update is logged and the thread follows on: a stage
@@ -536,10 +504,8 @@ class ModelFollower:
         try:
             while not self._stop.is_set():
                 try:
-                    message = consumer.poll(self._poll_timeout_s)
-                    if message is not None:
-                        for event in self._decode_all([message]):
-                            self.handle(event)
+                    for event in self._decode_all(tail.poll(self._poll_timeout_s)):
+                        self.handle(event)
                     self.retry_due()
                 except KafkaException as error:
                     log.warning("polling %s failed: %s", self.topic, error)
@@ -548,7 +514,7 @@ class ModelFollower:
                     log.exception("following %s failed; following on", self.topic)
                     self._stop.wait(self._poll_timeout_s)
         finally:
-            consumer.close()
+            tail.close()
 
     def _decode_all(self, messages: Sequence[Message]) -> list[ModelUpdateEvent]:
         events = []
@@ -566,8 +532,3 @@ class ModelFollower:
                     "skipping %s offset %s: %s", self.topic, message.offset(), invalid.detail
                 )
         return events
-
-
-def _left(deadline: float) -> float:
-    """Seconds left before ``deadline``, at least a little so a call can still answer."""
-    return max(deadline - time.monotonic(), 0.1)

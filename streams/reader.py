@@ -1,22 +1,23 @@
-"""Read a topic's committed events from the beginning: for the demo, tests and tools.
+"""Read a topic's committed events, decoded: for the demo, tests, tools and restores.
 
-A fresh consumer group with ``read_committed`` sees exactly what downstream consumers see:
-nothing from aborted transactions, nothing from open ones.
+Built on :class:`~deeptrust.streams.tail.TopicTail`: every partition assigned, nothing
+committed, ``read_committed`` by default, so a reader sees exactly what downstream consumers
+see: nothing from aborted transactions, nothing from open ones.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import Message
 from pydantic import BaseModel
 
 from deeptrust.streams.codec import decode, headers_dict
 from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.tail import BEGINNING, END, Position, TopicTail
 
 E = TypeVar("E", bound=BaseModel)
 
@@ -43,17 +44,15 @@ def read_until(
 
     Returns everything read; the caller checks ``done`` again to tell success from timeout.
     """
-    consumer = _fresh_consumer(kafka, isolation)
+    tail = TopicTail(kafka, [topic], isolation=isolation, name="reader")
     received: list[Received[E]] = []
     deadline = time.monotonic() + timeout_s
     try:
-        consumer.subscribe([topic])
+        tail.open(BEGINNING)
         while not done(received) and time.monotonic() < deadline:
-            for message in consumer.consume(500, 0.5):
-                if message.error() is None:
-                    received.append(_received(message, model))
+            received += [_received(message, model) for message in tail.poll(0.5)]
     finally:
-        consumer.close()
+        tail.close()
     return received
 
 
@@ -61,37 +60,14 @@ def follow(
     kafka: KafkaSettings, topic: str, model: type[E], from_beginning: bool = False
 ) -> Iterator[Received[E]]:
     """Yield committed events of ``topic`` as they arrive (from now, or from the start)."""
-    consumer = _fresh_consumer(kafka, "read_committed", "earliest" if from_beginning else "latest")
+    tail = TopicTail(kafka, [topic], name="follower")
     try:
-        consumer.subscribe([topic])
+        tail.open(BEGINNING if from_beginning else END)
         while True:
-            for message in consumer.consume(100, 0.5):
-                if message.error() is None:
-                    yield _received(message, model)
+            for message in tail.poll(0.5, max_messages=100):
+                yield _received(message, model)
     finally:
-        consumer.close()
-
-
-def _fresh_consumer(kafka: KafkaSettings, isolation: str, start: str = "earliest") -> Consumer:
-    """A consumer in a group of its own that commits nothing."""
-    return Consumer(
-        {
-            **kafka.client_config(),
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": start,
-            "enable.auto.commit": False,
-            "isolation.level": isolation,
-        }
-    )
-
-
-def _received(message: Message, model: type[E]) -> Received[E]:
-    return Received(
-        event=decode(message.value(), message.headers(), model),
-        partition=message.partition() or 0,
-        offset=message.offset() or 0,
-        headers=headers_dict(message.headers()),
-    )
+        tail.close()
 
 
 def read_to_end(
@@ -103,45 +79,22 @@ def read_to_end(
 ) -> list[Received[E]]:
     """Read every committed event of ``topic`` up to its current end, then stop.
 
-    The end is the high watermark when the call starts; transaction markers count as
-    offsets, so the read is over when the consumer's position reaches it on every partition.
     With ``since_ms`` (milliseconds since the epoch) each partition is read from its first
     message at or after that time rather than from the beginning: at scale a topic holds
     days of traffic and a caller may want minutes of it.
     """
-    consumer = _fresh_consumer(kafka, "read_committed")
+    tail = TopicTail(kafka, [topic], timeout_s=timeout_s, name="reader")
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
-            for p in metadata.partitions
-        }
-        starts = {p: 0 for p in ends}
-        if since_ms is not None:
-            asked = [TopicPartition(topic, p, since_ms) for p in ends]
-            for found in consumer.offsets_for_times(asked, timeout=timeout_s):
-                # No message that late: nothing to read on this partition.
-                offset = found.offset if found.offset >= 0 else ends[found.partition]
-                starts[found.partition] = offset
-        consumer.assign(
-            [
-                TopicPartition(topic, p, OFFSET_BEGINNING if since_ms is None else start)
-                for p, start in starts.items()
-            ]
-        )
-        pending = {p for p, end in ends.items() if end > starts[p]}
-        received: list[Received[E]] = []
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic}: partitions {sorted(pending)} not read to the end")
-            received += [
-                _received(message, model)
-                for message in consumer.consume(500, 0.2)
-                if message.error() is None
-            ]
-            positions = consumer.position([TopicPartition(topic, p) for p in pending])
-            pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-        return received
+        tail.open(BEGINNING if since_ms is None else Position(since_ms=since_ms))
+        return [_received(message, model) for message in tail.read_to_end(timeout_s)]
     finally:
-        consumer.close()
+        tail.close()
+
+
+def _received(message: Message, model: type[E]) -> Received[E]:
+    return Received(
+        event=decode(message.value(), message.headers(), model),
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        headers=headers_dict(message.headers()),
+    )

@@ -4,63 +4,47 @@ A follower thread reads three topics — uploads (the image exists: pending), en
 final result) and the dead letters of the image stages (failed, with the reason) — and keeps
 the latest state per image id in a SQLite file.
 
-Every gateway process consumes in a consumer group of its own: a request for an image can
-reach any replica, so every replica needs every result, whereas a shared group would split
-the partitions and each replica would know only its share. The read positions are stored
+Every gateway process reads every partition (a :class:`~deeptrust.streams.tail.TopicTail`,
+no consumer group): a request for an image can reach any replica, so every replica needs
+every result, whereas a shared group would split the partitions and each replica would know
+only its share. The read positions are stored
 in the same SQLite transaction as the results they produced, not committed to Kafka, so the
 file and its position never disagree: a restarted process resumes where its file left off.
 A partition the file has no position for (a fresh file: a new pod) starts at the first
 message of the last ``lookback_s`` seconds (``offsets_for_times``), not at the earliest
 retained one: at production rates a week of retention is hundreds of millions of messages,
-hours of reading and a file full of results nobody asks for. The group id need not be
-stable either: it names the host, the process and a nonce, so that uvicorn workers sharing
-a pod (or two followers in one test process) never share a group.
+hours of reading and a file full of results nobody asks for.
 
-The follower is ready once every partition it was assigned has been read up to the end it
-had when assigned (or librdkafka reported reaching its end, which also covers the offsets
-of transaction markers and aborted messages, which no message is read from): until then a
-replica would answer 404 for images it has simply not read yet, so it gets no traffic.
+The follower is ready once the tail has caught up: every partition read up to the end it had
+when the follower started. Until then a replica would answer 404 for images it has simply
+not read yet, so it gets no traffic. Partitions added to the topics later are read after a
+restart.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
-from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
-from confluent_kafka import (
-    OFFSET_END,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import Message
 
 from deeptrust.schemas.events import DeadLetterEvent, EnrichedEvent, UploadEvent
 from deeptrust.streams.codec import MessageHeaders, decode
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.errors import InvalidInput
-from deeptrust.streams.retry import RetryPolicy
+from deeptrust.streams.tail import Position, TopicTail
 from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 PRUNE_CHUNK = 1000
-METADATA_RETRY = RetryPolicy(initial_s=1.0, max_s=1.0, max_attempts=5)
-"""Offsets asked of a topic created moments ago, whose partitions have no leader yet."""
 """Rows one pruning transaction deletes at most, so the store's lock is never held long."""
 
 
@@ -174,6 +158,12 @@ class StatusStore:
             ).fetchone()
         return None if row is None else int(row[0])
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read from every partition the file has read from."""
+        with self._lock:
+            rows = self._db.execute("SELECT topic, partition, next_offset FROM positions")
+            return {(str(topic), int(part)): int(offset) for topic, part, offset in rows}
+
     def prune(self, older_than: float, chunk: int = PRUNE_CHUNK) -> int:
         """Drop results last updated before ``older_than`` (Unix seconds); return how many.
 
@@ -228,45 +218,6 @@ def update_from(
     return None
 
 
-def _offsets(
-    consumer: Consumer, asked: list[TopicPartition], timeout_s: float
-) -> dict[tuple[str, int], int]:
-    """The first offset at or after each partition's timestamp (-1: none), or raise."""
-    found = {}
-    for answer in consumer.offsets_for_times(asked, timeout=timeout_s):
-        if answer.error is not None:
-            raise KafkaException(answer.error)
-        found[(answer.topic, answer.partition)] = answer.offset
-    return found
-
-
-def _ends(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> tuple[int, int]:
-    """The partition's first and next offsets, asked of the broker now."""
-    where = TopicPartition(partition.topic, partition.partition)
-    low, high = consumer.get_watermark_offsets(where, timeout=timeout_s, cached=False)
-    return int(low), int(high)
-
-
-def _retrying(what: str, call: Callable[[], T], policy: RetryPolicy = METADATA_RETRY) -> T:
-    """``call``, tried again on a Kafka error (a new topic has no leader yet)."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return call()
-        except KafkaException as error:
-            if policy.exhausted(attempt):
-                raise
-            log.warning("status follower: %s failed (%s); trying again", what, error)
-            time.sleep(policy.delay_s(attempt))
-
-
-def instance_group_id(kafka: KafkaSettings) -> str:
-    """A consumer group for this process alone (see the module's docstring for why)."""
-    host, pid, nonce = socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8]
-    return f"{kafka.topic_prefix}gateway-status-{host}-{pid}-{nonce}"
-
-
 class StatusFollower:
     """Follows uploads, enriched results and dead letters into a :class:`StatusStore`."""
 
@@ -275,7 +226,6 @@ class StatusFollower:
         kafka: KafkaSettings,
         store: StatusStore,
         retention_s: float,
-        group_id: str | None = None,
         lookback_s: float = 3600.0,
         timeout_s: float = 10.0,
     ) -> None:
@@ -283,32 +233,19 @@ class StatusFollower:
         self._store = store
         self._retention_s = retention_s
         self._lookback_s = lookback_s
-        self._timeout_s = timeout_s
-        self._consumer = Consumer(
-            {
-                **kafka.client_config(),
-                "group.id": group_id or instance_group_id(kafka),
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",  # a stored position the topic no longer has
-                "isolation.level": "read_committed",
-                "enable.partition.eof": True,  # tells when a partition has been read to its end
-            }
-        )
+        topics = [self._names(t) for t in (Topic.UPLOADS, Topic.ENRICHED, Topic.DEAD_LETTERS)]
+        self._tail = TopicTail(kafka, topics, timeout_s=timeout_s, name="gateway-status")
         self._stop = threading.Event()
         self._assigned = threading.Event()
         self._caught_up = threading.Event()
-        self._behind: dict[tuple[str, int], int] = {}
-        """Partitions not read up to the end they had when assigned, and that end."""
         self._thread = threading.Thread(target=self._run, name="gateway-status", daemon=True)
 
     def start(self) -> None:
-        """Subscribe and start following in the background."""
-        topics = [self._names(t) for t in (Topic.UPLOADS, Topic.ENRICHED, Topic.DEAD_LETTERS)]
-        self._consumer.subscribe(topics, on_assign=self._on_assign)
+        """Start following in the background."""
         self._thread.start()
 
     def close(self) -> None:
-        """Stop following and leave the group."""
+        """Stop following and close the consumer."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)
@@ -321,49 +258,26 @@ class StatusFollower:
         """False when the follower thread has died (the process should be restarted)."""
         return self._thread.ident is None or self._thread.is_alive()
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Resume each partition where the status file left off, or ``lookback_s`` ago.
-
-        Also note the end of each partition now: the follower is ready once it got there.
-        """
-        fresh = []
-        for partition in partitions:
-            stored = self._store.position(partition.topic, partition.partition)
-            if stored is None:
-                fresh.append(partition)
-            else:
-                partition.offset = stored
-        if fresh:
-            since_ms = int((time.time() - self._lookback_s) * 1000)
-            asked = [TopicPartition(p.topic, p.partition, since_ms) for p in fresh]
-            found = _retrying(
-                "offsets_for_times", lambda: _offsets(consumer, asked, self._timeout_s)
-            )
-            for partition in fresh:
-                offset = found[(partition.topic, partition.partition)]
-                # -1: no message since then; start at the end
-                partition.offset = offset if offset >= 0 else OFFSET_END
-        for partition in partitions:
-            low, high = _retrying(
-                "get_watermark_offsets", partial(_ends, consumer, partition, self._timeout_s)
-            )
-            if partition.offset == OFFSET_END:
-                partition.offset = high
-            if high > max(partition.offset, low):
-                self._behind[(partition.topic, partition.partition)] = high
+    def _open(self) -> None:
+        """Resume each partition where the status file left off, or ``lookback_s`` ago."""
+        since_ms = int((time.time() - self._lookback_s) * 1000)
+        self._tail.open(Position(offsets=self._store.positions(), since_ms=since_ms))
+        for (topic, partition), bounds in sorted(self._tail.bounds.items()):
             log.info(
                 "status follower: %s[%d] from offset %d (end %d)",
-                *(partition.topic, partition.partition, partition.offset, high),
+                *(topic, partition, bounds.start, bounds.stop),
             )
-        consumer.assign(partitions)
         self._assigned.set()
-        self._note_progress({}, set())
 
     def _run(self) -> None:
         last_prune = 0.0
         try:
+            self._open()
             while not self._stop.is_set():
-                self._apply(self._consumer.consume(500, 0.2))
+                self._apply(self._tail.poll(0.2))
+                if not self._caught_up.is_set() and self._tail.caught_up:
+                    log.info("status follower: caught up")
+                    self._caught_up.set()
                 if time.monotonic() - last_prune > 600:
                     self._store.prune(time.time() - self._retention_s)
                     last_prune = time.monotonic()
@@ -371,34 +285,12 @@ class StatusFollower:
             log.exception("the status follower stopped")
             raise
         finally:
-            self._consumer.close()
-
-    def _note_progress(
-        self, positions: dict[tuple[str, int], int], ends: set[tuple[str, int]]
-    ) -> None:
-        """Strike off partitions read to their end; ready when none is left."""
-        for key, offset in positions.items():
-            end = self._behind.get(key)
-            if end is not None and offset >= end:
-                del self._behind[key]
-        for key in ends:
-            self._behind.pop(key, None)
-        if not self._behind and self._assigned.is_set() and not self._caught_up.is_set():
-            log.info("status follower: caught up")
-            self._caught_up.set()
+            self._tail.close()
 
     def _apply(self, messages: list[Message]) -> None:
         updates: list[Update] = []
         positions: dict[tuple[str, int], int] = {}
-        ends: set[tuple[str, int]] = set()
         for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    ends.add((message.topic() or "", message.partition() or 0))
-                else:
-                    log.warning("status follower: %s", error)
-                continue
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             if topic is None or partition is None or offset is None:
                 continue
@@ -412,5 +304,3 @@ class StatusFollower:
                 updates.append(update)
         if positions:
             self._store.apply(updates, positions)
-        if not self._caught_up.is_set():
-            self._note_progress(positions, ends)

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
@@ -150,6 +150,7 @@ class FakeConsumer:
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         with self._arrived:
+            self._arrived.wait_for(lambda: self._position < len(self._log), timeout)
             taken = self._log[self._position : self._position + num_messages]
             self._position += len(taken)
             return taken
@@ -157,13 +158,6 @@ class FakeConsumer:
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         with self._arrived:
             return [TopicPartition(p.topic, p.partition, self._position) for p in partitions]
-
-    def poll(self, timeout: float) -> FakeMessage | None:
-        with self._arrived:
-            if not self._arrived.wait_for(lambda: self._position < len(self._log), timeout):
-                return None
-            self._position += 1
-            return self._log[self._position - 1]
 
     def close(self) -> None:
         self.closed.set()
@@ -383,9 +377,8 @@ def test_start_serves_the_latest_production_version_from_the_first_batch(
         assert consumer.config is not None
         assert consumer.config["isolation.level"] == "read_committed"
         assert consumer.config["enable.auto.commit"] is False
-        assert [(p.topic, p.partition, p.offset) for p in consumer.assigned] == [
-            (TOPIC, 0, OFFSET_BEGINNING)
-        ]
+        # From the first retained offset (the fake's low watermark is 0).
+        assert [(p.topic, p.partition, p.offset) for p in consumer.assigned] == [(TOPIC, 0, 0)]
         assert stage.model_version == "2"
         verdicts = detections(stage, prepared_batch(stage, store, "first"))
         assert {v.model_version for v in verdicts} == {f"2+{SHIFTED_DIGEST}"}
