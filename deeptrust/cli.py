@@ -414,11 +414,14 @@ def schemas_export() -> None:
 )
 @click.option("--query", default="cat", show_default=True)
 @click.option("--home", type=click.Path(path_type=Path), default=DEFAULT_HOME, show_default=True)
-def demo(images: Path, query: str, home: Path) -> None:
+@click.option(
+    "--s3", is_flag=True, help="Keep the images in a bucket on a local S3 API server (moto)."
+)
+def demo(images: Path, query: str, home: Path, s3: bool) -> None:
     """Start a broker and every stage, push the sample images through, show the results."""
     from deeptrust.demo import run_demo
 
-    run_demo(Console(width=None if sys.stdout.isatty() else 160), images, query, home)
+    run_demo(Console(width=None if sys.stdout.isatty() else 160), images, query, home, s3)
 
 
 alerts.add_command(notify)

@@ -8,6 +8,7 @@ captions worded by Gemma 3 270M from MobileNetV2's labels, and Gemma's tags.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from deeptrust.devtools.local_s3 import LocalS3
 from deeptrust.processes import StageProcess
 from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
 from deeptrust.processors.registry import STAGE_NAMES
@@ -28,9 +30,23 @@ from deeptrust.streams.producer import UploadProducer, image_files
 from deeptrust.streams.reader import Received, read_until
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
+S3_BUCKET = "deeptrust-demo"
 
-def run_demo(console: Console, images: Path, query: str, home: Path) -> None:
-    """Run the pipeline on ``images`` and print what it made of them."""
+
+def run_demo(console: Console, images: Path, query: str, home: Path, s3: bool = False) -> None:
+    """Run the pipeline on ``images`` and print what it made of them.
+
+    With ``s3`` the images go to a bucket on a local S3 API server (moto's) instead of the
+    local directory, and every stage reads them from there through boto3.
+    """
+    s3_server = LocalS3(home / "s3") if s3 else None
+    s3_env: dict[str, str] = {}
+    if s3_server is not None:
+        with console.status("starting a local S3 API server (moto)"):
+            s3_server.start()
+            s3_server.create_bucket(S3_BUCKET)
+        s3_env = s3_server.environment(S3_BUCKET)
+        os.environ.update(s3_env)  # this process uploads through the same settings
     broker = LocalBroker(home / "kafka")
     started_broker = broker.pid() is None
     with console.status("starting Kafka (the first run fetches its jars from Maven Central)"):
@@ -47,7 +63,7 @@ def run_demo(console: Console, images: Path, query: str, home: Path) -> None:
         object_store_root=home / "objects", search_db=home / "demo" / f"search-{run_id}.db"
     )
     create_topics(kafka, partitions=3)
-    stages = _start_stages(console, kafka, settings, llm, home / "demo" / run_id)
+    stages = _start_stages(console, kafka, settings, llm, home / "demo" / run_id, s3_env)
     try:
         names = _upload(console, kafka, settings, images)
         started = time.monotonic()
@@ -63,6 +79,8 @@ def run_demo(console: Console, images: Path, query: str, home: Path) -> None:
             broker.stop()
         if started_llm:
             llm.stop()
+        if s3_server is not None:
+            s3_server.stop()
 
 
 def _upload(
@@ -87,8 +105,10 @@ def _start_stages(
     settings: ProcessorSettings,
     llm: LocalLLMServer,
     logs: Path,
+    extra_env: dict[str, str],
 ) -> list[StageProcess]:
     env = {
+        **extra_env,
         "DEEPTRUST_CAPTION_BACKEND": "labels-llm",
         "DEEPTRUST_TAG_BACKEND": "llm",
         "DEEPTRUST_LLM_BASE_URL": llm.base_url,

@@ -22,6 +22,10 @@ class ProcessorSettings(BaseSettings):
     object_store_root: Path = Path(".deeptrust/objects")
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None
+    s3_connect_timeout_s: float = 5.0
+    s3_read_timeout_s: float = 30.0
+    s3_max_attempts: int = Field(default=5, ge=1)
+    """Attempts per S3 request in botocore's standard retry mode, the first included."""
     max_image_bytes: int = 50 * 1024 * 1024
     model_max_bytes: int = 4 * 1024**3
     """Largest model artefact a stage or the training service fetches (a fine-tuned ViT-B
@@ -74,7 +78,14 @@ class ProcessorSettings(BaseSettings):
         limit = self.max_image_bytes if max_bytes is None else max_bytes
         if self.s3_bucket:
             policy = FetchPolicy(buckets=(self.s3_bucket,), max_bytes=limit)
-            return S3ObjectStore(self.s3_bucket, self.s3_endpoint_url, policy)
+            return S3ObjectStore(
+                self.s3_bucket,
+                self.s3_endpoint_url,
+                policy,
+                connect_timeout_s=self.s3_connect_timeout_s,
+                read_timeout_s=self.s3_read_timeout_s,
+                max_attempts=self.s3_max_attempts,
+            )
         return LocalObjectStore.at(self.object_store_root, limit)
 
     def model_store(self) -> ObjectStore:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -112,34 +113,98 @@ class LocalObjectStore:
             raise InvalidInput(Reason.MISSING_OBJECT, f"no object at {uri!r}") from error
 
 
+S3_MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
+S3_DENIED_CODES = frozenset({"AccessDenied", "Forbidden", "403"})
+READ_CHUNK = 256 * 1024
+
+
 @dataclass(frozen=True)
 class S3ObjectStore:
-    """An S3-compatible bucket (AWS, MinIO, Ceph), through boto3 (the ``s3`` extra)."""
+    """An S3-compatible bucket (AWS, Ceph, versitygw...), through boto3 (the ``s3`` extra).
+
+    One client per store, made on first use: boto3 clients are thread-safe, and making one
+    per request costs milliseconds of CPU and a new connection pool each time. Timeouts
+    bound a stuck request; botocore's standard retry mode retries throttling, 5xx answers
+    and dropped connections with backoff before an error reaches the stage, whose batch
+    retry takes over from there.
+    """
 
     bucket: str
     endpoint_url: str | None = None
     policy: FetchPolicy = field(default_factory=FetchPolicy)
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+    max_attempts: int = 5
 
+    @cached_property
     def _client(self) -> Any:
         import boto3  # optional dependency, only needed when S3 is configured
+        from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url)
+        config = Config(
+            connect_timeout=self.connect_timeout_s,
+            read_timeout=self.read_timeout_s,
+            retries={"mode": "standard", "max_attempts": self.max_attempts},
+        )
+        return boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
 
     def put(self, key: str, data: bytes) -> StoredObject:
         """Upload ``data`` to the bucket and return its ``s3://`` URI."""
         _check_key(key)
-        self._client().put_object(Bucket=self.bucket, Key=key, Body=data)
+        self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
         return StoredObject(f"s3://{self.bucket}/{key}", len(data), content_hash(data))
 
     def get(self, uri: str) -> bytes:
-        """Download the object behind ``uri`` if the policy allows it, up to the byte limit."""
+        """Download the object behind ``uri`` if the policy allows it, up to the byte limit.
+
+        The body is read in chunks and abandoned as soon as it passes the limit, whatever
+        its declared length said. A missing object, or one the credentials may not read,
+        is :class:`InvalidInput`; other errors (the server down, throttled) propagate as
+        the transient faults they are.
+        """
+        from botocore.exceptions import ClientError
+
         bucket, key = self.policy.bucket_key(uri)
-        client = self._client()
         try:
-            response = client.get_object(Bucket=bucket, Key=key)
-        except client.exceptions.NoSuchKey as error:
-            raise InvalidInput(Reason.MISSING_OBJECT, f"no object at {uri!r}") from error
-        if response["ContentLength"] > self.policy.max_bytes:
-            raise InvalidInput(Reason.OBJECT_TOO_LARGE, f"{response['ContentLength']} bytes")
-        data: bytes = response["Body"].read(self.policy.max_bytes + 1)
-        return data
+            response = self._client.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            refusal = refusal_of(uri, error.response)
+            if refusal is None:
+                raise  # a fault that may pass: the stage retries the batch
+            raise refusal from error
+        declared = int(response.get("ContentLength") or 0)
+        return read_capped(response["Body"], declared, self.policy.max_bytes, uri)
+
+
+def read_capped(body: Any, declared: int, max_bytes: int, uri: str) -> bytes:
+    """Read a streamed body in chunks, giving up as soon as it passes ``max_bytes``."""
+    try:
+        if declared > max_bytes:
+            raise InvalidInput(Reason.OBJECT_TOO_LARGE, f"{declared} bytes at {uri!r}")
+        chunks: list[bytes] = []
+        read = 0
+        for chunk in body.iter_chunks(READ_CHUNK):
+            read += len(chunk)
+            if read > max_bytes:
+                raise InvalidInput(
+                    Reason.OBJECT_TOO_LARGE, f"more than {max_bytes} bytes at {uri!r}"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        body.close()
+
+
+def refusal_of(uri: str, response: dict[str, Any]) -> InvalidInput | None:
+    """What an S3 error answer to a read means: a missing object, or ``None`` (retry)."""
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in S3_MISSING_CODES or status == 404:
+        return InvalidInput(Reason.MISSING_OBJECT, f"no object at {uri!r} ({code})")
+    if code in S3_DENIED_CODES or status == 403:
+        # Without s3:ListBucket, S3 answers a missing key with 403, not 404.
+        return InvalidInput(
+            Reason.MISSING_OBJECT,
+            f"access denied to {uri!r}: missing, or not readable with these credentials",
+        )
+    return None

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from deeptrust.devtools.local_s3 import LocalS3
 from deeptrust.processes import StageProcess
 from deeptrust.schemas.events import UploadEvent
 from deeptrust.streams.codec import encode
@@ -39,6 +40,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     # stopped broker until the process exits: collect them first.
     gc.collect()
     local.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    """A real S3 API server (moto's) for the session; each test makes its own bucket."""
+    server = LocalS3(tmp_path_factory.mktemp("s3"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

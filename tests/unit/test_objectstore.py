@@ -1,7 +1,16 @@
+import io
+
 import pytest
+from botocore.response import StreamingBody
 
 from deeptrust.streams.errors import InvalidInput, Reason
-from deeptrust.streams.objectstore import FetchPolicy, LocalObjectStore, content_hash
+from deeptrust.streams.objectstore import (
+    FetchPolicy,
+    LocalObjectStore,
+    content_hash,
+    read_capped,
+    refusal_of,
+)
 
 
 @pytest.fixture
@@ -64,3 +73,50 @@ def test_bucket_policy_allows_only_listed_buckets():
         policy.bucket_key("s3://other/images/a.jpg")
     with pytest.raises(InvalidInput):
         policy.bucket_key("s3://uploads/images/../../a.jpg")
+
+
+def s3_answer(status: int, code: str) -> dict:
+    """An S3 error answer as botocore parses it (``ClientError.response``)."""
+    return {
+        "Error": {"Code": code, "Message": "..."},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(404, "NoSuchKey"), (404, "NoSuchBucket"), (404, "NotFound")]
+)
+def test_an_s3_not_found_is_a_missing_object(status, code):
+    refusal = refusal_of("s3://b/k", s3_answer(status, code))
+    assert refusal is not None
+    assert refusal.reason is Reason.MISSING_OBJECT
+
+
+def test_an_s3_access_denied_reads_as_missing_and_says_why():
+    # S3 answers 403 for a missing key when the credentials lack s3:ListBucket.
+    refusal = refusal_of("s3://b/k", s3_answer(403, "AccessDenied"))
+    assert refusal is not None
+    assert refusal.reason is Reason.MISSING_OBJECT
+    assert "access denied" in refusal.detail
+
+
+@pytest.mark.parametrize(("status", "code"), [(503, "SlowDown"), (500, "InternalError")])
+def test_server_trouble_is_not_a_refusal_but_a_fault_to_retry(status, code):
+    assert refusal_of("s3://b/k", s3_answer(status, code)) is None
+
+
+def streamed(data: bytes) -> StreamingBody:
+    return StreamingBody(io.BytesIO(data), len(data))
+
+
+def test_a_body_is_read_whole_under_the_cap():
+    data = bytes(range(256)) * 4000  # several chunks
+    assert read_capped(streamed(data), len(data), len(data), "s3://b/k") == data
+
+
+def test_a_body_longer_than_declared_is_cut_off_at_the_cap():
+    body = streamed(b"x" * 1_000_000)
+    with pytest.raises(InvalidInput) as caught:
+        read_capped(body, 10, 300_000, "s3://b/k")  # the declared length lies
+    assert caught.value.reason is Reason.OBJECT_TOO_LARGE
+    assert body._raw_stream.closed
