@@ -39,12 +39,10 @@ class Identity:
     stable: bool
     """Given by the deployment and kept across restarts: only then is membership static."""
 
-    @classmethod
-    def of(cls, configured: str | None) -> Identity:
-        """The configured id, stable; without one, a random id that no other process has."""
-        if configured:
-            return cls(configured, stable=True)
-        return cls(f"p{os.getpid()}-{uuid.uuid4().hex[:12]}", stable=False)
+
+def random_instance_id() -> str:
+    """An id no other process has: for a replica started without one (the pid is a hint)."""
+    return f"p{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 class Instance(Protocol):

@@ -35,7 +35,7 @@ from deeptrust.streams.codec import TRACE_ID, Encoded, decode, encode, headers_d
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.dead_letters import DeadLetterBudget, Tally, dead_letter
 from deeptrust.streams.errors import InvalidInput, Reason
-from deeptrust.streams.exactly_once import Identity
+from deeptrust.streams.exactly_once import Identity, random_instance_id
 from deeptrust.streams.metrics import StageMetrics
 from deeptrust.streams.retry import RetryPolicy
 from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
@@ -64,7 +64,8 @@ class RunnerSettings(BaseSettings):
     dlq_max_ratio: float = 0.5
     dlq_min_inputs: int = 100
     dlq_max_consecutive: int = 100
-    _identity: Identity = PrivateAttr()
+    _random_id: str = PrivateAttr(default_factory=random_instance_id)
+    """Drawn once, so every client of this process shares it."""
 
     @field_validator("instance_id")
     @classmethod
@@ -72,14 +73,12 @@ class RunnerSettings(BaseSettings):
         """``DEEPTRUST_RUNNER_INSTANCE_ID=`` means no id, as an unset variable does."""
         return value if value and value.strip() else None
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Choose the identity once, so every client of this process shares it."""
-        self._identity = Identity.of(self.instance_id)
-
     @property
     def identity(self) -> Identity:
         """The configured id (stable), else this settings object's random one."""
-        return self._identity
+        if self.instance_id is not None:
+            return Identity(self.instance_id, stable=True)
+        return Identity(self._random_id, stable=False)
 
     def singleton(self, instance_id: str = "0") -> RunnerSettings:
         """These settings for a service that must never run twice (drift).
