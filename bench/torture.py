@@ -83,6 +83,9 @@ def torture(scratch: Path, args: argparse.Namespace) -> dict[str, float]:
         "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
         "DEEPTRUST_OBJECT_STORE_ROOT": str(store.root),
         "DEEPTRUST_RUNNER_KAFKA_TIMEOUT_S": "10",
+        # One replica per stage, restarted under its id as a StatefulSet pod is: the restart
+        # fences what the killed process left open instead of waiting out its timeout.
+        "DEEPTRUST_RUNNER_INSTANCE_ID": "0",
     }
     stages = {
         name: StageProcess(name, env, free_port(), scratch / "logs" / f"{name}.log")

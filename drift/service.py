@@ -58,6 +58,7 @@ class DriftService:
         clock: Callable[[], float] = time.time,
         clients: KafkaClients | None = None,
     ) -> None:
+        runner = runner.singleton()  # one drift processor at most: a second must collide
         self._runtime = ServiceRuntime(
             DriftStrategy(settings, kafka, runner, metrics, clock),
             kafka,

@@ -1,15 +1,25 @@
 """The Kafka settings and transaction calls behind read-process-write exactly once.
 
-What the service runtime (:mod:`deeptrust.streams.service`) makes its clients with: a consumer in a
-static group that reads committed data only and never commits by itself, a transactional
-producer whose id is stable per instance (so a restarted instance fences its dead
-predecessor), and commit and abort calls that tell retriable errors from fatal ones.
+What the service runtime (:mod:`deeptrust.streams.service`) makes its clients with: a consumer
+that reads committed data only and never commits by itself, a transactional producer named
+after the replica, and commit and abort calls that tell retriable errors from fatal ones.
+
+A replica given a stable id (a StatefulSet pod's name) keeps its transactional id and static
+group membership across restarts, so the restarted process fences its dead predecessor and
+takes its partitions back at once. One given none gets a random id of its own: it can never
+share a transactional id with another replica, and zombies are still fenced, by the consumer
+group's generation that every commit carries (KIP-447, ``send_offsets_to_transaction`` with
+the group metadata); only a crash costs more, since nobody aborts its open transaction before
+``transaction.timeout.ms``. docs/architecture.md has the reasoning.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -20,10 +30,29 @@ from deeptrust.streams.config import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What one replica's clients are named after."""
+
+    id: str
+    """The end of the transactional id (and of the static member id, when stable)."""
+    stable: bool
+    """Given by the deployment and kept across restarts: only then is membership static."""
+
+
+def random_instance_id() -> str:
+    """An id no other process has: for a replica started without one (the pid is a hint)."""
+    return f"p{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
 class Instance(Protocol):
     """What names one instance of a consumer-producer loop and bounds its waits."""
 
-    instance_id: str
+    @property
+    def identity(self) -> Identity:
+        """The same for every client this instance creates, for the life of the process."""
+        ...
+
     session_timeout_ms: int
     transaction_timeout_ms: int
     kafka_timeout_s: float
@@ -32,11 +61,17 @@ class Instance(Protocol):
 def consumer_config(
     kafka: KafkaSettings, group_id: str, instance: Instance, **overrides: Any
 ) -> dict[str, Any]:
-    """A read_committed consumer in a static group whose offsets go in transactions."""
+    """A read_committed consumer whose offsets go in transactions; static with a stable id.
+
+    Static membership lets a restarted replica take its partitions straight back; it is only
+    right for an id that comes back, so a replica with a random id joins as a dynamic member.
+    """
+    identity = instance.identity
+    static = {"group.instance.id": f"{group_id}-{identity.id}"} if identity.stable else {}
     return {
         **kafka.client_config(),
         "group.id": group_id,
-        "group.instance.id": f"{group_id}-{instance.instance_id}",
+        **static,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "isolation.level": "read_committed",
@@ -47,15 +82,16 @@ def consumer_config(
 
 
 def producer_config(kafka: KafkaSettings, group_id: str, instance: Instance) -> dict[str, Any]:
-    """A transactional producer, stable per instance, so it fences its predecessors.
+    """A transactional producer named after the instance, so it fences its predecessors.
 
-    The transactional id survives restarts, and ``init_transactions`` aborts what a crashed
+    A stable id survives restarts, and ``init_transactions`` aborts what a crashed
     predecessor left open, so nothing it wrote half-way can hide the state a restarted
-    instance is about to read.
+    instance is about to read. A random id lasts as long as the process: the clients it
+    re-creates after an error still fence the ones they replace.
     """
     return {
         **kafka.client_config(),
-        "transactional.id": f"{group_id}-{instance.instance_id}",
+        "transactional.id": f"{group_id}-{instance.identity.id}",
         "transaction.timeout.ms": instance.transaction_timeout_ms,
         # Bounds every request, and so every transactional call: without it a call to a
         # broker that went away blocks for librdkafka's default of 60 s whatever its timeout.

@@ -21,7 +21,12 @@ from confluent_kafka import Producer
 from deeptrust.schemas.events import DeadLetterEvent, DeadLetterRedrive
 from deeptrust.streams.codec import EVENT_ID
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.exactly_once import abort_transaction, commit_transaction, fenced_producer
+from deeptrust.streams.exactly_once import (
+    Identity,
+    abort_transaction,
+    commit_transaction,
+    fenced_producer,
+)
 from deeptrust.streams.reader import read_to_end
 from deeptrust.streams.redrive import (
     Decision,
@@ -49,6 +54,11 @@ class RedriveSettings:
     session_timeout_ms: int = 10_000
     max_attempts: int = 5
     transaction_size: int = 500
+
+    @property
+    def identity(self) -> Identity:
+        """One fixed id per topic set: each redrive fences the one before it."""
+        return Identity(self.instance_id, stable=True)
 
 
 def read_letters(kafka: KafkaSettings, wanted: LetterFilter, timeout_s: float) -> list[Letter]:

@@ -28,13 +28,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Message, TopicPartition
-from pydantic import BaseModel
+from pydantic import BaseModel, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deeptrust.streams.codec import TRACE_ID, Encoded, decode, encode, headers_dict
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.dead_letters import DeadLetterBudget, Tally, dead_letter
 from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.exactly_once import Identity, random_instance_id
 from deeptrust.streams.metrics import StageMetrics
 from deeptrust.streams.retry import RetryPolicy
 from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
@@ -49,7 +50,8 @@ class RunnerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DEEPTRUST_RUNNER_")
 
-    instance_id: str = "0"
+    instance_id: str | None = None
+    """Stable and unique per replica (a StatefulSet pod's name); unset, a random one."""
     max_batch: int = 32
     max_wait_s: float = 0.5
     max_attempts: int = 5
@@ -62,6 +64,33 @@ class RunnerSettings(BaseSettings):
     dlq_max_ratio: float = 0.5
     dlq_min_inputs: int = 100
     dlq_max_consecutive: int = 100
+    _random_id: str = PrivateAttr(default_factory=random_instance_id)
+    """Drawn once, so every client of this process shares it."""
+
+    @field_validator("instance_id")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        """``DEEPTRUST_RUNNER_INSTANCE_ID=`` means no id, as an unset variable does."""
+        return value if value and value.strip() else None
+
+    @property
+    def identity(self) -> Identity:
+        """The configured id (stable), else this settings object's random one."""
+        if self.instance_id is not None:
+            return Identity(self.instance_id, stable=True)
+        return Identity(self._random_id, stable=False)
+
+    def singleton(self, instance_id: str = "0") -> RunnerSettings:
+        """These settings for a service that must never run twice (drift).
+
+        Without a configured id it takes a fixed one rather than a random one: a second copy
+        then collides loudly (``FENCED_INSTANCE_ID`` stops it) instead of silently taking
+        half the partitions, and the restarted process fences its predecessor before it
+        reads the state that predecessor may still be writing.
+        """
+        if self.instance_id is not None:
+            return self
+        return self.model_validate(self.model_dump() | {"instance_id": instance_id})
 
     def batch_retry(self) -> RetryPolicy:
         """The backoff between attempts at one batch; poison pills are sought after the last."""

@@ -54,7 +54,10 @@ INPUT_TOPICS = {
     for stage in (DetectStage, CaptionStage, TagStage, ModerationRouter, SearchSink)
 }
 INPUT_TOPICS["retrain"] = Topic.RETRAIN
-STAGE_DEPLOYMENTS = (*STAGE_NAMES, "retrain")
+STAGE_WORKLOADS = (*STAGE_NAMES, "retrain")
+# The services on the Kafka runtime: each pod's name is its instance id, so each must be a
+# StatefulSet, whose pod names are unique and survive restarts.
+KAFKA_SERVICES = (*STAGE_WORKLOADS, "drift", "alert-webhooks")
 SECRET_SENTINELS = {
     "DEEPTRUST_KAFKA_SASL_PASSWORD": "sasl-password-sentinel",
     "AWS_ACCESS_KEY_ID": "aws-key-id-sentinel",
@@ -288,11 +291,11 @@ def test_every_manifest_is_valid_kubernetes(rendered, variant):
                 name = f"{manifest['kind']}/{manifest['metadata']['name']}"
                 pytest.fail(f"{name} is invalid on Kubernetes {version}: {error.message}")
         checked.add(manifest["kind"])
-    assert {"Deployment", "StatefulSet", "ConfigMap", "Service", "PodDisruptionBudget"} <= checked
+    assert {"StatefulSet", "ConfigMap", "Service", "PodDisruptionBudget"} <= checked
 
 
 def test_schema_validation_rejects_unknown_fields(rendered):
-    detect = by_component(rendered["default"], "Deployment")["detect"]
+    detect = by_component(rendered["default"], "StatefulSet")["detect"]
     main_container(detect)["readinesProbe"] = {"httpGet": {"path": "/readyz", "port": 8000}}
     with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
         kubernetes_validate.validate(detect, KUBERNETES_VERSIONS[-1], strict=True)
@@ -332,16 +335,43 @@ def test_every_deeptrust_workload_is_probed_bounded_and_unprivileged(rendered, v
         assert security["allowPrivilegeEscalation"] is False, name
         assert security["capabilities"]["drop"] == ["ALL"], name
         assert spec["terminationGracePeriodSeconds"] >= 30, name
-        env = resolved_env(workload, manifests)
-        assert env["DEEPTRUST_RUNNER_INSTANCE_ID"] == ("field", "metadata.name"), name
         mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
         assert "/tmp" in mounts, f"{name}: a read-only root needs a writable /tmp"
 
 
-def test_every_stage_of_the_code_has_a_deployment_running_it(rendered):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kafka_services_are_statefulsets_whose_pod_names_are_their_instance_ids(rendered, variant):
+    manifests = rendered[variant]
+    statefulsets = by_component(manifests, "StatefulSet")
+    services = of_kind(manifests, "Service")
+    deployed = {component(m) for m in manifests if m["kind"] == "Deployment"}
+    assert deployed <= {"gateway", "vllm"}, "no Kafka service may run with unstable pod names"
+    for name in KAFKA_SERVICES:
+        if name not in statefulsets:
+            continue  # not enabled in this variant
+        workload = statefulsets[name]
+        env = resolved_env(workload, manifests)
+        assert env["DEEPTRUST_RUNNER_INSTANCE_ID"] == ("field", "metadata.name"), name
+        spec = workload["spec"]
+        assert spec["podManagementPolicy"] == ("OrderedReady" if name == "drift" else "Parallel")
+        assert spec["updateStrategy"]["type"] == "RollingUpdate", name
+        # The governing Service exists, is headless and selects exactly these pods.
+        service = services[spec["serviceName"]]
+        assert service["spec"]["clusterIP"] == "None", name
+        assert service["spec"]["selector"] == spec["selector"]["matchLabels"], name
+        pod_labels = spec["template"]["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= pod_labels.items(), name
+    assert set(statefulsets) >= {*STAGE_NAMES, "drift"}, "the defaults run these everywhere"
+    if "gateway" in deployed:
+        gateway = by_component(manifests, "Deployment")["gateway"]
+        assert "DEEPTRUST_RUNNER_INSTANCE_ID" not in resolved_env(gateway, manifests)
+
+
+def test_every_stage_of_the_code_has_a_statefulset_running_it(rendered):
+    statefulsets = by_component(rendered["everything"], "StatefulSet")
     deployments = by_component(rendered["everything"], "Deployment")
-    for name in STAGE_DEPLOYMENTS:
-        container = main_container(deployments[name])
+    for name in STAGE_WORKLOADS:
+        container = main_container(statefulsets[name])
         assert container["args"] == ["stage", "run", name, "--metrics-port", "8000"]
         assert container["ports"][0]["containerPort"] == 8000
     assert main_container(deployments["gateway"])["args"] == [
@@ -353,7 +383,7 @@ def test_every_stage_of_the_code_has_a_deployment_running_it(rendered):
     ]
     gateway_env = resolved_env(deployments["gateway"], rendered["everything"])
     assert gateway_env["DEEPTRUST_GATEWAY_STATUS_DB"].startswith("/tmp/"), "a writable path"
-    env = resolved_env(deployments["retrain"], rendered["everything"])
+    env = resolved_env(statefulsets["retrain"], rendered["everything"])
     assert env["DEEPTRUST_TRAINING_TRACKING_URI"] == "http://mlflow:5000"
 
 
@@ -363,10 +393,10 @@ def test_grace_period_and_batch_size_come_from_the_values(helm, tmp_path):
         tmp_path,
         stages={"caption": {"terminationGracePeriodSeconds": 240, "maxBatch": 8}},
     )
-    deployments = by_component(manifests, "Deployment")
-    assert pod_spec(deployments["caption"])["terminationGracePeriodSeconds"] == 240
-    assert resolved_env(deployments["caption"], manifests)["DEEPTRUST_RUNNER_MAX_BATCH"] == "8"
-    assert resolved_env(deployments["detect"], manifests)["DEEPTRUST_RUNNER_MAX_BATCH"] == "32"
+    stages = by_component(manifests, "StatefulSet")
+    assert pod_spec(stages["caption"])["terminationGracePeriodSeconds"] == 240
+    assert resolved_env(stages["caption"], manifests)["DEEPTRUST_RUNNER_MAX_BATCH"] == "8"
+    assert resolved_env(stages["detect"], manifests)["DEEPTRUST_RUNNER_MAX_BATCH"] == "32"
 
 
 def test_drift_is_a_statefulset_of_exactly_one_with_its_references_on_a_volume(rendered):
@@ -387,9 +417,9 @@ def test_drift_is_a_statefulset_of_exactly_one_with_its_references_on_a_volume(r
 
 def test_search_keeps_one_writer_on_its_own_volume(rendered):
     manifests = rendered["production"]
-    search = by_component(manifests, "Deployment")["search"]
+    search = by_component(manifests, "StatefulSet")["search"]
+    # One replica of a StatefulSet: its pod is stopped before its replacement starts.
     assert search["spec"]["replicas"] == 1
-    assert search["spec"]["strategy"] == {"type": "Recreate"}
     claim = next(v for v in pod_spec(search)["volumes"] if v["name"] == "search")
     assert claim["persistentVolumeClaim"]["claimName"] in of_kind(
         manifests, "PersistentVolumeClaim"
@@ -400,7 +430,10 @@ def test_search_keeps_one_writer_on_its_own_volume(rendered):
 
 
 def test_gpu_stages_ask_for_gpus_and_tolerate_gpu_nodes(rendered):
-    deployments = by_component(rendered["production"], "Deployment")
+    deployments = {
+        **by_component(rendered["production"], "StatefulSet"),
+        **by_component(rendered["production"], "Deployment"),
+    }
     for name in ("detect", "caption", "vllm"):
         spec = pod_spec(deployments[name])
         assert main_container(deployments[name])["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -414,11 +447,14 @@ def test_gpu_stages_ask_for_gpus_and_tolerate_gpu_nodes(rendered):
 def test_every_component_has_a_disruption_budget(rendered):
     manifests = rendered["everything"]
     budgets = by_component(manifests, "PodDisruptionBudget")
-    workloads = {component(m) for m in manifests if m["kind"] in ("Deployment", "StatefulSet")}
-    assert set(budgets) == workloads
+    workloads = {component(m): m for m in manifests if m["kind"] in ("Deployment", "StatefulSet")}
+    assert set(budgets) == set(workloads)
     for name, budget in budgets.items():
         assert budget["spec"]["maxUnavailable"] == 1
-        assert budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == name
+        selector = budget["spec"]["selector"]["matchLabels"]
+        assert selector["app.kubernetes.io/component"] == name
+        pod_labels = workloads[name]["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= pod_labels.items(), f"{name}: the budget covers its pods"
 
 
 # --- the LLM -----------------------------------------------------------------------------
@@ -438,7 +474,7 @@ def test_tag_stage_calls_the_vllm_service_with_the_chat_api(rendered):
 
     service = by_component(manifests, "Service")["vllm"]
     port = service["spec"]["ports"][0]["port"]
-    tag = by_component(manifests, "Deployment")["tag"]
+    tag = by_component(manifests, "StatefulSet")["tag"]
     env = resolved_env(tag, manifests)
     assert env["DEEPTRUST_LLM_BASE_URL"] == f"http://{service['metadata']['name']}:{port}/v1"
     assert env["DEEPTRUST_LLM_API"] == "chat"
@@ -449,17 +485,17 @@ def test_tag_stage_calls_the_vllm_service_with_the_chat_api(rendered):
 
 def test_tag_stage_waits_for_vllm_with_a_valid_script(rendered):
     manifests = rendered["production"]
-    init = pod_spec(by_component(manifests, "Deployment")["tag"])["initContainers"]
+    init = pod_spec(by_component(manifests, "StatefulSet")["tag"])["initContainers"]
     script = init[0]["command"][2]
     compile(script, "wait-for-vllm", "exec")
     assert f"http://{FULLNAME}-vllm:8000/health" in script
-    assert "initContainers" not in pod_spec(by_component(manifests, "Deployment")["moderation"])
+    assert "initContainers" not in pod_spec(by_component(manifests, "StatefulSet")["moderation"])
 
 
 def test_without_vllm_the_stages_use_the_configured_server(rendered):
     manifests = rendered["default"]
     assert "vllm" not in by_component(manifests, "Deployment")
-    env = resolved_env(by_component(manifests, "Deployment")["tag"], manifests)
+    env = resolved_env(by_component(manifests, "StatefulSet")["tag"], manifests)
     defaults = merged_values()["llm"]
     assert env["DEEPTRUST_LLM_BASE_URL"] == defaults["baseUrl"]
     assert env["DEEPTRUST_LLM_API"] == defaults["api"]
@@ -479,14 +515,16 @@ def test_keda_scales_each_stage_on_its_groups_lag_within_its_partitions(rendered
     files = () if variant == "inline-secrets" else (PRODUCTION_VALUES,)
     values = merged_values(*files)
     prefix = values["kafka"]["topicPrefix"]
-    deployments = of_kind(manifests, "Deployment")
+    statefulsets = of_kind(manifests, "StatefulSet")
     scaled = dict(scaled_objects(manifests))
     assert scaled, "autoscaling is on in this variant"
     assert "search" not in scaled
     for name, scaled_object in scaled.items():
         spec = scaled_object["spec"]
         topic = INPUT_TOPICS[name]
-        target = deployments[spec["scaleTargetRef"]["name"]]
+        assert spec["scaleTargetRef"]["apiVersion"] == "apps/v1"
+        assert spec["scaleTargetRef"]["kind"] == "StatefulSet"
+        target = statefulsets[spec["scaleTargetRef"]["name"]]
         assert component(target) == name
         assert "replicas" not in target["spec"], "KEDA owns the replica count"
         trigger = spec["triggers"][0]
@@ -513,7 +551,7 @@ def test_keda_authenticates_like_the_stages(rendered):
     )
     assert (refs["ca"]["name"], refs["ca"]["key"]) == ("kafka-cluster-ca-cert", "ca.crt")
     (username,) = trigger_auth["spec"]["env"]
-    detect = by_component(manifests, "Deployment")["detect"]
+    detect = by_component(manifests, "StatefulSet")["detect"]
     assert resolved_env(detect, manifests)[username["name"]] == "deeptrust"
     assert username["containerName"] == main_container(detect)["name"]
     for _, scaled in scaled_objects(manifests):
@@ -579,6 +617,14 @@ def test_production_rendering_fails_clearly_when_scaling_cannot_work(
         ),
         ({"gateway": {"enabled": True}}, "gateway.enabled needs gateway.apiKeys"),
         ({"llm": {"api": "responses"}}, "llm.api must be completions or chat"),
+        (
+            {"stages": {"tag": {"strategy": {"type": "Recreate"}}}},
+            "stages.tag.strategy (or stageDefaults.strategy) is a Deployment setting",
+        ),
+        (
+            {"stageDefaults": {"updateStrategy": {"type": "Recreate"}}},
+            "stages.detect.updateStrategy.type must be RollingUpdate or OnDelete",
+        ),
     ],
     ids=[
         "replicas-above-partitions",
@@ -588,6 +634,8 @@ def test_production_rendering_fails_clearly_when_scaling_cannot_work(
         "retrain-without-mlflow",
         "gateway-without-keys",
         "unknown-llm-api",
+        "deployment-strategy",
+        "unknown-update-strategy",
     ],
 )
 def test_rendering_fails_clearly_on_misconfiguration(helm, tmp_path, overrides, message):
@@ -612,7 +660,7 @@ def test_secrets_stay_in_secrets(rendered):
     for workload in workloads:
         for entry in main_container(workload).get("env", []):
             assert entry.get("value") not in SECRET_SENTINELS.values(), entry["name"]
-    tag_env = resolved_env(by_component(manifests, "Deployment")["tag"], manifests)
+    tag_env = resolved_env(by_component(manifests, "StatefulSet")["tag"], manifests)
     secret_name = secret["metadata"]["name"]
     for name in ("DEEPTRUST_KAFKA_SASL_PASSWORD", "AWS_SECRET_ACCESS_KEY", "DEEPTRUST_LLM_API_KEY"):
         assert tag_env[name] == ("secret", secret_name, name)
@@ -623,7 +671,7 @@ def test_secrets_stay_in_secrets(rendered):
 
 def test_kafka_ca_is_mounted_from_a_secret_where_the_config_says(rendered):
     manifests = rendered["production"]
-    detect = by_component(manifests, "Deployment")["detect"]
+    detect = by_component(manifests, "StatefulSet")["detect"]
     location = resolved_env(detect, manifests)["DEEPTRUST_KAFKA_SSL_CA_LOCATION"]
     volumes = {v["name"]: v for v in pod_spec(detect)["volumes"]}
     mounts = {m["name"]: m["mountPath"] for m in main_container(detect)["volumeMounts"]}
@@ -660,7 +708,7 @@ def test_service_monitor_scrapes_every_stage(rendered):
         for service in of_kind(manifests, "Service").values()
         if selector.items() <= service["metadata"]["labels"].items()
     }
-    assert set(scraped) == {*STAGE_DEPLOYMENTS, "drift", "alert-webhooks"}
+    assert set(scraped) == {*STAGE_WORKLOADS, "drift", "alert-webhooks"}
     workloads = {component(m): m for m in manifests if m["kind"] in ("Deployment", "StatefulSet")}
     for name, service in scraped.items():
         assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
@@ -695,7 +743,7 @@ def test_alert_webhooks_are_off_by_default(rendered):
 
 def test_alert_webhooks_read_the_subscriptions_the_values_give(rendered, tmp_path):
     manifests = rendered["everything"]
-    notifier = by_component(manifests, "Deployment")["alert-webhooks"]
+    notifier = by_component(manifests, "StatefulSet")["alert-webhooks"]
     container = main_container(notifier)
     assert notifier["spec"]["replicas"] == 1
     # The arguments are the notify command's own options, and the file is where it looks.

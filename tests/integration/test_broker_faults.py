@@ -47,7 +47,7 @@ def kafka(own_broker: LocalBroker) -> KafkaSettings:
 def test_a_stage_fenced_by_an_intruder_recovers_in_process(
     kafka: KafkaSettings, topics: TopicNames, uploads, start_stage: StartStage
 ):
-    detect = start_stage("detect", DEEPTRUST_RUNNER_MAX_BATCH="8")
+    detect = start_stage("detect", DEEPTRUST_RUNNER_MAX_BATCH="8", DEEPTRUST_RUNNER_INSTANCE_ID="0")
     expected = upload(uploads, 0, UPLOADS // 2)
     wait_for(
         lambda: detect.metric("deeptrust_produced_total", topic=Topic.DETECTED.value) >= 24,
@@ -75,8 +75,8 @@ def test_a_stage_fenced_by_an_intruder_recovers_in_process(
 def test_two_replicas_with_one_instance_id_are_refused_loudly(
     kafka: KafkaSettings, start_stage: StartStage
 ):
-    first = start_stage("detect")
-    second = start_stage("detect")  # same DEEPTRUST_RUNNER_INSTANCE_ID (the default, 0)
+    first = start_stage("detect", DEEPTRUST_RUNNER_INSTANCE_ID="replica-0")
+    second = start_stage("detect", DEEPTRUST_RUNNER_INSTANCE_ID="replica-0")  # a copied id
 
     def one_stopped() -> bool:
         return first.returncode is not None or second.returncode is not None

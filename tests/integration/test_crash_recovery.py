@@ -35,7 +35,10 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, topics, uploads,
     photos = [small_photo(path, 64) for path in sample_paths()]
     sent = [uploads.upload(photos[i % len(photos)], "p.jpg") for i in range(UPLOADS)]
     uploads.flush()
-    batch_env = {"DEEPTRUST_RUNNER_MAX_BATCH": "8"}
+    # The restart is the same replica (as a StatefulSet restarts a pod under its name): with
+    # its id it fences the killed process's open transaction at once, instead of waiting for
+    # the broker to abort it after the transaction timeout.
+    batch_env = {"DEEPTRUST_RUNNER_MAX_BATCH": "8", "DEEPTRUST_RUNNER_INSTANCE_ID": "detect-0"}
 
     first = start_stage("detect", **batch_env)
     wait_for(

@@ -72,7 +72,7 @@ retrain: retrain.v1
 drift: embeddings.v1
 {{- end -}}
 
-{{/* The stage Deployments, in pipeline order. */}}
+{{/* The stage StatefulSets, in pipeline order. */}}
 {{- define "deeptrust.stageNames" -}}
 {{- list "detect" "caption" "tag" "moderation" "search" "retrain" | toJson -}}
 {{- end -}}
@@ -192,23 +192,29 @@ checksum/secrets: {{ include (print .Template.BasePath "/secret.yaml") . | sha25
 {{- end -}}
 
 {{/*
-Environment of every DeepTrust container: the shared ConfigMap, the secrets, and a unique
-instance id per pod (the pod name) for the transactional id and static group membership.
+The instance id of a Kafka service's pod: its name, which names the pod's transactional id
+and static group membership. Only a StatefulSet's pod names (<name>-<ordinal>) are what the
+id must be, unique and stable across restarts, so only StatefulSets include this.
 */}}
-{{- define "deeptrust.commonEnv" -}}
+{{- define "deeptrust.instanceIdEnv" -}}
 - name: DEEPTRUST_RUNNER_INSTANCE_ID
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-{{- range $env := list "DEEPTRUST_KAFKA_SASL_PASSWORD" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "DEEPTRUST_LLM_API_KEY" }}
-{{- with include "deeptrust.secretEnv" (dict "root" $.root "env" $env) }}
-{{ . }}
-{{- end }}
-{{- end }}
-{{- range $name, $value := .env }}
-- name: {{ $name }}
-  value: {{ $value | toString | quote }}
-{{- end }}
+{{- end -}}
+
+{{/* Environment of every DeepTrust container beside the shared ConfigMap: secrets, then .env. */}}
+{{- define "deeptrust.commonEnv" -}}
+{{- $entries := list -}}
+{{- range $env := list "DEEPTRUST_KAFKA_SASL_PASSWORD" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "DEEPTRUST_LLM_API_KEY" -}}
+{{- with include "deeptrust.secretEnv" (dict "root" $.root "env" $env) -}}
+{{- $entries = append $entries . -}}
+{{- end -}}
+{{- end -}}
+{{- range $name, $value := .env -}}
+{{- $entries = append $entries (printf "- name: %s\n  value: %s" $name ($value | toString | quote)) -}}
+{{- end -}}
+{{- join "\n" $entries -}}
 {{- end -}}
 
 {{/* Volumes every DeepTrust pod has: writable /tmp and cache, the Kafka CA when set. */}}
