@@ -246,17 +246,29 @@ def topics(partitions: int, replication_factor: int) -> None:
 def produce(paths: tuple[Path, ...], rate: float | None, repeat: int) -> None:
     """Store images and emit their upload events (also replays a folder at a chosen rate)."""
     from deeptrust.processors.settings import ProcessorSettings
-    from deeptrust.streams.producer import UploadProducer, image_files, paced
+    from deeptrust.streams.formats import identify
+    from deeptrust.streams.producer import UnsupportedUpload, UploadProducer, image_files, paced
 
     files = image_files(paths) * repeat
     producer = UploadProducer(KafkaSettings(), ProcessorSettings().object_store())
-    with Progress(console=Console(stderr=True)) as progress:
+    refused: list[str] = []
+    console = Console(stderr=True)
+    with Progress(console=console) as progress:
         task = progress.add_task("uploading", total=len(files))
         for path in paced(files, rate):
-            producer.upload(path.read_bytes(), path.name)
+            data = path.read_bytes()
+            try:
+                if identify(data) is None:
+                    raise UnsupportedUpload(f"{path.name}: not in an image format DeepTrust reads")
+                producer.upload(data, path.name)
+            except UnsupportedUpload as error:
+                refused.append(str(error))
+                console.print(f"refused {error}")
             progress.advance(task)
     producer.flush()
-    click.echo(f"produced {len(files)} upload events")
+    click.echo(f"produced {len(files) - len(refused)} upload events")
+    if refused:
+        raise click.ClickException(f"{len(refused)} files refused (see docs/formats.md)")
 
 
 @cli.group()

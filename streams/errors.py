@@ -21,6 +21,8 @@ class Reason(StrEnum):
     DISALLOWED_URI = "disallowed_uri"
     OBJECT_TOO_LARGE = "object_too_large"
     UNDECODABLE_IMAGE = "undecodable_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    """A format the pipeline recognises and refuses (streams/formats.py), such as RAW."""
     TOO_MANY_PIXELS = "too_many_pixels"
     INCOMPATIBLE_EMBEDDING = "incompatible_embedding"
     TRAINING_FAILED = "training_failed"

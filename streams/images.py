@@ -1,8 +1,12 @@
-"""Decode untrusted image bytes into pixels, within limits.
+"""Decode untrusted image bytes into the pixels a person would see, within limits.
 
-Pillow reads the header first, so the pixel limit is enforced before any decompression
-(no decompression bombs); a truncated or corrupt file fails on the full decode. Both become
-:class:`InvalidInput` with their own reason.
+Only the formats :mod:`deeptrust.streams.formats` accepts are opened (HEIC and HEIF through
+pi-heif's plugin), by Pillow's reader for that format alone. Pillow reads the header first,
+so the pixel limit is enforced before any decompression (no decompression bombs); a
+truncated or corrupt file fails on the full decode. What a model sees is the photo the right
+way up (the EXIF orientation applied; HEIF's own rotation is applied by libheif), in sRGB
+(an embedded colour profile, such as a phone's Display P3, converted), and for an animated
+file its first frame. Every refusal is an :class:`InvalidInput` with its reason.
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+import pi_heif
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from deeptrust.streams.errors import InvalidInput, Reason
+from deeptrust.streams.formats import DECODERS, identify
 from deeptrust.streams.objectstore import ObjectStore
+
+pi_heif.register_heif_opener()
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 DEFAULT_MAX_PIXELS = 40_000_000
 
@@ -30,11 +39,14 @@ class DecodedImage:
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode ``data`` into an RGB image, or raise :class:`InvalidInput`."""
+    """Decode ``data`` into an upright sRGB image, or raise :class:`InvalidInput`."""
+    found = identify(data)
+    if found is not None and not found.accepted:
+        raise InvalidInput(Reason.UNSUPPORTED_FORMAT, f"{found.name}: {found.refusal}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=DECODERS)
             width, height = image.size
             if width * height > max_pixels:
                 raise InvalidInput(
@@ -48,12 +60,28 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidInput(Reason.UNDECODABLE_IMAGE, f"corrupt or truncated: {error}") from error
     exif = {int(tag): value for tag, value in image.getexif().items()}
+    info = {str(key): value for key, value in image.info.items()}
+    info["frames"] = getattr(image, "n_frames", 1)
     return DecodedImage(
-        image=image.convert("RGB"),
-        format=image.format or "unknown",
-        info={str(key): value for key, value in image.info.items()},
-        exif=exif,
+        image=_as_seen(image), format=image.format or "unknown", info=info, exif=exif
     )
+
+
+def _as_seen(image: Image.Image) -> Image.Image:
+    """The first frame, turned by its EXIF orientation, in sRGB RGB."""
+    upright = ImageOps.exif_transpose(image)
+    profile = image.info.get("icc_profile")
+    if profile and upright.mode in ("RGB", "RGBA", "CMYK"):
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            converted = ImageCms.profileToProfile(upright, source, SRGB, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError) as error:
+            raise InvalidInput(
+                Reason.UNDECODABLE_IMAGE, f"unreadable colour profile: {error}"
+            ) from error
+        if converted is not None:
+            return converted
+    return upright.convert("RGB")
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,22 @@ from pydantic import BaseModel
 from deeptrust.schemas.events import UploadEvent
 from deeptrust.streams.codec import encode
 from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.formats import FORMATS, identify
 from deeptrust.streams.objectstore import ObjectStore
 from deeptrust.streams.topics import Topic, TopicNames
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset(
+    {f.suffix for f in FORMATS} | {".jpeg", ".tiff", ".cr2", ".cr3", ".nef", ".arw", ".raf"}
+)
+"""What a folder is searched for: every listed format, so a refused one is named, not missed."""
 
 
 class DeliveryFailed(RuntimeError):
     """At least one upload event was not acknowledged by the broker."""
+
+
+class UnsupportedUpload(ValueError):
+    """An image in a format the pipeline refuses (streams/formats.py); nothing was stored."""
 
 
 class UploadProducer:
@@ -51,7 +59,15 @@ class UploadProducer:
         image_id: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> UploadEvent:
-        """Store ``data`` and emit its upload event; delivery completes on :meth:`flush`."""
+        """Store ``data`` and emit its upload event; delivery completes on :meth:`flush`.
+
+        A format the pipeline refuses raises :class:`UnsupportedUpload` before anything is
+        stored. Bytes in no known format are sent on: the detect stage dead-letters them
+        with the decoder's reason, as it does a corrupt file.
+        """
+        found = identify(data)
+        if found is not None and not found.accepted:
+            raise UnsupportedUpload(f"{filename}: {found.refusal}")
         image_id = image_id or uuid.uuid4().hex
         suffix = Path(filename).suffix.lower()
         stored = self._store.put(f"images/{image_id}{suffix}", data)
@@ -59,7 +75,9 @@ class UploadProducer:
             event_id=str(uuid.uuid4()),
             image_id=image_id,
             uri=stored.uri,
-            content_type=mimetypes.guess_type(filename)[0] or "application/octet-stream",
+            content_type=found.mime
+            if found is not None
+            else mimetypes.guess_type(filename)[0] or "application/octet-stream",
             size_bytes=stored.size_bytes,
             sha256=stored.sha256,
             uploaded_at=datetime.now(UTC),

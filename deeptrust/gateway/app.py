@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from deeptrust.gateway.delivery import AckedUploadProducer
 from deeptrust.gateway.metrics import GatewayMetrics, RequestMetricsMiddleware
 from deeptrust.gateway.settings import GatewaySettings
-from deeptrust.gateway.sniff import Limits, Rejection, Signature, UploadRejected
+from deeptrust.gateway.sniff import Limits, Rejection, UploadRejected
 from deeptrust.gateway.sources import (
     FORM_OVERHEAD,
     JSON_LIMIT,
@@ -49,6 +49,7 @@ from deeptrust.gateway.sources import (
 )
 from deeptrust.gateway.status import State, StatusFollower, StatusStore
 from deeptrust.schemas.events import EnrichedEvent, UploadEvent
+from deeptrust.streams.formats import ImageFormat
 from deeptrust.streams.objectstore import ObjectStore, content_hash
 from deeptrust.streams.producer import DeliveryFailed
 
@@ -269,7 +270,7 @@ def create_app(
 
 
 def _reference_event(
-    data: bytes, signature: Signature, image_id: str, metadata: dict[str, str], uri: str
+    data: bytes, signature: ImageFormat, image_id: str, metadata: dict[str, str], uri: str
 ) -> UploadEvent:
     """The upload event of an object already in the store (hashing runs off the loop)."""
     return UploadEvent(
@@ -305,7 +306,7 @@ def _closing(client: httpx.AsyncClient, lifespan: Lifespan | None) -> Lifespan:
 async def _publish(
     uploads: AckedUploadProducer,
     data: bytes,
-    signature: Signature,
+    signature: ImageFormat,
     image_id: str,
     metadata: dict[str, str],
     stored_uri: str | None,

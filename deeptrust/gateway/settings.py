@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deeptrust.streams.formats import ACCEPTED
 from deeptrust.streams.images import DEFAULT_MAX_PIXELS
 
 MiB = 1024 * 1024
@@ -30,10 +31,10 @@ class GatewaySettings(BaseSettings):
     """Largest image accepted, checked on ``Content-Length`` first and again while reading."""
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     """Largest image by pixel count, read from the header (no decompression bombs)."""
-    allowed_types: list[str] = Field(
-        default_factory=lambda: ["image/jpeg", "image/png", "image/webp", "image/gif"]
-    )
-    """MIME types accepted, as sniffed from the bytes; the client's declaration is ignored."""
+    allowed_types: list[str] = Field(default_factory=lambda: [f.mime for f in ACCEPTED])
+    """MIME types accepted, as sniffed from the bytes; the client's declaration is ignored.
+    By default every format the stages decode (docs/formats.md): JPEG, PNG, GIF, WebP,
+    HEIC, HEIF, AVIF, TIFF and BMP."""
 
     fetch_hosts: list[str] = Field(default_factory=list)
     """Hosts whose ``http(s)://`` URIs the gateway may fetch. Empty (the default) refuses

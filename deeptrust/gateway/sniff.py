@@ -1,7 +1,9 @@
 """What an upload is, judged from its bytes: type by signature, then a header-only parse.
 
 The client's ``Content-Type`` and file name are not trusted: the type comes from the file's
-magic bytes, and Pillow must be able to read the header of that format. Pixels are not
+magic bytes (:func:`deeptrust.streams.formats.identify`, the table the stages decode by),
+and Pillow must be able to read the header of that format. A format the pipeline refuses
+(RAW, JPEG XL, SVG...) gets a 415 that names it and says what to send instead. Pixels are not
 decoded here (that costs tens of milliseconds per photo, on the request's clock); a file
 whose body is broken past the header is dead-lettered by the detect stage as
 ``undecodable_image``, and the status endpoint reports it.
@@ -15,6 +17,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from PIL import Image, UnidentifiedImageError
+
+from deeptrust.streams import images  # noqa: F401 - registers the HEIF reader with Pillow
+from deeptrust.streams.formats import ImageFormat, identify
 
 
 class Rejection(StrEnum):
@@ -42,35 +47,9 @@ class UploadRejected(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Signature:
-    """A file format recognised by its first bytes."""
-
-    mime: str
-    pillow_format: str
-    suffix: str
-
-
-_SIGNATURES: tuple[tuple[bytes, int, Signature], ...] = (
-    (b"\xff\xd8\xff", 0, Signature("image/jpeg", "JPEG", ".jpg")),
-    (b"\x89PNG\r\n\x1a\n", 0, Signature("image/png", "PNG", ".png")),
-    (b"GIF87a", 0, Signature("image/gif", "GIF", ".gif")),
-    (b"GIF89a", 0, Signature("image/gif", "GIF", ".gif")),
-    (b"WEBP", 8, Signature("image/webp", "WEBP", ".webp")),  # after "RIFF" and a size
-    (b"BM", 0, Signature("image/bmp", "BMP", ".bmp")),
-    (b"II*\x00", 0, Signature("image/tiff", "TIFF", ".tif")),
-    (b"MM\x00*", 0, Signature("image/tiff", "TIFF", ".tif")),
-)
-
-
-def sniff(data: bytes) -> Signature | None:
-    """Return the format the bytes start with, or None when no known image format does."""
-    for magic, offset, signature in _SIGNATURES:
-        if data[offset : offset + len(magic)] == magic and (
-            offset == 0 or data.startswith(b"RIFF")
-        ):
-            return signature
-    return None
+def sniff(data: bytes) -> ImageFormat | None:
+    """Return the format the bytes are in, or None when no listed image format."""
+    return identify(data)
 
 
 @dataclass(frozen=True)
@@ -88,7 +67,7 @@ class Limits:
                 413, Rejection.TOO_LARGE, f"{size} bytes; the limit is {self.max_bytes}"
             )
 
-    def check_image(self, data: bytes) -> Signature:
+    def check_image(self, data: bytes) -> ImageFormat:
         """Check an upload's size, type and header; return its sniffed format.
 
         413 when too large (bytes or pixels), 415 when the bytes are not an allowed image
@@ -96,11 +75,20 @@ class Limits:
         """
         self.check_size(len(data))
         signature = sniff(data)
-        if signature is None or signature.mime not in self.allowed_types:
-            found = signature.mime if signature else "no known image format"
-            allowed = ", ".join(sorted(self.allowed_types))
-            raise UploadRejected(415, Rejection.UNSUPPORTED_TYPE, f"{found}; allowed: {allowed}")
-        width, height = _header_size(data, signature)
+        allowed = ", ".join(sorted(self.allowed_types))
+        if signature is None:
+            raise UploadRejected(
+                415, Rejection.UNSUPPORTED_TYPE, f"no known image format; allowed: {allowed}"
+            )
+        if not signature.accepted:
+            raise UploadRejected(
+                415, Rejection.UNSUPPORTED_TYPE, f"{signature.mime}: {signature.refusal}"
+            )
+        if signature.mime not in self.allowed_types:
+            raise UploadRejected(
+                415, Rejection.UNSUPPORTED_TYPE, f"{signature.mime}; allowed: {allowed}"
+            )
+        width, height = _header_size(data, signature.mime, signature.decoder)
         if width * height > self.max_pixels:
             raise UploadRejected(
                 413,
@@ -110,18 +98,18 @@ class Limits:
         return signature
 
 
-def _header_size(data: bytes, signature: Signature) -> tuple[int, int]:
+def _header_size(data: bytes, mime: str, decoder: str | None) -> tuple[int, int]:
     """Width and height from the header alone, or 422 when the header is not readable."""
     try:
         with warnings.catch_warnings():
             # Pillow warns (and past twice the limit, raises) on huge images; the pixel
             # check that follows is the gateway's own and gives the client a clear answer.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[signature.pillow_format]) as image:
+            with Image.open(io.BytesIO(data), formats=[decoder] if decoder else []) as image:
                 width, height = image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise UploadRejected(
-            422, Rejection.UNDECODABLE_IMAGE, f"not a readable {signature.mime} file"
+            422, Rejection.UNDECODABLE_IMAGE, f"not a readable {mime} file"
         ) from error
     except Image.DecompressionBombError as error:
         raise UploadRejected(413, Rejection.TOO_MANY_PIXELS, str(error)) from error

@@ -135,7 +135,12 @@ def test_defaults_are_safe(monkeypatch):
     monkeypatch.setenv("DEEPTRUST_GATEWAY_API_KEYS", '["k"]')
     settings = GatewaySettings()
     assert settings.max_bytes == 20 * 1024 * 1024
-    assert set(settings.allowed_types) == {"image/jpeg", "image/png", "image/webp", "image/gif"}
+    # What phones save (JPEG, HEIC; AVIF on newer Android), browsers send, and the long tail
+    # the stages decode; never RAW, JPEG XL, SVG, PSD or icons (docs/formats.md).
+    assert set(settings.allowed_types) == {
+        *("image/jpeg", "image/png", "image/webp", "image/gif"),
+        *("image/heic", "image/heif", "image/avif", "image/tiff", "image/bmp"),
+    }
     assert settings.fetch_hosts == [], "no remote fetching unless hosts are named"
     assert settings.status_lookback_s == 3600, "a new replica reads an hour back, not a week"
 
