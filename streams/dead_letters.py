@@ -24,19 +24,48 @@ REASON_HEADER = "dlq-reason"
 STAGE_HEADER = "dlq-stage"
 
 
-def dead_letter(stage: str, message: Message, error: InvalidInput) -> Encoded:
-    """Build the dead-letter message for ``message`` that ``stage`` rejected."""
+def dead_letter(
+    stage: str, message: Message, error: InvalidInput, max_bytes: int | None = None
+) -> Encoded:
+    """Build the dead-letter message for ``message`` that ``stage`` rejected.
+
+    The input travels whole. Only if the letter would still be over ``max_bytes`` (a
+    dead-letter topic with a smaller limit than ``deeptrust topics`` gives it) is the value
+    cut to what fits, and the detail says so: a letter the broker refuses would fail the
+    batch again and again, which loses more than a truncated copy does.
+    """
+    value = message.value() or b""
+    letter = _letter(stage, message, error, value, error.detail)
+    if max_bytes is None or size(letter) <= max_bytes:
+        return letter
+    room = max(0, (max_bytes - (size(letter) - len(value) * 4 // 3)) * 3 // 4 - 1024)
+    detail = f"{error.detail} (original value truncated from {len(value)} to {room} bytes)"
+    truncated = _letter(stage, message, error, value[:room], detail)
+    if size(truncated) <= max_bytes:
+        return truncated
+    return _letter(stage, message, error, b"", f"{error.detail} (original value dropped)")
+
+
+def size(record: Encoded) -> int:
+    """The bytes a record takes: key, value and headers."""
+    headers = sum(len(name) + len(value or b"") for name, value in record.headers)
+    return len(record.key) + len(record.value) + headers
+
+
+def _letter(
+    stage: str, message: Message, error: InvalidInput, value: bytes, detail: str
+) -> Encoded:
     key = message.key()
     original_headers = headers_dict(message.headers())
     event = DeadLetterEvent(
         stage=stage,
         reason=error.reason.value,
-        detail=error.detail,
+        detail=detail,
         source_topic=message.topic() or "",
         source_partition=message.partition() or 0,
         source_offset=message.offset() or 0,
         original_key=key.decode("utf-8", "replace") if key else None,
-        original_value_b64=base64.b64encode(message.value() or b"").decode(),
+        original_value_b64=base64.b64encode(value).decode(),
         original_headers=original_headers,
         failed_at=datetime.now(UTC),
     )

@@ -27,6 +27,8 @@ class Reason(StrEnum):
     INCOMPATIBLE_EMBEDDING = "incompatible_embedding"
     TRAINING_FAILED = "training_failed"
     UNDELIVERABLE_ALERT = "undeliverable_alert"
+    OUTPUT_TOO_LARGE = "output_too_large"
+    """What the stage made of this input is over the record limit the broker enforces."""
     PROCESSING_FAILED = "processing_failed"
     """The stage failed on this item alone, batch after batch, while others went through."""
 

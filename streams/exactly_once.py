@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from deeptrust.streams.codec import Encoded
 from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.topics import BATCH_OVERHEAD_BYTES, DEAD_LETTER_LIMIT_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ def producer_config(kafka: KafkaSettings, group_id: str, instance: Instance) -> 
         # broker that went away blocks for librdkafka's default of 60 s whatever its timeout.
         "socket.timeout.ms": int(instance.kafka_timeout_s * 1000),
         "linger.ms": 5,
+        # Dead letters may be larger than a pipeline record (streams/topics.py); the runner
+        # keeps every other record under RECORD_LIMIT_BYTES itself.
+        "message.max.bytes": DEAD_LETTER_LIMIT_BYTES + BATCH_OVERHEAD_BYTES,
     }
 
 

@@ -33,14 +33,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deeptrust.streams.codec import TRACE_ID, Encoded, decode, encode, headers_dict
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.dead_letters import DeadLetterBudget, Tally, dead_letter
+from deeptrust.streams.dead_letters import DeadLetterBudget, Tally, dead_letter, size
 from deeptrust.streams.errors import InvalidInput, Reason
 from deeptrust.streams.exactly_once import Identity, random_instance_id
 from deeptrust.streams.metrics import StageMetrics
 from deeptrust.streams.retry import RetryPolicy
 from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
 from deeptrust.streams.stage import Output, ReportsMetrics, Result, Stage
-from deeptrust.streams.topics import Topic, TopicNames
+from deeptrust.streams.topics import (
+    DEAD_LETTER_LIMIT_BYTES,
+    RECORD_LIMIT_BYTES,
+    Topic,
+    TopicNames,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +180,11 @@ class StageStrategy(Strategy):
         if not messages:
             return None
         self._metrics.consumed(len(messages))
-        results = self._results(messages, session)
+        encoded = [
+            self._encode(message, result)
+            for message, result in zip(messages, self._results(messages, session), strict=True)
+        ]
+        results = [result for result, _ in encoded]
         self._seed(messages, session)
         outcomes: dict[int, list[bool]] = {}
         for message, result in zip(messages, results, strict=True):
@@ -183,11 +192,7 @@ class StageStrategy(Strategy):
                 isinstance(result, InvalidInput)
             )
         tallies = self._budget.after(outcomes)
-        records = [
-            record
-            for message, result in zip(messages, results, strict=True)
-            for record in self._encode(message, result)
-        ]
+        records = [record for _, produced in encoded for record in produced]
 
         def committed() -> None:
             self._budget.record(tallies)
@@ -294,19 +299,28 @@ class StageStrategy(Strategy):
         for found in session.committed([TopicPartition(topic, p) for p in unseen]):
             self._budget.seed(found.partition, Tally.decode(found.metadata))
 
-    def _encode(self, message: Message, result: Result) -> list[tuple[str, Encoded]]:
-        if isinstance(result, InvalidInput):
-            return [
-                (
-                    self._topic_names(Topic.DEAD_LETTERS),
-                    dead_letter(self._stage.name, message, result),
-                )
+    def _encode(self, message: Message, result: Result) -> tuple[Result, list[tuple[str, Encoded]]]:
+        """The records a result produces; an output over the record limit rejects its input.
+
+        A record the broker would refuse fails the whole transaction, batch after batch:
+        the input that made it is the poison, so it is dead-lettered instead.
+        """
+        if not isinstance(result, InvalidInput):
+            trace_id = headers_dict(message.headers()).get(TRACE_ID)
+            records = [
+                (self._topic_names(out.topic), encode(out.event, _image_id(out), trace_id))
+                for out in result
             ]
-        trace_id = headers_dict(message.headers()).get(TRACE_ID)
-        return [
-            (self._topic_names(output.topic), encode(output.event, _image_id(output), trace_id))
-            for output in result
-        ]
+            oversized = [(topic, size(r)) for topic, r in records if size(r) > RECORD_LIMIT_BYTES]
+            if not oversized:
+                return result, records
+            topic, bytes_ = oversized[0]
+            result = InvalidInput(
+                Reason.OUTPUT_TOO_LARGE,
+                f"{topic}: {bytes_} bytes, over the {RECORD_LIMIT_BYTES}-byte record limit",
+            )
+        letter = dead_letter(self._stage.name, message, result, DEAD_LETTER_LIMIT_BYTES)
+        return result, [(self._topic_names(Topic.DEAD_LETTERS), letter)]
 
     def _count(self, results: list[Result]) -> None:
         now = datetime.now(UTC)

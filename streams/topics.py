@@ -32,6 +32,15 @@ class Topic(StrEnum):
     MODELS = "models.v1"
 
 
+RECORD_LIMIT_BYTES = 1_000_000
+"""The largest record a stage writes to a pipeline topic: librdkafka's default
+``message.max.bytes``, under the broker's default limit (1,048,588 bytes)."""
+DEAD_LETTER_LIMIT_BYTES = 8 * 1024 * 1024
+"""The largest dead letter: it carries its input base64-encoded (a third larger) with the
+reason, so ``dlq.v1`` is created with room for the largest input a topic can hold."""
+BATCH_OVERHEAD_BYTES = 64 * 1024
+"""Room for the record batch's framing above the largest record."""
+
 COMPACTED = frozenset({Topic.DRIFT_STATE, Topic.FEEDBACK, Topic.MODELS, Topic.REDRIVEN})
 """Changelog topics: only the latest value per key matters, so the log is compacted."""
 
@@ -71,7 +80,10 @@ def create_topics(
 
 
 def _new_topic(name: str, topic: Topic, partitions: int, replication_factor: int) -> NewTopic:
-    """Describe one topic; a changelog gets one partition (one writer) and compaction."""
+    """Describe one topic; a changelog gets one partition (one writer) and compaction.
+
+    The dead-letter topic takes records up to :data:`DEAD_LETTER_LIMIT_BYTES`.
+    """
     if topic in COMPACTED:
         return NewTopic(
             name,
@@ -79,4 +91,9 @@ def _new_topic(name: str, topic: Topic, partitions: int, replication_factor: int
             replication_factor=replication_factor,
             config={"cleanup.policy": "compact"},
         )
-    return NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+    config = {}
+    if topic is Topic.DEAD_LETTERS:
+        config["max.message.bytes"] = str(DEAD_LETTER_LIMIT_BYTES + BATCH_OVERHEAD_BYTES)
+    return NewTopic(
+        name, num_partitions=partitions, replication_factor=replication_factor, config=config
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Sequence
 
@@ -9,7 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from deeptrust.schemas.events import DeadLetterEvent, UploadEvent
-from deeptrust.streams.dead_letters import Tally
+from deeptrust.streams.dead_letters import Tally, dead_letter, size
 from deeptrust.streams.errors import DeadLetterRateExceeded, InvalidInput, Reason
 from deeptrust.streams.kafka_errors import ServiceStopped
 from deeptrust.streams.metrics import StageMetrics
@@ -282,3 +283,46 @@ def test_a_member_fenced_by_another_with_its_instance_id_stops_and_says_why():
 
     with pytest.raises(ServiceStopped, match="same DEEPTRUST_RUNNER_INSTANCE_ID"):
         run_until(cluster, EchoStage(), lambda c: False)
+
+
+def test_an_output_over_the_record_limit_dead_letters_its_input_not_the_batch():
+    cluster = FakeCluster()
+    uploads(cluster, "a")
+    # Valid, but its detected event would be over the limit the broker enforces.
+    big = upload_event(event_id="e-big", image_id="big", metadata={"note": "x" * 1_000_001})
+    cluster.append(UPLOADS, big, "big")
+    uploads(cluster, "c")
+
+    metrics = run_until(
+        cluster,
+        EchoStage(),
+        lambda c: len(c.committed_to(DETECTED)) + len(c.committed_to(DLQ)) >= 3,
+    )
+
+    assert image_ids(cluster, DETECTED) == ["a", "c"]
+    [(_, letter)] = cluster.committed_to(DLQ)
+    event = DeadLetterEvent.model_validate_json(letter.value)
+    assert (event.original_key, event.reason) == ("big", "output_too_large")
+    assert f"{DETECTED}:" in event.detail
+    assert len(base64.b64decode(event.original_value_b64)) > 1_000_000, "the input, whole"
+    assert sample(metrics, "deeptrust_dead_lettered_total", reason="output_too_large") == 1
+
+
+def test_a_dead_letter_over_the_topic_limit_keeps_what_fits_and_says_so():
+    value = b"v" * 3_000_000
+    message = FakeMessage(UPLOADS, 0, 7, value, [("schema", b"upload")], _key=b"k")
+    whole = dead_letter("echo", message, InvalidInput(Reason.UNDECODABLE_MESSAGE, "not JSON"))
+    assert (
+        base64.b64decode(DeadLetterEvent.model_validate_json(whole.value).original_value_b64)
+        == value
+    )
+
+    cut = dead_letter(
+        "echo", message, InvalidInput(Reason.UNDECODABLE_MESSAGE, "not JSON"), 1_000_000
+    )
+    assert size(cut) <= 1_000_000
+    event = DeadLetterEvent.model_validate_json(cut.value)
+    kept = base64.b64decode(event.original_value_b64)
+    assert value.startswith(kept)
+    assert len(kept) > 500_000, "as much as fits, not nothing"
+    assert f"truncated from {len(value)} to {len(kept)} bytes" in event.detail
