@@ -12,8 +12,10 @@ import json
 
 import pytest
 
+from deeptrust.processes import StageProcess
 from deeptrust.schemas.events import DeadLetterEvent
 from deeptrust.streams.dead_letters import REASON_HEADER
+from deeptrust.streams.local_broker import free_port
 from deeptrust.streams.reader import read_until
 from deeptrust.streams.topics import Topic
 from tests.conftest import wait_for
@@ -38,7 +40,7 @@ def malformed(schema: str) -> list[tuple[str, bytes | None, list[tuple[str, byte
         ("huge", json.dumps({**valid_body, "event_id": "x" * NEAR_LIMIT}).encode(), right),
         ("tombstone", None, right),
         ("no-headers", json.dumps(valid_body).encode(), []),
-        ("lying-headers", json.dumps(valid_body).encode(), [("schema", b"alert"), *right[1:]]),
+        ("lying-headers", json.dumps(valid_body).encode(), [("schema", b"feedback"), *right[1:]]),
         ("bad-header-bytes", b"{}", [("schema", b"\xff\xfe"), ("schema-version", b"\xc0")]),
     ]
 
@@ -53,12 +55,8 @@ INPUTS = {
 }
 
 
-@pytest.mark.parametrize("stage", INPUTS)
-def test_every_malformed_message_is_dead_lettered_and_the_stage_stays_up(
-    stage, kafka, topics, raw_producer, start_stage
-):
-    topic, schema = INPUTS[stage]
-    process = start_stage(stage)
+def send_and_check(kafka, topics, raw_producer, process, stage: str, topic: Topic, schema: str):
+    """Send every malformed message to ``topic``; each is dead-lettered once, all stay up."""
     bad = malformed(schema)
     for key, value, headers in bad:
         raw_producer.produce(topics(topic), key=key.encode(), value=value, headers=headers)
@@ -82,3 +80,38 @@ def test_every_malformed_message_is_dead_lettered_and_the_stage_stays_up(
     assert len(reasons) == len(bad), "each once"
     wait_for(lambda: process.get("/healthz") == 200, 30, f"{stage} healthy")
     assert process.returncode is None
+
+
+@pytest.mark.parametrize("stage", INPUTS)
+def test_every_malformed_message_is_dead_lettered_and_the_stage_stays_up(
+    stage, kafka, topics, raw_producer, start_stage
+):
+    topic, schema = INPUTS[stage]
+    process = start_stage(stage)
+    send_and_check(kafka, topics, raw_producer, process, stage, topic, schema)
+
+
+def test_the_alert_notifier_dead_letters_malformed_alerts_and_stays_up(
+    kafka, topics, raw_producer, tmp_path
+):
+    subscriptions = tmp_path / "subscriptions.toml"
+    subscriptions.write_text('[[subscription]]\nname = "x"\nurl = "http://127.0.0.1:9/"\n')
+    notifier = StageProcess(
+        "alert-webhooks",
+        {
+            "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DEEPTRUST_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "DEEPTRUST_RUNNER_MAX_WAIT_S": "0.1",
+        },
+        free_port(),
+        tmp_path / "notifier.log",
+        args=("alerts", "notify", "--subscriptions", str(subscriptions)),
+    )
+    notifier.start()
+    try:
+        notifier.wait_ready()
+        send_and_check(
+            kafka, topics, raw_producer, notifier, "alert-webhooks", Topic.ALERTS, "alert"
+        )
+    finally:
+        notifier.terminate()
