@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deeptrust.streams.formats import ACCEPTED
@@ -23,9 +23,12 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DEEPTRUST_GATEWAY_")
 
-    api_keys: list[SecretStr] = Field(default_factory=list, validate_default=True)
-    """Accepted ``X-API-Key`` values, a JSON list (``'["key-a", "key-b"]'``). Required: the
-    gateway takes no anonymous uploads. Several keys allow rotation without downtime."""
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Accepted ``X-API-Key`` values, a JSON list (``'["key-a", "key-b"]'``), or:"""
+    api_keys_file: Path | None = None
+    """A file of keys, one a line (a mounted Secret). Keys come from the environment or a
+    file, never from a config file or the command line. At least one is required: the
+    gateway takes no anonymous uploads; several allow rotation without downtime."""
 
     max_bytes: int = Field(default=20 * MiB, ge=1)
     """Largest image accepted, checked on ``Content-Length`` first and again while reading."""
@@ -55,12 +58,22 @@ class GatewaySettings(BaseSettings):
     older than this are unknown to it (404). Reading the whole retention instead would take
     hours at production rates and fill the file with results nobody asks for."""
 
-    @field_validator("api_keys")
-    @classmethod
-    def _some_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
-        """Refuse to start without a key, and refuse empty keys (they would match nothing)."""
-        if not keys:
-            raise ValueError("set at least one API key: the gateway takes no anonymous uploads")
-        if any(not key.get_secret_value() for key in keys):
+    @model_validator(mode="after")
+    def _some_keys(self) -> GatewaySettings:
+        """Read the key file; refuse to start without a key, and refuse empty keys."""
+        if any(not key.get_secret_value() for key in self.api_keys):
             raise ValueError("an API key is empty")
-        return keys
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            except OSError as error:
+                raise ValueError(
+                    f"cannot read api_keys_file {self.api_keys_file}: {error.strerror or error}"
+                ) from None
+            self.api_keys = [*self.api_keys, *(SecretStr(k.strip()) for k in lines if k.strip())]
+        if not self.api_keys:
+            raise ValueError(
+                "set at least one API key (DEEPTRUST_GATEWAY_API_KEYS or "
+                "DEEPTRUST_GATEWAY_API_KEYS_FILE): the gateway takes no anonymous uploads"
+            )
+        return self

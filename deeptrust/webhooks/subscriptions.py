@@ -14,11 +14,12 @@ start-up costs nothing and one found when an alert is due costs the alert::
     url = "https://hooks.example.com/deeptrust"
     kinds = ["drift"]               # empty or absent: every kind
     min_severity = "warning"        # info < warning < critical
-    secret_env = "ONCALL_SECRET"    # or secret = "..." inline; signs the body
+    secret_env = "ONCALL_SECRET"    # or secret_file = "/run/secrets/oncall"; signs the body
     timeout_s = 10                  # per connect, send and read
 
-Secrets are named by environment variable (``secret_env``) so that the file can live in a
-ConfigMap while the secret lives in a Secret; ``secret`` inline is for local use.
+Secrets are named, never written here: an environment variable (``secret_env``) or a file
+(``secret_file``, a mounted Secret), so the file can live in a ConfigMap and be logged or
+shown without leaking anything. An inline ``secret`` is refused.
 
 A URL is checked the way it will be used (``httpx.URL`` builds it, its port must be
 1-65535), and each subscription's worst-case delivery time under the retry policy
@@ -67,8 +68,10 @@ class Subscription(BaseModel):
     url: str
     kinds: tuple[str, ...] = ()
     min_severity: Literal["info", "warning", "critical"] = "info"
-    secret: SecretStr | None = None
+    secret: SecretStr | None = Field(default=None, exclude=True)
+    """The resolved secret, filled in by :func:`parse_subscriptions`; never from the file."""
     secret_env: str | None = Field(default=None, min_length=1)
+    secret_file: Path | None = None
     timeout_s: float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("url")
@@ -97,10 +100,20 @@ class Subscription(BaseModel):
             raise ValueError("kinds must be non-empty strings")
         return kinds
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, data: object) -> object:
+        if isinstance(data, Mapping) and "secret" in data:
+            raise ValueError(
+                "inline secrets are not accepted: name an environment variable (secret_env) "
+                "or a file (secret_file)"
+            )
+        return data
+
     @model_validator(mode="after")
     def _one_secret_source(self) -> Subscription:
-        if self.secret is not None and self.secret_env is not None:
-            raise ValueError("give secret or secret_env, not both")
+        if self.secret_file is not None and self.secret_env is not None:
+            raise ValueError("give secret_env or secret_file, not both")
         return self
 
     @property
@@ -169,13 +182,20 @@ def load_subscriptions(path: Path, environ: Mapping[str, str] | None = None) -> 
         raise SubscriptionError(f"{path}: cannot read: {error.strerror or error}") from error
     except tomllib.TOMLDecodeError as error:
         raise SubscriptionError(f"{path}: not valid TOML: {error}") from error
-    return parse_subscriptions(raw, str(path), os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    return parse_subscriptions(raw, str(path), environ, base=path.parent)
 
 
 def parse_subscriptions(
-    raw: Mapping[str, object], source: str, environ: Mapping[str, str]
+    raw: Mapping[str, object],
+    source: str,
+    environ: Mapping[str, str],
+    base: Path = Path(),
 ) -> SubscriptionFile:
-    """Check parsed TOML; every problem is reported, each with the subscription it is in."""
+    """Check parsed TOML; every problem is reported, each with the subscription it is in.
+
+    A relative ``secret_file`` is read from ``base``, the subscriptions file's folder.
+    """
     try:
         parsed = SubscriptionFile.model_validate(raw)
     except ValidationError as error:
@@ -183,16 +203,37 @@ def parse_subscriptions(
         raise SubscriptionError(f"{source}: invalid subscriptions:\n{problems}") from error
     resolved = []
     for subscription in parsed.subscriptions:
-        if subscription.secret_env is not None:
-            value = environ.get(subscription.secret_env)
-            if not value:
-                raise SubscriptionError(
-                    f"{source}: subscription {subscription.name!r}: secret_env "
-                    f"{subscription.secret_env} is not set in the environment"
-                )
+        value = _secret_of(subscription, source, environ, base)
+        if value is not None:
             subscription = subscription.model_copy(update={"secret": SecretStr(value)})
         resolved.append(subscription)
     return parsed.model_copy(update={"subscriptions": tuple(resolved)})
+
+
+def _secret_of(
+    subscription: Subscription, source: str, environ: Mapping[str, str], base: Path
+) -> str | None:
+    """The subscription's secret from its variable or file; an error if named but absent."""
+    where = f"{source}: subscription {subscription.name!r}"
+    if subscription.secret_env is not None:
+        value = environ.get(subscription.secret_env)
+        if not value:
+            raise SubscriptionError(
+                f"{where}: secret_env {subscription.secret_env} is not set in the environment"
+            )
+        return value
+    if subscription.secret_file is not None:
+        try:
+            value = (base / subscription.secret_file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise SubscriptionError(
+                f"{where}: cannot read secret_file {subscription.secret_file}: "
+                f"{error.strerror or error}"
+            ) from error
+        if not value:
+            raise SubscriptionError(f"{where}: secret_file {subscription.secret_file} is empty")
+        return value
+    return None
 
 
 def _where(item: ErrorDetails, raw: Mapping[str, object]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import sqlite3
 import threading
 import time
@@ -45,7 +46,8 @@ from deeptrust.streams.reader import read_to_end
 from deeptrust.streams.topics import Topic, TopicNames
 from tests.conftest import wait_for
 from tests.events import upload_event
-from tests.images import SAMPLES, corrupt_bytes, jpeg_bytes
+from tests.images import SAMPLES, corrupt_bytes
+from tests.unit.test_formats import FILES as FORMAT_FILES
 
 pytestmark = pytest.mark.integration
 
@@ -273,8 +275,9 @@ def test_refusals_emit_nothing(
     text = post_file(gateway, b"just some text\n" * 100, "notes.jpg")
     assert text.status_code == 415
     assert text.json()["error"] == "unsupported_type"
-    bmp = post_file(gateway, bmp_bytes(), "picture.bmp")
-    assert bmp.status_code == 415
+    raw = post_file(gateway, (FORMAT_FILES / "camera.dng").read_bytes(), "picture.jpg")
+    assert raw.status_code == 415
+    assert "export the photo as JPEG or HEIC" in raw.json()["detail"]
     not_an_image = gateway.client.post("/v1/uploads", content=data)
     assert not_an_image.status_code == 415
 
@@ -340,6 +343,37 @@ def test_remote_fetch_from_an_allowed_host(
     assert uploads_of(kafka, topics) == []
 
 
+def test_no_secret_or_payload_reaches_the_logs_metrics_or_probes(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    accepted = post_file(gateway, photo(), "holiday-secret-name.jpg")
+    assert accepted.status_code == 202, accepted.text
+    image_id = accepted.json()["image_id"]
+    assert gateway.status(image_id).status_code in (200, 202)
+    wrong = httpx.post(
+        f"{gateway.url}/v1/uploads",
+        files={"file": ("a.jpg", photo())},
+        headers={"X-API-Key": "guessed-key-987"},
+    )
+    assert wrong.status_code == 401
+    # The gateway's own records (this test's client logs its requests too).
+    logged = "\n".join(
+        f"{record.getMessage()} {record.args}"
+        for record in caplog.records
+        if record.name.startswith(("deeptrust", "uvicorn"))
+    )
+    probes = [httpx.get(f"{gateway.url}{path}") for path in ("/metrics", "/healthz", "/readyz")]
+    assert [probe.status_code for probe in probes] == [200, 200, 200]
+    assert "deeptrust_gateway_requests_total" in probes[0].text
+    for text in [logged, *(probe.text for probe in probes)]:
+        assert KEY not in text
+        assert "guessed-key-987" not in text
+    for probe in probes:  # counts and states only: no image, no file name
+        assert image_id not in probe.text
+        assert "holiday-secret-name" not in probe.text
+
+
 def test_health_and_docs(gateway: RunningGateway) -> None:
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{gateway.url}/readyz").json() == {"status": "ready"}
@@ -360,12 +394,6 @@ def large_jpeg(at_least: int) -> bytes:
         if buffer.tell() >= at_least:
             return buffer.getvalue()
         side *= 2
-
-
-def bmp_bytes() -> bytes:
-    buffer = io.BytesIO()
-    Image.open(io.BytesIO(jpeg_bytes())).save(buffer, "BMP")
-    return buffer.getvalue()
 
 
 def post_chunked(gateway: RunningGateway, data: bytes, name: str) -> httpx.Response:

@@ -163,6 +163,22 @@ def test_no_anonymous_gateway(monkeypatch, keys):
         GatewaySettings()
 
 
+def test_keys_can_come_from_a_mounted_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("DEEPTRUST_GATEWAY_API_KEYS", raising=False)
+    keys = tmp_path / "api-keys"
+    keys.write_text("key-from-file\n\n  rotated-key \n")
+    monkeypatch.setenv("DEEPTRUST_GATEWAY_API_KEYS_FILE", str(keys))
+    settings = GatewaySettings()
+    assert [k.get_secret_value() for k in settings.api_keys] == ["key-from-file", "rotated-key"]
+    assert "key-from-file" not in repr(settings)
+    keys.write_text("\n")
+    with pytest.raises(ValidationError, match="at least one API key"):
+        GatewaySettings()
+    monkeypatch.setenv("DEEPTRUST_GATEWAY_API_KEYS_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValidationError, match="cannot read api_keys_file"):
+        GatewaySettings()
+
+
 # --- body caps ------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import json
 
 import httpx
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from deeptrust.schemas.events import AlertEvent
 from deeptrust.webhooks.delivery import WebhookSender
@@ -54,8 +55,10 @@ def count(registry: CollectorRegistry, outcome: str) -> float:
     return value or 0.0
 
 
-def subscription(**fields: object) -> Subscription:
-    return Subscription.model_validate({"name": "hook", "url": "http://receiver/hook"} | fields)
+def subscription(secret: str | None = None, **fields: object) -> Subscription:
+    """A subscription as parse_subscriptions leaves it: with its secret resolved."""
+    checked = Subscription.model_validate({"name": "hook", "url": "http://receiver/hook"} | fields)
+    return checked.model_copy(update={"secret": SecretStr(secret) if secret else None})
 
 
 def test_posts_the_alert_with_its_headers_and_signature():

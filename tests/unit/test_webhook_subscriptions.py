@@ -31,11 +31,12 @@ timeout_s = 3
 [[subscription]]
 name = "audit-log"
 url = "http://audit.internal:8080/alerts"
-secret = "inline-secret"
+secret_file = "audit-secret.txt"
 """
 
 
 def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "audit-secret.txt").write_text("from-a-file\n")  # as a mounted Secret
     path = tmp_path / "subscriptions.toml"
     path.write_text(text)
     return path
@@ -64,9 +65,10 @@ def test_full_file_is_read_with_secrets_resolved(tmp_path):
         3,
     )
     assert oncall.signing_secret() == "from-env"
-    assert audit.signing_secret() == "inline-secret"
+    assert audit.signing_secret() == "from-a-file"
     assert (audit.kinds, audit.min_severity, audit.timeout_s) == ((), "info", 10.0)
-    assert "inline-secret" not in repr(audit), "secrets stay out of reprs and logs"
+    assert "from-a-file" not in repr(audit), "secrets stay out of reprs and logs"
+    assert "from-a-file" not in audit.model_dump_json(), "nor in what is serialised"
 
 
 def test_display_url_drops_credentials_and_query(tmp_path):
@@ -128,8 +130,13 @@ def test_retry_defaults_apply_without_a_retry_table(tmp_path):
             "kinds must be non-empty strings",
         ),
         (
-            '[[subscription]]\nname = "a"\nurl = "http://h/x"\nsecret = "s"\nsecret_env = "S"\n',
-            "give secret or secret_env, not both",
+            '[[subscription]]\nname = "a"\nurl = "http://h/x"\nsecret = "s"\n',
+            "inline secrets are not accepted",
+        ),
+        (
+            '[[subscription]]\nname = "a"\nurl = "http://h/x"\n'
+            'secret_file = "f"\nsecret_env = "S"\n',
+            "give secret_env or secret_file, not both",
         ),
         (
             '[[subscription]]\nname = "a"\nurl = "http://h/x"\n'
@@ -175,6 +182,7 @@ def test_retry_defaults_apply_without_a_retry_table(tmp_path):
         "no-name",
         "zero-timeout",
         "empty-kind",
+        "inline-secret",
         "two-secret-sources",
         "duplicate-names",
         "no-attempts",
