@@ -625,6 +625,22 @@ def test_production_rendering_fails_clearly_when_scaling_cannot_work(
             {"stageDefaults": {"updateStrategy": {"type": "Recreate"}}},
             "stages.detect.updateStrategy.type must be RollingUpdate or OnDelete",
         ),
+        (
+            {
+                "kafka": {
+                    "securityProtocol": "SASL_SSL",
+                    "sasl": {
+                        "mechanism": "OAUTHBEARER",
+                        "oauthbearer": {"tokenEndpointUrl": "https://idp/token", "clientId": "c"},
+                    },
+                }
+            },
+            "kafka.sasl.oauthbearer.clientSecret needs existingSecret",
+        ),
+        (
+            {"kafka": {"librdkafka": {"isolation.level": "read_uncommitted"}}},
+            "kafka.librdkafka.isolation.level: set it with its own value",
+        ),
     ],
     ids=[
         "replicas-above-partitions",
@@ -636,6 +652,8 @@ def test_production_rendering_fails_clearly_when_scaling_cannot_work(
         "unknown-llm-api",
         "deployment-strategy",
         "unknown-update-strategy",
+        "oidc-without-secret",
+        "pass-through-over-the-guarantee",
     ],
 )
 def test_rendering_fails_clearly_on_misconfiguration(helm, tmp_path, overrides, message):
@@ -811,3 +829,46 @@ def test_alert_webhooks_rendering_fails_clearly(helm, tmp_path, subscriptions, m
     )
     assert failed.returncode != 0
     assert message in failed.stderr
+
+
+def test_oauthbearer_and_pass_through_options_reach_every_stage(helm, tmp_path):
+    rendered = template(
+        helm,
+        tmp_path,
+        kafka={
+            "securityProtocol": "SASL_SSL",
+            "sasl": {
+                "mechanism": "OAUTHBEARER",
+                "oauthbearer": {
+                    "tokenEndpointUrl": "https://idp.example/token",
+                    "clientId": "deeptrust",
+                    "scope": "kafka",
+                    "clientSecret": {"existingSecret": "kafka-oidc"},
+                },
+            },
+            "librdkafka": {"socket.keepalive.enable": True},
+        },
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    manifests = list(yaml.safe_load_all(rendered.stdout))
+    [config] = [
+        m
+        for m in manifests
+        if m
+        and m["kind"] == "ConfigMap"
+        and "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS" in m.get("data", {})
+    ]
+    data = config["data"]
+    assert data["DEEPTRUST_KAFKA_SASL_OAUTHBEARER_METHOD"] == "oidc"
+    assert (
+        data["DEEPTRUST_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL"] == "https://idp.example/token"
+    )
+    assert json.loads(data["DEEPTRUST_KAFKA_LIBRDKAFKA"]) == {"socket.keepalive.enable": True}
+    detect = next(
+        m
+        for m in manifests
+        if m and m["kind"] == "StatefulSet" and m["metadata"]["name"].endswith("detect")
+    )
+    env = {e["name"]: e for e in detect["spec"]["template"]["spec"]["containers"][0]["env"]}
+    secret = env["DEEPTRUST_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert (secret["name"], secret["key"]) == ("kafka-oidc", "client-secret")

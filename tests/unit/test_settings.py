@@ -1,3 +1,6 @@
+import pytest
+from pydantic import ValidationError
+
 from deeptrust.streams.config import KafkaSettings
 
 
@@ -19,6 +22,58 @@ def test_sasl_ssl_settings_reach_the_client_config(monkeypatch):
         "ssl.ca.location": "/etc/ssl/kafka-ca.pem",
     }
     assert "s3cret" not in repr(settings)
+
+
+def test_oauthbearer_oidc_and_a_key_password_reach_the_client_config(monkeypatch):
+    monkeypatch.setenv("DEEPTRUST_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("DEEPTRUST_KAFKA_SASL_MECHANISM", "OAUTHBEARER")
+    monkeypatch.setenv("DEEPTRUST_KAFKA_SASL_OAUTHBEARER_METHOD", "oidc")
+    monkeypatch.setenv("DEEPTRUST_KAFKA_SASL_OAUTHBEARER_CLIENT_ID", "detect")
+    monkeypatch.setenv("DEEPTRUST_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET", "oidc-secret")
+    monkeypatch.setenv(
+        "DEEPTRUST_KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", "https://idp.example/token"
+    )
+    monkeypatch.setenv("DEEPTRUST_KAFKA_SASL_OAUTHBEARER_SCOPE", "kafka")
+    monkeypatch.setenv("DEEPTRUST_KAFKA_SSL_KEY_LOCATION", "/etc/kafka/client.key")
+    monkeypatch.setenv("DEEPTRUST_KAFKA_SSL_KEY_PASSWORD", "key-pass")
+    settings = KafkaSettings()
+    config = settings.client_config()
+    assert {k: v for k, v in config.items() if k.startswith(("sasl.", "ssl."))} == {
+        "sasl.mechanism": "OAUTHBEARER",
+        "sasl.oauthbearer.method": "oidc",
+        "sasl.oauthbearer.client.id": "detect",
+        "sasl.oauthbearer.client.secret": "oidc-secret",
+        "sasl.oauthbearer.token.endpoint.url": "https://idp.example/token",
+        "sasl.oauthbearer.scope": "kafka",
+        "ssl.key.location": "/etc/kafka/client.key",
+        "ssl.key.password": "key-pass",
+    }
+    assert "oidc-secret" not in repr(settings)
+    assert "key-pass" not in repr(settings)
+
+
+def test_other_librdkafka_options_pass_through(monkeypatch):
+    monkeypatch.setenv(
+        "DEEPTRUST_KAFKA_LIBRDKAFKA",
+        '{"socket.keepalive.enable": "true", "ssl.endpoint.identification.algorithm": "none"}',
+    )
+    config = KafkaSettings().client_config()
+    assert config["socket.keepalive.enable"] == "true"
+    assert config["ssl.endpoint.identification.algorithm"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ('{"sasl.password": "x"}', "DEEPTRUST_KAFKA_SASL_PASSWORD"),
+        ('{"isolation.level": "read_uncommitted"}', "exactly-once"),
+        ('{"transactional.id": "mine"}', "exactly-once"),
+    ],
+)
+def test_the_pass_through_cannot_shadow_a_setting_or_the_guarantee(monkeypatch, options, message):
+    monkeypatch.setenv("DEEPTRUST_KAFKA_LIBRDKAFKA", options)
+    with pytest.raises(ValidationError, match=message):
+        KafkaSettings()
 
 
 def test_plaintext_is_the_default():

@@ -117,6 +117,7 @@ A reference is used when it names an existing Secret or carries a value.
 {{- define "deeptrust.secretRefs" -}}
 {{- $v := .Values -}}
 DEEPTRUST_KAFKA_SASL_PASSWORD: {{ toJson $v.kafka.sasl.password }}
+DEEPTRUST_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET: {{ toJson $v.kafka.sasl.oauthbearer.clientSecret }}
 AWS_ACCESS_KEY_ID: {{ toJson $v.objectStore.s3.accessKeyId }}
 AWS_SECRET_ACCESS_KEY: {{ toJson $v.objectStore.s3.secretAccessKey }}
 DEEPTRUST_LLM_API_KEY: {{ toJson $v.llm.apiKey }}
@@ -206,7 +207,7 @@ id must be, unique and stable across restarts, so only StatefulSets include this
 {{/* Environment of every DeepTrust container beside the shared ConfigMap: secrets, then .env. */}}
 {{- define "deeptrust.commonEnv" -}}
 {{- $entries := list -}}
-{{- range $env := list "DEEPTRUST_KAFKA_SASL_PASSWORD" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "DEEPTRUST_LLM_API_KEY" -}}
+{{- range $env := list "DEEPTRUST_KAFKA_SASL_PASSWORD" "DEEPTRUST_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET" "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "DEEPTRUST_LLM_API_KEY" -}}
 {{- with include "deeptrust.secretEnv" (dict "root" $.root "env" $env) -}}
 {{- $entries = append $entries . -}}
 {{- end -}}
