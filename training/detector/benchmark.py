@@ -12,6 +12,7 @@ cut. Pure logic, no torch: the unit tests run it on toy data.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,48 @@ TARGET_AP = 0.95
 TARGET_RECALL = 0.80
 TARGET_MAX_LOSS = 0.05
 START, END = "<!-- bench-detector:start -->", "<!-- bench-detector:end -->"
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """What a detector is fitted on in one fold: real crops, by photograph, and each family."""
+
+    real: np.ndarray
+    real_photos: Sequence[str]
+    fakes: Mapping[str, np.ndarray]
+
+    def fake(self) -> np.ndarray:
+        """Every training family's images as one array."""
+        return np.concatenate(list(self.fakes.values()))
+
+    def subset(self, real: int | None, per_family: int | None, seed: int) -> TrainingSet:
+        """At most ``real`` real crops and ``per_family`` images of each family, drawn at random.
+
+        A family's draw depends on its name, not on which other families are in the fold, so
+        every fold that trains on it uses the same images (and their cached features).
+        """
+        keep = subset(len(self.real), real, seed)
+        return TrainingSet(
+            self.real[keep],
+            [self.real_photos[i] for i in keep],
+            {
+                name: pixels[subset(len(pixels), per_family, seed + zlib.crc32(name.encode()))]
+                for name, pixels in self.fakes.items()
+            },
+        )
+
+
+def subset(total: int, count: int | None, seed: int) -> np.ndarray:
+    """Indices of ``count`` of ``total`` items drawn without replacement, in their order.
+
+    A random draw, not the first ``count``: a set may be stored in parts (the VAE family's
+    prior samples, then its reconstructions). ``None`` or ``count >= total`` keeps them all.
+    """
+    if count is None or count >= total:
+        return np.arange(total)
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    return np.sort(np.random.default_rng(seed).permutation(total)[:count])
 
 
 @dataclass(frozen=True)
