@@ -264,6 +264,7 @@ def main() -> None:
     )
     now = lap("family face-DCGAN", now)
     names = list(made)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
     sample_grid([real_test, *(made[name].test for name in names)]).save(png_path)
 
     # 3. Training data augmented once (both classes alike); test sets under every condition.
