@@ -641,6 +641,15 @@ def report(
             variants = list(picked[0][1])
             inner = ", ".join(f"{v} {np.mean([ap[v] for _, ap in picked]):.3f}" for v in variants)
             out.append(f"| {key[1]} | {', '.join(c for c, _ in picked)} | {inner} |")
+    if "NPR residual CNN" not in detector_names:
+        out += [
+            "",
+            "**No NPR rows in this run.** torch 2.15.0 in `.venv-train` segfaults in the NPR "
+            "CNN's backward pass at the benchmark's sizes (1,000 real and 1,250 generated 64 px "
+            "images; the old and the new `NPRDetector.fit` alike, on random data too), so its "
+            "rows could not be regenerated; the last NPR table is in this file's git history "
+            "(commit 9728562).",
+        ]
     out += ["", "### Robustness grid", ""]
     out += [
         "AP / TPR @ 5% FPR (means over seeds) with the condition applied to real and generated "
