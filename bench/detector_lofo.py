@@ -440,6 +440,12 @@ NOTES = [
     "- Statistical power: seeds vary the detector, not the data; with about "
     f"{FULL.real_test} test crops from a handful of test images, a 1%-FPR point rests on 5 real "
     "crops, and crops of one image are not independent.",
+    "- **Wall time of the 2026-12-02 run** (2 cores shared with other sessions, load 8-17): "
+    "the header's total counts only the final runs, which read cached CLIP features. The "
+    "whole regeneration took about 85 minutes from an empty cache: about 38 to generate the "
+    "six families, and about 40 of CLIP features for about 2,300 images (0.4-1.5 images/s, "
+    "computed by a helper process beside the runs; the cache makes every later run cost "
+    "the fits only, about 6 minutes for the CLIP rows).",
     "- The CLIP rows rest on fewer images (see the protocol): their spreads over seeds are "
     "spreads over training subsets, not over test sets, and understate the uncertainty of a "
     "test set this small.",
