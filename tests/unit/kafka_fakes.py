@@ -7,6 +7,7 @@ and check what the runtime does about it. A transaction becomes visible only on 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,11 @@ class FakeCluster:
     """Handed to the consumer's ``error_cb`` by the next ``consume`` calls, one each."""
     unreachable_probes: int = 0
     """Metadata requests that fail, one each, as they do while every broker is down."""
+    stuck_sends: int = 0
+    """``send_offsets_to_transaction`` calls that never return (until ``release`` is set)."""
+    release: threading.Event = field(default_factory=threading.Event)
+    revoke_on_consume: int = 0
+    """Consumes that return messages and then lose the assignment in a rebalance, one each."""
     producers: int = 0
     consumers: int = 0
     on_commit: Callable[[], None] | None = None
@@ -115,11 +121,13 @@ class FakeConsumer:
         self.paused: set[tuple[str, int]] = set()
         self.subscribed: list[str] = []
         self.on_assign: Callable[..., None] | None = None
+        self.on_revoke: Callable[..., None] | None = None
         self.closed = False
 
     def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None) -> None:
         self.subscribed = topics
         self.on_assign = on_assign
+        self.on_revoke = on_revoke
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -156,7 +164,18 @@ class FakeConsumer:
             batch = log[position : position + num_messages - len(taken)]
             taken += batch
             self.positions[key] = position + len(batch)
+        if taken and self.cluster.revoke_on_consume > 0:
+            self.cluster.revoke_on_consume -= 1
+            self._rebalance()
         return taken
+
+    def _rebalance(self) -> None:
+        """Lose the assignment and get it back: positions go back to the committed offsets."""
+        partitions = self.assignment()
+        if self.on_revoke is not None:
+            self.on_revoke(self, partitions)
+        self.positions = {}
+        self._ensure_assigned()
 
     def poll(self, timeout: float) -> FakeMessage | None:
         found = self.consume(1, timeout)
@@ -223,6 +242,11 @@ class FakeProducer:
         self.pending.append((topic, Encoded(key, value, headers)))
 
     def send_offsets_to_transaction(self, offsets: list[TopicPartition], *_: Any) -> None:
+        if self.cluster.stuck_sends > 0:
+            self.cluster.stuck_sends -= 1
+            self.fenced = True  # what the replacement's init_transactions does to it
+            self.cluster.release.wait()
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
         self.offsets = list(offsets)
 
     def commit_transaction(self, timeout: float) -> None:

@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from deeptrust.schemas.events import DeadLetterEvent, UploadEvent
+from deeptrust.streams import bounded
 from deeptrust.streams.dead_letters import Tally
 from deeptrust.streams.errors import DeadLetterRateExceeded, InvalidInput, Reason
 from deeptrust.streams.kafka_errors import ServiceStopped
@@ -126,13 +127,57 @@ def test_a_fenced_producer_is_replaced_and_the_batch_redone_once():
 def test_a_retriable_commit_error_is_retried_on_the_same_clients():
     cluster = FakeCluster()
     uploads(cluster, "a", "b")
-    timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True))
-    cluster.commit_failures.append(timeout)
+    busy = KafkaException(KafkaError(KafkaError.CONCURRENT_TRANSACTIONS, "busy", retriable=True))
+    cluster.commit_failures.append(busy)
 
     run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 2)
 
     assert image_ids(cluster, DETECTED) == ["a", "b"]
     assert cluster.producers == 1
+
+
+def test_a_timed_out_transaction_re_creates_the_clients():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b")
+    timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True))
+    cluster.commit_failures += [timeout] * 5  # the commit call's own retries run out
+
+    metrics = run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 2)
+
+    assert image_ids(cluster, DETECTED) == ["a", "b"]
+    assert cluster.producers == 2
+    assert sample(metrics, "deeptrust_recoveries_total", cause="timed_out") == 1
+
+
+def test_a_transactional_call_that_never_returns_is_given_up(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(bounded, "GRACE_S", 0.2)
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b")
+    cluster.stuck_sends = 1
+    quick = settings(kafka_timeout_s=0.1)
+
+    try:
+        metrics = run_until(
+            cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 2, quick
+        )
+    finally:
+        cluster.release.set()
+
+    assert image_ids(cluster, DETECTED) == ["a", "b"]
+    assert cluster.producers == 2
+    assert sample(metrics, "deeptrust_recoveries_total", cause="stuck_call") == 1
+
+
+def test_a_batch_whose_partitions_were_revoked_is_not_committed():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b", "c")
+    cluster.revoke_on_consume = 1  # the batch is read, then a rebalance takes it away
+
+    metrics = run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 3)
+
+    assert image_ids(cluster, DETECTED) == ["a", "b", "c"]
+    assert cluster.committed[(UPLOADS, 0)].offset == 3
+    assert sample(metrics, "deeptrust_recoveries_total", cause="rebalance_in_progress") == 1
 
 
 def test_failed_authentication_stops_the_service():
