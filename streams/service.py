@@ -196,7 +196,6 @@ class Session:
         self._last_probe = clock()
         self._revocations = 0
         self._revocations_at_batch = 0
-        self.committed_any = False
 
     # -- rebalancing -------------------------------------------------------------------
 
@@ -311,7 +310,6 @@ class Session:
                 self._metrics.failed_batch()
                 log.warning("transaction attempt %d: %s; retrying", attempt, error)
                 self.pause_for(COMMIT_RETRY.delay_s(attempt))
-        self.committed_any = True
         self._back_in_touch()
         commit.committed()
 
@@ -401,8 +399,9 @@ class ServiceRuntime:
         try:
             while not stop.is_set():
                 try:
-                    session = self._serve(stop)
-                    failures = 0 if session is None or session.committed_any else failures
+                    committed_any = self._serve(stop)
+                    failures = 0 if committed_any else failures
+                    continue
                 except KafkaException as exception:
                     error = error_of(exception)
                     if error is None or action_for(error) is Action.STOP:
@@ -410,42 +409,51 @@ class ServiceRuntime:
                         raise ServiceStopped(
                             f"{self._strategy.name}: {exception} ({why})"
                         ) from exception
-                    failures += 1
                     stuck = isinstance(exception, StuckCall)
                     self._metrics.recovered("stuck_call" if stuck else describe(error))
-                    delay = self._reconnect.delay_s(failures)
-                    log.warning(
-                        "%s: %s; re-creating the clients in %.1fs and resuming from the "
-                        "committed offsets",
-                        *(self._strategy.name, error, delay),
-                    )
-                    stop.wait(delay)
+                failures += 1
+                delay = self._reconnect.delay_s(failures)
+                log.warning(
+                    "%s: %s; re-creating the clients in %.1fs and resuming from the "
+                    "committed offsets",
+                    *(self._strategy.name, error, delay),
+                )
+                # Waited out of the handler: the exception's frames hold the old clients.
+                stop.wait(delay)
         finally:
             self._strategy.close()
             log.info("%s stopped", self._strategy.name)
 
-    def _serve(self, stop: threading.Event) -> Session | None:
-        """One life of the clients: until stop (returns) or a Kafka error (raises)."""
+    def _serve(self, stop: threading.Event) -> bool:
+        """One life of the clients: until stop (returns) or a Kafka error (raises).
+
+        Returns whether anything was committed. The clients are closed at the end of their
+        life, so none lingers dialling the cluster (or, a producer, bumping the epoch its
+        successor holds), except a producer that a stuck call is still inside.
+        """
         errors = ClientErrors()
         producer = self._clients.producer(
             {**producer_config(self._kafka, self._group_id, self._instance), "error_cb": errors}
         )
-        # Fence a predecessor first: what it left open must not hide the state read next.
-        init_transactions(producer, self._instance.kafka_timeout_s)
-        overrides = {**self._strategy.consumer_overrides, "error_cb": errors}
-        consumer = self._clients.consumer(
-            consumer_config(self._kafka, self._group_id, self._instance, **overrides)
-        )
-        session = Session(
-            consumer,
-            producer,
-            stop,
-            self._metrics,
-            self._strategy,
-            self._instance.kafka_timeout_s,
-            errors,
-        )
+        consumer: Consumer | None = None
+        abandoned = False
+        committed_any = False
         try:
+            # Fence a predecessor first: what it left open must not hide the state read next.
+            init_transactions(producer, self._instance.kafka_timeout_s)
+            overrides = {**self._strategy.consumer_overrides, "error_cb": errors}
+            consumer = self._clients.consumer(
+                consumer_config(self._kafka, self._group_id, self._instance, **overrides)
+            )
+            session = Session(
+                consumer,
+                producer,
+                stop,
+                self._metrics,
+                self._strategy,
+                self._instance.kafka_timeout_s,
+                errors,
+            )
             consumer.subscribe(
                 [self._topics(topic) for topic in self._strategy.topics],
                 on_assign=session.on_assign,
@@ -465,17 +473,25 @@ class ServiceRuntime:
                 commit = self._strategy.handle(usable, session)
                 if commit is not None:
                     session.commit(commit)
+                    committed_any = True
         except Interrupted:
             log.info("%s: stopping with the batch in hand uncommitted", self._strategy.name)
+        except StuckCall:
+            abandoned = True
+            raise
         finally:
             self._metrics.set_ready(False)
-            _close(consumer, self._instance.kafka_timeout_s)
-        return session
+            timeout_s = self._instance.kafka_timeout_s
+            if consumer is not None:
+                _close(timeout_s, "consumer", consumer.close)
+            if not abandoned:
+                _close(timeout_s, "producer", producer.close)
+        return committed_any
 
 
-def _close(consumer: Consumer, timeout_s: float) -> None:
-    """Close the consumer, within a deadline: a stuck close must not stall recovery."""
+def _close(timeout_s: float, what: str, close: Callable[[], object]) -> None:
+    """Close a client within a deadline: a stuck close must not stall recovery."""
     try:
-        within(timeout_s, "closing the consumer", consumer.close)
+        within(timeout_s, f"closing the {what}", close)
     except (KafkaException, RuntimeError) as error:
-        log.warning("closing the consumer: %s", error)
+        log.warning("closing the %s: %s", what, error)

@@ -266,3 +266,7 @@ class FakeProducer:
         if self.fenced:
             raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
         self.pending, self.offsets = [], []
+
+    def close(self) -> bool:
+        self.pending, self.offsets = [], []
+        return True
