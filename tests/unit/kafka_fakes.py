@@ -80,6 +80,8 @@ class FakeCluster:
     """Consumes that return messages and then lose the assignment in a rebalance, one each."""
     producers: int = 0
     consumers: int = 0
+    made: list[FakeConsumer | FakeProducer] = field(default_factory=list)
+    """Every client made, to check that each was closed."""
     on_commit: Callable[[], None] | None = None
 
     def append(self, topic: str, event: Any, key: str, partition: int = 0) -> None:
@@ -106,11 +108,15 @@ class FakeClients:
 
     def consumer(self, config: dict[str, Any]) -> FakeConsumer:
         self.cluster.consumers += 1
-        return FakeConsumer(self.cluster, config)
+        consumer = FakeConsumer(self.cluster, config)
+        self.cluster.made.append(consumer)
+        return consumer
 
     def producer(self, config: dict[str, Any]) -> FakeProducer:
         self.cluster.producers += 1
-        return FakeProducer(self.cluster, config)
+        producer = FakeProducer(self.cluster, config)
+        self.cluster.made.append(producer)
+        return producer
 
 
 class FakeConsumer:
@@ -226,6 +232,7 @@ class FakeProducer:
         self.pending: list[tuple[str, Encoded]] = []
         self.offsets: list[TopicPartition] = []
         self.fenced = False
+        self.closed = False
 
     def init_transactions(self, timeout: float) -> None:
         pass
@@ -269,4 +276,5 @@ class FakeProducer:
 
     def close(self) -> bool:
         self.pending, self.offsets = [], []
+        self.closed = True
         return True

@@ -18,7 +18,7 @@ from deeptrust.streams.runner import RunnerSettings, StageRunner
 from deeptrust.streams.stage import Output, Result
 from deeptrust.streams.topics import Topic
 from tests.events import upload_event
-from tests.unit.kafka_fakes import FakeCluster, FakeMessage, error_message
+from tests.unit.kafka_fakes import FakeCluster, FakeMessage, FakeProducer, error_message
 
 PREFIX = "t."
 UPLOADS = f"{PREFIX}uploads.v1"
@@ -122,6 +122,7 @@ def test_a_fenced_producer_is_replaced_and_the_batch_redone_once():
     assert cluster.consumers == 2
     assert sample(metrics, "deeptrust_recoveries_total", cause="fenced") == 1
     assert cluster.committed[(UPLOADS, 0)].offset == 3
+    assert all(client.closed for client in cluster.made), "no client is left to dial on"
 
 
 def test_a_retriable_commit_error_is_retried_on_the_same_clients():
@@ -166,6 +167,9 @@ def test_a_transactional_call_that_never_returns_is_given_up(monkeypatch: pytest
     assert image_ids(cluster, DETECTED) == ["a", "b"]
     assert cluster.producers == 2
     assert sample(metrics, "deeptrust_recoveries_total", cause="stuck_call") == 1
+    stuck, replacement = (c for c in cluster.made if isinstance(c, FakeProducer))
+    assert not stuck.closed, "a producer a call is stuck in is abandoned, not used again"
+    assert replacement.closed
 
 
 def test_a_batch_whose_partitions_were_revoked_is_not_committed():
