@@ -103,7 +103,8 @@ def start_stage(
     """
     started: list[StageProcess] = []
 
-    def start(name: str, **env: str) -> StageProcess:
+    def start(name: str, *, module: str | None = None, **env: str) -> StageProcess:
+        """Start stage ``name``; with ``module``, ``python -m MODULE`` runs it instead."""
         stage = StageProcess(
             name,
             {
@@ -116,6 +117,7 @@ def start_stage(
             },
             free_port(),
             tmp_path / "logs" / f"{name}-{len(started)}.log",
+            **({} if module is None else {"program": (sys.executable, "-m", module)}),
         )
         stage.start()
         started.append(stage)
