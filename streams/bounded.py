@@ -2,12 +2,13 @@
 
 librdkafka's ``send_offsets_to_transaction`` can block past its timeout, for good, when the
 group coordinator it has cached went away (librdkafka #5456, #5511: the coordinator
-request's timeout is never checked; seen with librdkafka 2.16.0). A service whose main thread is inside that call polls
-nothing, answers no SIGTERM and never recovers. So the transactional calls run in a thread
-of their own, and a call that has not returned some seconds after its own timeout is given
-up: :class:`StuckCall` is raised, and the clients it was using must be dropped, not used or
-closed again (the abandoned thread may still be inside them). A new producer with the same
-transactional id fences the old one, so whatever the stuck call does later cannot commit.
+request's timeout is never checked; seen with librdkafka 2.16.0). A service whose main
+thread is inside that call polls nothing, answers no SIGTERM and never recovers. So the
+transactional calls run in a thread of their own, and a call that has not returned some
+seconds after its own timeout is given up: :class:`StuckCall` is raised, and the clients it
+was using must be dropped, not used or closed again (the abandoned thread may still be
+inside them). A new producer with the same transactional id fences the old one, so whatever
+the stuck call does later cannot commit.
 """
 
 from __future__ import annotations

@@ -82,6 +82,20 @@ class Interrupted(Exception):
     """Stop was requested while the strategy waited: the work in hand is not committed."""
 
 
+class Reconnected(KafkaException):
+    """The cluster answers again after an outage that these clients only rode out."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            KafkaError(
+                KafkaError._TRANSPORT,
+                "in touch with the cluster again after an outage; fresh clients resolve what "
+                "the old ones left open",
+                fatal=True,
+            )
+        )
+
+
 class Revoked(KafkaException):
     """Partitions were revoked while a batch was in hand: it is dropped, not committed."""
 
@@ -318,7 +332,12 @@ class Session:
 
         An error that stops the service is raised here. A metadata request that fails marks
         the service cut off (an idle consumer may hear of no error otherwise); it is ready
-        again once the cluster answers one (or a transaction goes through).
+        again once a transaction goes through, or, when the cluster answers a metadata
+        request first, once its clients are re-created (:class:`Reconnected`): clients that
+        sat out an outage without a transaction failing can be left with their last
+        transaction unresolved on the broker, and their consumer waiting for ever on the
+        group's committed offsets (KIP-447's stable offsets) that it holds pending. A new
+        producer with the same transactional id resolves it.
         """
         self.producer.poll(0)  # serves the producer's error_cb
         if self._errors.stopping is not None:
@@ -337,6 +356,9 @@ class Session:
         except KafkaException as exception:
             self._mark_cut_off(f"no metadata: {exception}")
             return
+        if answered and self._cut_off:
+            log.info("%s: in touch with the cluster again", self._strategy.name)
+            raise Reconnected
         if answered:
             self._back_in_touch()
 
@@ -409,8 +431,12 @@ class ServiceRuntime:
                         raise ServiceStopped(
                             f"{self._strategy.name}: {exception} ({why})"
                         ) from exception
-                    stuck = isinstance(exception, StuckCall)
-                    self._metrics.recovered("stuck_call" if stuck else describe(error))
+                    if isinstance(exception, StuckCall):
+                        self._metrics.recovered("stuck_call")
+                    elif isinstance(exception, Reconnected):
+                        self._metrics.recovered("reconnected")
+                    else:
+                        self._metrics.recovered(describe(error))
                 failures += 1
                 delay = self._reconnect.delay_s(failures)
                 log.warning(

@@ -225,6 +225,19 @@ def test_a_lost_cluster_marks_the_service_not_ready_until_it_answers():
     assert seen == [("processing", False), ("processing", True)]
 
 
+def test_clients_that_sat_out_an_outage_are_re_created_once_it_is_over():
+    cluster = FakeCluster()
+    uploads(cluster, "a")
+    cluster.client_errors.append(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+
+    metrics = run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 1)
+
+    assert image_ids(cluster, DETECTED) == ["a"]
+    assert cluster.producers == 2
+    assert sample(metrics, "deeptrust_recoveries_total", cause="reconnected") == 1
+    assert all(client.closed for client in cluster.made)
+
+
 def test_a_poison_pill_is_dead_lettered_alone_after_the_retries():
     cluster = FakeCluster()
     uploads(cluster, "warm")
