@@ -207,6 +207,8 @@ class Session:
         self._clock = clock
         self._busy = False
         self._cut_off = False
+        self._unreachable = False
+        """Whether a metadata request failed while cut off: no broker answered at all."""
         self._last_probe = clock()
         self._revocations = 0
         self._revocations_at_batch = 0
@@ -331,13 +333,13 @@ class Session:
         """Act on client errors; ask for metadata now and then, every second while cut off.
 
         An error that stops the service is raised here. A metadata request that fails marks
-        the service cut off (an idle consumer may hear of no error otherwise); it is ready
-        again once a transaction goes through, or, when the cluster answers a metadata
-        request first, once its clients are re-created (:class:`Reconnected`): clients that
-        sat out an outage without a transaction failing can be left with their last
-        transaction unresolved on the broker, and their consumer waiting for ever on the
-        group's committed offsets (KIP-447's stable offsets) that it holds pending. A new
-        producer with the same transactional id resolves it.
+        the service cut off (an idle consumer may hear of no error otherwise). It is ready
+        again once a transaction goes through or the cluster answers a metadata request; if
+        no broker answered one meanwhile, its clients are re-created first
+        (:class:`Reconnected`): clients that sat out an outage without a transaction failing
+        can be left with their last transaction unresolved on the broker, and their consumer
+        waiting on the group's committed offsets (KIP-447's stable offsets) that it holds
+        pending. A new producer with the same transactional id resolves it.
         """
         self.producer.poll(0)  # serves the producer's error_cb
         if self._errors.stopping is not None:
@@ -355,8 +357,9 @@ class Session:
             answered = bool(self.consumer.list_topics(timeout=timeout).brokers)
         except KafkaException as exception:
             self._mark_cut_off(f"no metadata: {exception}")
+            self._unreachable = True
             return
-        if answered and self._cut_off:
+        if answered and self._unreachable:
             log.info("%s: in touch with the cluster again", self._strategy.name)
             raise Reconnected
         if answered:
@@ -373,6 +376,7 @@ class Session:
         if self._cut_off:
             log.info("%s: in touch with the cluster again", self._strategy.name)
         self._cut_off = False
+        self._unreachable = False
         self._metrics.set_ready(True)
 
 

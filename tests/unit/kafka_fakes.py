@@ -162,6 +162,8 @@ class FakeConsumer:
             return []
         if self.cluster.consume_errors:
             return [self.cluster.consume_errors.pop(0)]
+        if self.cluster.unreachable_probes > 0:
+            return []  # nothing is fetched from a cluster no broker of which answers
         taken: list[FakeMessage] = []
         for key, position in sorted(self.positions.items()):
             if key in self.paused:

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from deeptrust.schemas.events import DeadLetterEvent, UploadEvent
-from deeptrust.streams import bounded
+from deeptrust.streams import bounded, service
 from deeptrust.streams.dead_letters import Tally
 from deeptrust.streams.errors import DeadLetterRateExceeded, InvalidInput, Reason
 from deeptrust.streams.kafka_errors import ServiceStopped
@@ -225,10 +225,14 @@ def test_a_lost_cluster_marks_the_service_not_ready_until_it_answers():
     assert seen == [("processing", False), ("processing", True)]
 
 
-def test_clients_that_sat_out_an_outage_are_re_created_once_it_is_over():
+def test_clients_that_sat_out_an_outage_are_re_created_once_it_is_over(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(service, "CONNECTION_PROBE_S", 0.0)  # probe on every poll
     cluster = FakeCluster()
     uploads(cluster, "a")
     cluster.client_errors.append(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    cluster.unreachable_probes = 1  # no broker answers, then one does
 
     metrics = run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 1)
 
