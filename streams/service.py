@@ -346,8 +346,7 @@ class Session:
             raise KafkaException(self._errors.stopping)
         if self._errors.cut_off is not None:
             self._mark_cut_off(self._errors.cut_off)
-            self._errors.cut_off = None
-            return
+            self._errors.cut_off = None  # and ask whether any broker answers, below
         interval = CONNECTION_PROBE_S if self._cut_off else HEALTH_PROBE_S
         if self._clock() - self._last_probe < interval:
             return
