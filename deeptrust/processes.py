@@ -107,6 +107,24 @@ class StageProcess:
         except subprocess.TimeoutExpired:
             return self.kill()
 
+    def dump_stacks(self, timeout_s: float = 5.0) -> None:
+        """Have the stage print every thread's stack into its log (SIGUSR1), to see a stall.
+
+        Returns once the dump is in the log (or after ``timeout_s``).
+        """
+        if self._process is None or self._process.poll() is not None:
+            return
+        before = self._stack_dumps()
+        self._process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while self._stack_dumps() == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _stack_dumps(self) -> int:
+        if not self.log_path.exists():
+            return 0
+        return self.log_path.read_text(errors="replace").count("most recent call first")
+
     def kill(self) -> int:
         """Kill the stage at once (SIGKILL), as a crash would."""
         if self._process is None:

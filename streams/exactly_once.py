@@ -11,6 +11,8 @@ share a transactional id with another replica, and zombies are still fenced, by 
 group's generation that every commit carries (KIP-447, ``send_offsets_to_transaction`` with
 the group metadata); only a crash costs more, since nobody aborts its open transaction before
 ``transaction.timeout.ms``. docs/architecture.md has the reasoning.
+Every blocking transactional call runs within a deadline (:mod:`deeptrust.streams.bounded`): one
+that hangs past it raises ``StuckCall``, and its clients are given up.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from deeptrust.streams.bounded import StuckCall, within
 from deeptrust.streams.codec import Encoded
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.topics import BATCH_OVERHEAD_BYTES, DEAD_LETTER_LIMIT_BYTES
@@ -110,18 +113,27 @@ def fenced_producer(kafka: KafkaSettings, group_id: str, instance: Instance) -> 
     For one-shot tools (a redrive); the long-running services get theirs from the runtime.
     """
     producer = Producer(producer_config(kafka, group_id, instance))
-    producer.init_transactions(instance.kafka_timeout_s)
+    init_transactions(producer, instance.kafka_timeout_s)
     return producer
+
+
+def init_transactions(producer: Producer, timeout_s: float) -> None:
+    """Fence the predecessors with this transactional id and abort what they left open."""
+    within(timeout_s, "init_transactions", lambda: producer.init_transactions(timeout_s))
 
 
 def commit_transaction(producer: Producer, timeout_s: float, max_attempts: int) -> None:
     """Commit, repeating the call while librdkafka says the error is retriable."""
     for attempt in range(1, max_attempts + 1):
         try:
-            producer.commit_transaction(timeout_s)
+            within(timeout_s, "commit_transaction", lambda: producer.commit_transaction(timeout_s))
             return
         except KafkaException as exception:
-            if not exception.args[0].retriable() or attempt == max_attempts:
+            if (
+                isinstance(exception, StuckCall)
+                or not exception.args[0].retriable()
+                or attempt == max_attempts
+            ):
                 raise
             log.warning("commit attempt %d: %s; retrying", attempt, exception)
 
@@ -143,8 +155,15 @@ def commit_with_offsets(
     try:
         for topic, encoded in records:
             producer.produce(topic, key=encoded.key, value=encoded.value, headers=encoded.headers)
-        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), timeout_s)
+        group = consumer.consumer_group_metadata()
+        within(
+            timeout_s,
+            "send_offsets_to_transaction",
+            lambda: producer.send_offsets_to_transaction(offsets, group, timeout_s),
+        )
         commit_transaction(producer, timeout_s, max_attempts)
+    except StuckCall:
+        raise  # the producer is still busy with the stuck call: it is given up, not aborted
     except BaseException:
         abort_transaction(producer, timeout_s)
         raise
@@ -160,7 +179,7 @@ def offset_after(message: Message) -> TopicPartition:
 def abort_transaction(producer: Producer, timeout_s: float) -> None:
     """Abort the open transaction so its work can be redone from scratch."""
     try:
-        producer.abort_transaction(timeout_s)
+        within(timeout_s, "abort_transaction", lambda: producer.abort_transaction(timeout_s))
     except KafkaException as exception:
         if exception.args[0].fatal():
             raise

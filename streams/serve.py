@@ -3,11 +3,13 @@
 Every long-running command (``deeptrust stage run``, ``deeptrust alerts notify``) starts the
 same way: a stop flag the signals set, the health and metrics server on its port, the
 service until the flag is set, and the server down last so a probe never sees a dead port
-while the service still runs.
+while the service still runs. SIGUSR1 dumps every thread's stack to stderr, so a stalled
+service can be looked into without stopping it.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -43,6 +45,9 @@ def serve_until_signalled(
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    # A stalled service is diagnosed in place: `kill -USR1 PID` prints every thread's stack
+    # to stderr, even while the main thread is blocked inside librdkafka.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     server.start()
     try:
         run(stop)

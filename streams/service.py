@@ -14,6 +14,12 @@ strategy resumes from the committed offsets and state, as Kafka Streams does wit
 task. ``/readyz`` says not ready while the service is cut off, and
 ``deeptrust_recoveries_total{cause}`` counts each recovery. Only configuration and permission
 errors stop the process (:mod:`deeptrust.streams.kafka_errors`).
+
+Three things are never tried again on the same clients: a transactional call that hangs
+past its timeout (:mod:`deeptrust.streams.bounded`), a transaction that timed out or lost
+its connection (the coordinator the clients know may be gone), and a batch whose partitions
+were revoked before it committed (the consumer reads them again from the committed offsets,
+or another member does: committing it would duplicate its outputs).
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ from typing import Any, ClassVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from deeptrust.streams.bounded import StuckCall, within
 from deeptrust.streams.codec import Encoded
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.exactly_once import (
     Instance,
     commit_with_offsets,
     consumer_config,
+    init_transactions,
     producer_config,
 )
 from deeptrust.streams.kafka_errors import (
@@ -61,10 +69,45 @@ KEEP_ALIVE_POLL_S = 1.0
 """How often a paused consumer polls while long work runs: its group membership lives on it."""
 CONNECTION_PROBE_S = 1.0
 """How often a cut-off service asks the cluster for metadata to learn it is back."""
+HEALTH_PROBE_S = 5.0
+"""How often a service in touch asks for metadata anyway: an idle one learns it is cut off."""
+HEALTH_PROBE_TIMEOUT_S = 2.0
+"""How long that request may take before the service counts itself cut off."""
+RECREATE_CODES = frozenset({KafkaError._TIMED_OUT, KafkaError._TRANSPORT})
+"""Transaction errors after which the clients are re-created rather than tried again: the
+coordinator they know may be gone, and librdkafka may not look for the new one in time."""
 
 
 class Interrupted(Exception):
     """Stop was requested while the strategy waited: the work in hand is not committed."""
+
+
+class Reconnected(KafkaException):
+    """The cluster answers again after an outage that these clients only rode out."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            KafkaError(
+                KafkaError._TRANSPORT,
+                "in touch with the cluster again after an outage; fresh clients resolve what "
+                "the old ones left open",
+                fatal=True,
+            )
+        )
+
+
+class Revoked(KafkaException):
+    """Partitions were revoked while a batch was in hand: it is dropped, not committed."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            KafkaError(
+                KafkaError.REBALANCE_IN_PROGRESS,
+                "partitions were revoked before the batch committed; resuming from the "
+                "committed offsets",
+                fatal=True,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -164,8 +207,11 @@ class Session:
         self._clock = clock
         self._busy = False
         self._cut_off = False
-        self._last_probe = float("-inf")
-        self.committed_any = False
+        self._unreachable = False
+        """Whether a metadata request failed while cut off: no broker answered at all."""
+        self._last_probe = clock()
+        self._revocations = 0
+        self._revocations_at_batch = 0
 
     # -- rebalancing -------------------------------------------------------------------
 
@@ -178,6 +224,8 @@ class Session:
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Let the strategy drop state for partitions that are no longer ours."""
+        if partitions:
+            self._revocations += 1
         self._strategy.revoked(self, partitions)
 
     # -- what a strategy may ask -------------------------------------------------------
@@ -244,9 +292,20 @@ class Session:
             log.warning("consumer error on %s: %s", message.topic(), error)
         return False
 
+    def batch_begins(self) -> None:
+        """A batch is about to be consumed: revocations from now on void its commit."""
+        self._revocations_at_batch = self._revocations
+
     def commit(self, commit: Commit) -> None:
-        """Run ``commit`` as one transaction; retriable errors are retried, others raise."""
+        """Run ``commit`` as one transaction; retriable errors are retried, others raise.
+
+        Raises :class:`Revoked` instead if partitions were revoked since the batch was
+        consumed, and re-raises timeouts and transport errors for the clients to be
+        re-created.
+        """
         for attempt in range(1, (COMMIT_RETRY.max_attempts or 1) + 1):
+            if self._revocations != self._revocations_at_batch:
+                raise Revoked
             try:
                 commit_with_offsets(
                     self.producer,
@@ -262,40 +321,53 @@ class Session:
                 if error is None or action_for(error) is not Action.RETRY:
                     raise
                 self._mark_cut_off(f"transaction failed: {error}")
-                if COMMIT_RETRY.exhausted(attempt):
+                if error.code() in RECREATE_CODES or COMMIT_RETRY.exhausted(attempt):
                     raise
                 self._metrics.failed_batch()
                 log.warning("transaction attempt %d: %s; retrying", attempt, error)
                 self.pause_for(COMMIT_RETRY.delay_s(attempt))
-        self.committed_any = True
         self._back_in_touch()
         commit.committed()
 
     def check_connection(self) -> None:
-        """Act on client errors; while cut off, ask for metadata now and then.
+        """Act on client errors; ask for metadata now and then, every second while cut off.
 
-        An error that stops the service is raised here; the service is ready again once the
-        cluster answers a metadata request (or a transaction goes through).
+        An error that stops the service is raised here. A metadata request that fails marks
+        the service cut off (an idle consumer may hear of no error otherwise). It is ready
+        again once a transaction goes through or the cluster answers a metadata request; if
+        no broker answered one meanwhile, its clients are re-created first
+        (:class:`Reconnected`): clients that sat out an outage without a transaction failing
+        can be left with their last transaction unresolved on the broker, and their consumer
+        waiting on the group's committed offsets (KIP-447's stable offsets) that it holds
+        pending. A new producer with the same transactional id resolves it.
         """
         self.producer.poll(0)  # serves the producer's error_cb
         if self._errors.stopping is not None:
             raise KafkaException(self._errors.stopping)
         if self._errors.cut_off is not None:
             self._mark_cut_off(self._errors.cut_off)
-            self._errors.cut_off = None
-            return
-        if not self._cut_off or self._clock() - self._last_probe < CONNECTION_PROBE_S:
+            self._errors.cut_off = None  # and ask whether any broker answers, below
+        interval = CONNECTION_PROBE_S if self._cut_off else HEALTH_PROBE_S
+        if self._clock() - self._last_probe < interval:
             return
         self._last_probe = self._clock()
+        timeout = CONNECTION_PROBE_S if self._cut_off else HEALTH_PROBE_TIMEOUT_S
         try:
-            if self.consumer.list_topics(timeout=CONNECTION_PROBE_S).brokers:
-                self._back_in_touch()
-        except KafkaException:
+            answered = bool(self.consumer.list_topics(timeout=timeout).brokers)
+        except KafkaException as exception:
+            self._mark_cut_off(f"no metadata: {exception}")
+            self._unreachable = True
             return
+        if answered and self._unreachable:
+            log.info("%s: in touch with the cluster again", self._strategy.name)
+            raise Reconnected
+        if answered:
+            self._back_in_touch()
 
     def _mark_cut_off(self, why: str) -> None:
         if not self._cut_off:
             log.warning("%s: cut off from the cluster (%s)", self._strategy.name, why)
+            self._last_probe = float("-inf")  # ask at once whether it is back
         self._cut_off = True
         self._metrics.set_ready(False)
 
@@ -303,6 +375,7 @@ class Session:
         if self._cut_off:
             log.info("%s: in touch with the cluster again", self._strategy.name)
         self._cut_off = False
+        self._unreachable = False
         self._metrics.set_ready(True)
 
 
@@ -351,8 +424,9 @@ class ServiceRuntime:
         try:
             while not stop.is_set():
                 try:
-                    session = self._serve(stop)
-                    failures = 0 if session is None or session.committed_any else failures
+                    committed_any = self._serve(stop)
+                    failures = 0 if committed_any else failures
+                    continue
                 except KafkaException as exception:
                     error = error_of(exception)
                     if error is None or action_for(error) is Action.STOP:
@@ -360,41 +434,55 @@ class ServiceRuntime:
                         raise ServiceStopped(
                             f"{self._strategy.name}: {exception} ({why})"
                         ) from exception
-                    failures += 1
-                    self._metrics.recovered(describe(error))
-                    delay = self._reconnect.delay_s(failures)
-                    log.warning(
-                        "%s: %s; re-creating the clients in %.1fs and resuming from the "
-                        "committed offsets",
-                        *(self._strategy.name, error, delay),
-                    )
-                    stop.wait(delay)
+                    if isinstance(exception, StuckCall):
+                        self._metrics.recovered("stuck_call")
+                    elif isinstance(exception, Reconnected):
+                        self._metrics.recovered("reconnected")
+                    else:
+                        self._metrics.recovered(describe(error))
+                failures += 1
+                delay = self._reconnect.delay_s(failures)
+                log.warning(
+                    "%s: %s; re-creating the clients in %.1fs and resuming from the "
+                    "committed offsets",
+                    *(self._strategy.name, error, delay),
+                )
+                # Waited out of the handler: the exception's frames hold the old clients.
+                stop.wait(delay)
         finally:
             self._strategy.close()
             log.info("%s stopped", self._strategy.name)
 
-    def _serve(self, stop: threading.Event) -> Session | None:
-        """One life of the clients: until stop (returns) or a Kafka error (raises)."""
+    def _serve(self, stop: threading.Event) -> bool:
+        """One life of the clients: until stop (returns) or a Kafka error (raises).
+
+        Returns whether anything was committed. The clients are closed at the end of their
+        life, so none lingers dialling the cluster (or, a producer, bumping the epoch its
+        successor holds), except a producer that a stuck call is still inside.
+        """
         errors = ClientErrors()
         producer = self._clients.producer(
             {**producer_config(self._kafka, self._group_id, self._instance), "error_cb": errors}
         )
-        # Fence a predecessor first: what it left open must not hide the state read next.
-        producer.init_transactions(self._instance.kafka_timeout_s)
-        overrides = {**self._strategy.consumer_overrides, "error_cb": errors}
-        consumer = self._clients.consumer(
-            consumer_config(self._kafka, self._group_id, self._instance, **overrides)
-        )
-        session = Session(
-            consumer,
-            producer,
-            stop,
-            self._metrics,
-            self._strategy,
-            self._instance.kafka_timeout_s,
-            errors,
-        )
+        consumer: Consumer | None = None
+        abandoned = False
+        committed_any = False
         try:
+            # Fence a predecessor first: what it left open must not hide the state read next.
+            init_transactions(producer, self._instance.kafka_timeout_s)
+            overrides = {**self._strategy.consumer_overrides, "error_cb": errors}
+            consumer = self._clients.consumer(
+                consumer_config(self._kafka, self._group_id, self._instance, **overrides)
+            )
+            session = Session(
+                consumer,
+                producer,
+                stop,
+                self._metrics,
+                self._strategy,
+                self._instance.kafka_timeout_s,
+                errors,
+            )
             consumer.subscribe(
                 [self._topics(topic) for topic in self._strategy.topics],
                 on_assign=session.on_assign,
@@ -405,6 +493,7 @@ class ServiceRuntime:
             topics = ", ".join(topic.value for topic in self._strategy.topics)
             log.info("stage %s consuming %s", self._strategy.name, topics)
             while not stop.is_set():
+                session.batch_begins()
                 messages = consumer.consume(self._max_batch, self._max_wait_s)
                 self._metrics.heartbeat()
                 session.check_connection()
@@ -413,16 +502,25 @@ class ServiceRuntime:
                 commit = self._strategy.handle(usable, session)
                 if commit is not None:
                     session.commit(commit)
+                    committed_any = True
         except Interrupted:
             log.info("%s: stopping with the batch in hand uncommitted", self._strategy.name)
+        except StuckCall:
+            abandoned = True
+            raise
         finally:
             self._metrics.set_ready(False)
-            _close(consumer)
-        return session
+            timeout_s = self._instance.kafka_timeout_s
+            if consumer is not None:
+                _close(timeout_s, "consumer", consumer.close)
+            if not abandoned:
+                _close(timeout_s, "producer", producer.close)
+        return committed_any
 
 
-def _close(consumer: Consumer) -> None:
+def _close(timeout_s: float, what: str, close: Callable[[], object]) -> None:
+    """Close a client within a deadline: a stuck close must not stall recovery."""
     try:
-        consumer.close()
+        within(timeout_s, f"closing the {what}", close)
     except (KafkaException, RuntimeError) as error:
-        log.warning("closing the consumer: %s", error)
+        log.warning("closing the %s: %s", what, error)

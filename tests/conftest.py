@@ -94,14 +94,27 @@ def raw_producer(kafka: KafkaSettings) -> Producer:
 StartStage = Callable[..., StageProcess]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
+    """Keep each phase's report on the test, so fixtures can tell that it failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
 def start_stage(
-    kafka: KafkaSettings, store: LocalObjectStore, tmp_path: Path
+    kafka: KafkaSettings, store: LocalObjectStore, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[StartStage]:
-    """Start a stage process against this test's topics; all are stopped at the end."""
+    """Start a stage process against this test's topics; all are stopped at the end.
+
+    When the test failed, every stage still running first prints its threads' stacks into
+    its log: a stalled stage shows where it is stuck.
+    """
     started: list[StageProcess] = []
 
-    def start(name: str, **env: str) -> StageProcess:
+    def start(name: str, *, module: str | None = None, **env: str) -> StageProcess:
+        """Start stage ``name``; with ``module``, ``python -m MODULE`` runs it instead."""
         stage = StageProcess(
             name,
             {
@@ -114,6 +127,7 @@ def start_stage(
             },
             free_port(),
             tmp_path / "logs" / f"{name}-{len(started)}.log",
+            **({} if module is None else {"program": (sys.executable, "-m", module)}),
         )
         stage.start()
         started.append(stage)
@@ -121,6 +135,10 @@ def start_stage(
         return stage
 
     yield start
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for stage in started:
+            stage.dump_stacks()
     for stage in started:
         stage.terminate()
 

@@ -1,13 +1,22 @@
-"""A stage killed with SIGKILL mid-stream and restarted loses and duplicates nothing."""
+"""A stage killed with SIGKILL and restarted loses and duplicates nothing.
+
+Killed mid-stream between batches, and killed with a transaction open whose records are
+already on the broker (between produce and commit): the restarted instance's producer
+fences the dead one's and aborts what it left open.
+"""
+
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from deeptrust.schemas.events import DetectedEvent, EmbeddingEvent
-from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.reader import read_to_end, read_until
 from deeptrust.streams.stage import derived_event_id
-from deeptrust.streams.topics import Topic
-from tests.conftest import wait_for
+from deeptrust.streams.topics import Topic, TopicNames
+from tests.conftest import StartStage, wait_for
+from tests.faults import assert_exactly_once, upload
 from tests.images import sample_paths, small_photo
 
 pytestmark = pytest.mark.integration
@@ -72,3 +81,36 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, topics, uploads,
 
     wait_for(lambda: len(lag_by_partition()) == 3, 30, "a lag sample of every partition")
     wait_for(lambda: sum(lag_by_partition().values()) == 0, 30, "zero lag once caught up")
+
+
+def test_sigkill_with_a_transaction_open_loses_and_duplicates_nothing(
+    kafka: KafkaSettings, topics: TopicNames, uploads, start_stage: StartStage, tmp_path: Path
+):
+    expected = upload(uploads, 0, 120)
+    held_file = tmp_path / "held"
+    batches = {"DEEPTRUST_RUNNER_MAX_BATCH": "8"}
+    held = start_stage(
+        "detect",
+        module="tests.held_commit",
+        HOLD_AFTER="3",
+        HOLD_FILE=str(held_file),
+        **batches,
+    )
+    wait_for(held_file.exists, 90, "detect to hold its fourth transaction open")
+    held_ids = set(held_file.read_text().split())
+    assert held_ids, "the held transaction produced records"
+
+    # The held batch's records are on the broker, in a transaction that never commits.
+    def on_the_broker(received) -> bool:
+        return held_ids <= {item.event.image_id for item in received}
+
+    uncommitted = read_until(
+        kafka, topics(Topic.DETECTED), DetectedEvent, on_the_broker, 30, "read_uncommitted"
+    )
+    assert on_the_broker(uncommitted)
+    held.kill()
+
+    detect = start_stage("detect", **batches)
+    assert_exactly_once(kafka, topics(Topic.DETECTED), DetectedEvent, expected)
+    assert_exactly_once(kafka, topics(Topic.EMBEDDINGS), EmbeddingEvent, expected)
+    assert detect.returncode is None, detect.log_tail()

@@ -7,6 +7,7 @@ and check what the runtime does about it. A transaction becomes visible only on 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,8 +73,15 @@ class FakeCluster:
     """Handed to the consumer's ``error_cb`` by the next ``consume`` calls, one each."""
     unreachable_probes: int = 0
     """Metadata requests that fail, one each, as they do while every broker is down."""
+    stuck_sends: int = 0
+    """``send_offsets_to_transaction`` calls that never return (until ``release`` is set)."""
+    release: threading.Event = field(default_factory=threading.Event)
+    revoke_on_consume: int = 0
+    """Consumes that return messages and then lose the assignment in a rebalance, one each."""
     producers: int = 0
     consumers: int = 0
+    made: list[FakeConsumer | FakeProducer] = field(default_factory=list)
+    """Every client made, to check that each was closed."""
     on_commit: Callable[[], None] | None = None
 
     def append(self, topic: str, event: Any, key: str, partition: int = 0) -> None:
@@ -100,11 +108,15 @@ class FakeClients:
 
     def consumer(self, config: dict[str, Any]) -> FakeConsumer:
         self.cluster.consumers += 1
-        return FakeConsumer(self.cluster, config)
+        consumer = FakeConsumer(self.cluster, config)
+        self.cluster.made.append(consumer)
+        return consumer
 
     def producer(self, config: dict[str, Any]) -> FakeProducer:
         self.cluster.producers += 1
-        return FakeProducer(self.cluster, config)
+        producer = FakeProducer(self.cluster, config)
+        self.cluster.made.append(producer)
+        return producer
 
 
 class FakeConsumer:
@@ -115,11 +127,13 @@ class FakeConsumer:
         self.paused: set[tuple[str, int]] = set()
         self.subscribed: list[str] = []
         self.on_assign: Callable[..., None] | None = None
+        self.on_revoke: Callable[..., None] | None = None
         self.closed = False
 
     def subscribe(self, topics: list[str], on_assign: Any = None, on_revoke: Any = None) -> None:
         self.subscribed = topics
         self.on_assign = on_assign
+        self.on_revoke = on_revoke
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -148,6 +162,8 @@ class FakeConsumer:
             return []
         if self.cluster.consume_errors:
             return [self.cluster.consume_errors.pop(0)]
+        if self.cluster.unreachable_probes > 0:
+            return []  # nothing is fetched from a cluster no broker of which answers
         taken: list[FakeMessage] = []
         for key, position in sorted(self.positions.items()):
             if key in self.paused:
@@ -156,7 +172,18 @@ class FakeConsumer:
             batch = log[position : position + num_messages - len(taken)]
             taken += batch
             self.positions[key] = position + len(batch)
+        if taken and self.cluster.revoke_on_consume > 0:
+            self.cluster.revoke_on_consume -= 1
+            self._rebalance()
         return taken
+
+    def _rebalance(self) -> None:
+        """Lose the assignment and get it back: positions go back to the committed offsets."""
+        partitions = self.assignment()
+        if self.on_revoke is not None:
+            self.on_revoke(self, partitions)
+        self.positions = {}
+        self._ensure_assigned()
 
     def poll(self, timeout: float) -> FakeMessage | None:
         found = self.consume(1, timeout)
@@ -207,6 +234,7 @@ class FakeProducer:
         self.pending: list[tuple[str, Encoded]] = []
         self.offsets: list[TopicPartition] = []
         self.fenced = False
+        self.closed = False
 
     def init_transactions(self, timeout: float) -> None:
         pass
@@ -223,6 +251,11 @@ class FakeProducer:
         self.pending.append((topic, Encoded(key, value, headers)))
 
     def send_offsets_to_transaction(self, offsets: list[TopicPartition], *_: Any) -> None:
+        if self.cluster.stuck_sends > 0:
+            self.cluster.stuck_sends -= 1
+            self.fenced = True  # what the replacement's init_transactions does to it
+            self.cluster.release.wait()
+            raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
         self.offsets = list(offsets)
 
     def commit_transaction(self, timeout: float) -> None:
@@ -242,3 +275,8 @@ class FakeProducer:
         if self.fenced:
             raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
         self.pending, self.offsets = [], []
+
+    def close(self) -> bool:
+        self.pending, self.offsets = [], []
+        self.closed = True
+        return True

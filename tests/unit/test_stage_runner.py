@@ -10,6 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from deeptrust.schemas.events import DeadLetterEvent, UploadEvent
+from deeptrust.streams import bounded, service
 from deeptrust.streams.dead_letters import Tally, dead_letter, size
 from deeptrust.streams.errors import DeadLetterRateExceeded, InvalidInput, Reason
 from deeptrust.streams.kafka_errors import ServiceStopped
@@ -18,7 +19,7 @@ from deeptrust.streams.runner import RunnerSettings, StageRunner
 from deeptrust.streams.stage import Output, Result
 from deeptrust.streams.topics import Topic
 from tests.events import upload_event
-from tests.unit.kafka_fakes import FakeCluster, FakeMessage, error_message
+from tests.unit.kafka_fakes import FakeCluster, FakeMessage, FakeProducer, error_message
 
 PREFIX = "t."
 UPLOADS = f"{PREFIX}uploads.v1"
@@ -122,18 +123,66 @@ def test_a_fenced_producer_is_replaced_and_the_batch_redone_once():
     assert cluster.consumers == 2
     assert sample(metrics, "deeptrust_recoveries_total", cause="fenced") == 1
     assert cluster.committed[(UPLOADS, 0)].offset == 3
+    assert all(client.closed for client in cluster.made), "no client is left to dial on"
 
 
 def test_a_retriable_commit_error_is_retried_on_the_same_clients():
     cluster = FakeCluster()
     uploads(cluster, "a", "b")
-    timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True))
-    cluster.commit_failures.append(timeout)
+    busy = KafkaException(KafkaError(KafkaError.CONCURRENT_TRANSACTIONS, "busy", retriable=True))
+    cluster.commit_failures.append(busy)
 
     run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 2)
 
     assert image_ids(cluster, DETECTED) == ["a", "b"]
     assert cluster.producers == 1
+
+
+def test_a_timed_out_transaction_re_creates_the_clients():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b")
+    timeout = KafkaException(KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True))
+    cluster.commit_failures += [timeout] * 5  # the commit call's own retries run out
+
+    metrics = run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 2)
+
+    assert image_ids(cluster, DETECTED) == ["a", "b"]
+    assert cluster.producers == 2
+    assert sample(metrics, "deeptrust_recoveries_total", cause="timed_out") == 1
+
+
+def test_a_transactional_call_that_never_returns_is_given_up(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(bounded, "GRACE_S", 0.2)
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b")
+    cluster.stuck_sends = 1
+    quick = settings(kafka_timeout_s=0.1)
+
+    try:
+        metrics = run_until(
+            cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 2, quick
+        )
+    finally:
+        cluster.release.set()
+
+    assert image_ids(cluster, DETECTED) == ["a", "b"]
+    assert cluster.producers == 2
+    assert sample(metrics, "deeptrust_recoveries_total", cause="stuck_call") == 1
+    stuck, replacement = (c for c in cluster.made if isinstance(c, FakeProducer))
+    assert not stuck.closed, "a producer a call is stuck in is abandoned, not used again"
+    assert replacement.closed
+
+
+def test_a_batch_whose_partitions_were_revoked_is_not_committed():
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b", "c")
+    cluster.revoke_on_consume = 1  # the batch is read, then a rebalance takes it away
+
+    metrics = run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 3)
+
+    assert image_ids(cluster, DETECTED) == ["a", "b", "c"]
+    assert cluster.committed[(UPLOADS, 0)].offset == 3
+    assert sample(metrics, "deeptrust_recoveries_total", cause="rebalance_in_progress") == 1
 
 
 def test_failed_authentication_stops_the_service():
@@ -175,6 +224,23 @@ def test_a_lost_cluster_marks_the_service_not_ready_until_it_answers():
 
     # cut off while the first is processed; its commit shows the cluster is back
     assert seen == [("processing", False), ("processing", True)]
+
+
+def test_clients_that_sat_out_an_outage_are_re_created_once_it_is_over(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setattr(service, "CONNECTION_PROBE_S", 0.0)  # probe on every poll
+    cluster = FakeCluster()
+    uploads(cluster, "a")
+    cluster.client_errors.append(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    cluster.unreachable_probes = 1  # no broker answers, then one does
+
+    metrics = run_until(cluster, EchoStage(), lambda c: len(c.committed_to(DETECTED)) >= 1)
+
+    assert image_ids(cluster, DETECTED) == ["a"]
+    assert cluster.producers == 2
+    assert sample(metrics, "deeptrust_recoveries_total", cause="reconnected") == 1
+    assert all(client.closed for client in cluster.made)
 
 
 def test_a_poison_pill_is_dead_lettered_alone_after_the_retries():
