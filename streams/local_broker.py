@@ -22,6 +22,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from deeptrust.devtools.secured_kafka import BrokerSecurity
 from deeptrust.streams.detached import DetachedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -148,6 +149,8 @@ class LocalBroker:
     share_classes: bool = False
     """Start from a class-data archive of the server's classes, recorded by the first run
     that finds none: a restart takes about half as long."""
+    security: BrokerSecurity | None = None
+    """Clients on SASL_SSL only (SCRAM, TLS, ACLs) instead of PLAINTEXT; one node only."""
 
     def __post_init__(self) -> None:
         if self.quorum and self.quorum[self.node_id - 1] != self.ports:
@@ -192,7 +195,15 @@ class LocalBroker:
         self.home.mkdir(parents=True, exist_ok=True)
         config = self.home / "server.properties"
         quorum = self.quorum or (self.ports,)
-        config.write_text(_properties_file(server_properties(self.data_dir, self.node_id, quorum)))
+        properties = server_properties(self.data_dir, self.node_id, quorum)
+        format_extra: list[str] = []
+        if self.security is not None:
+            if len(quorum) > 1:
+                raise BrokerError("a secured broker runs alone, not in a quorum")
+            self.security.prepare()
+            properties |= self.security.listener_properties(self.port, self.controller_port)
+            format_extra = self.security.format_arguments()
+        config.write_text(_properties_file(properties))
         java = [
             "java",
             f"-Xmx{self.heap}",
@@ -205,7 +216,11 @@ class LocalBroker:
         if not (self.data_dir / "meta.properties").exists():
             cluster_id = self.cluster_id or new_cluster_id()
             subprocess.run(
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                [
+                    *java,
+                    *("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+                    *format_extra,
+                ],
                 capture_output=True,
                 check=True,
             )
@@ -233,7 +248,7 @@ class LocalBroker:
             if time.monotonic() > deadline:
                 raise BrokerError(f"broker not listening after {timeout_s}s:\n{self.log_tail()}")
             time.sleep(0.2)
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        admin = AdminClient(self.admin_config())
         while time.monotonic() < deadline:
             if self.pid() is None:
                 raise BrokerError(f"broker exited during start-up:\n{self.log_tail()}")
@@ -243,6 +258,12 @@ class LocalBroker:
             except Exception:  # noqa: S112 - not answering yet is the expected state here
                 continue
         raise BrokerError(f"broker not ready after {timeout_s}s:\n{self.log_tail()}")
+
+    def admin_config(self) -> dict[str, str | int | float | bool]:
+        """A super user's client settings for this broker."""
+        if self.security is None:
+            return {"bootstrap.servers": self.bootstrap_servers}
+        return self.security.admin_settings(self.bootstrap_servers).client_config()
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop the broker gracefully (SIGTERM), killing it if it does not exit in time."""

@@ -182,6 +182,16 @@ class ClientErrors:
         else:
             log.warning("kafka client: %s", error)
 
+    def raise_if_stopping(self, producer: Producer) -> None:
+        """Serve the producer's queued callbacks; raise the error that stops the service.
+
+        A call that timed out (``init_transactions`` against a cluster that refuses these
+        credentials) says only "timed out": the reason sits in the callback queue.
+        """
+        producer.poll(0)
+        if self.stopping is not None:
+            raise KafkaException(self.stopping)
+
 
 class Session:
     """One set of live clients, and what a strategy may ask of them while it works."""
@@ -341,9 +351,7 @@ class Session:
         waiting on the group's committed offsets (KIP-447's stable offsets) that it holds
         pending. A new producer with the same transactional id resolves it.
         """
-        self.producer.poll(0)  # serves the producer's error_cb
-        if self._errors.stopping is not None:
-            raise KafkaException(self._errors.stopping)
+        self._errors.raise_if_stopping(self.producer)
         if self._errors.cut_off is not None:
             self._mark_cut_off(self._errors.cut_off)
             self._errors.cut_off = None  # and ask whether any broker answers, below
@@ -469,7 +477,11 @@ class ServiceRuntime:
         committed_any = False
         try:
             # Fence a predecessor first: what it left open must not hide the state read next.
-            init_transactions(producer, self._instance.kafka_timeout_s)
+            try:
+                init_transactions(producer, self._instance.kafka_timeout_s)
+            except KafkaException:
+                errors.raise_if_stopping(producer)
+                raise
             overrides = {**self._strategy.consumer_overrides, "error_cb": errors}
             consumer = self._clients.consumer(
                 consumer_config(self._kafka, self._group_id, self._instance, **overrides)
