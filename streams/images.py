@@ -23,6 +23,9 @@ from deeptrust.streams.formats import DECODERS, identify
 from deeptrust.streams.objectstore import ObjectStore
 
 pi_heif.register_heif_opener()
+Image.init()
+READERS = tuple(name for name in DECODERS if name in Image.OPEN)
+"""The accepted formats this Pillow can read (AVIF needs Pillow 11.3 or later)."""
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -46,7 +49,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIm
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=DECODERS)
+            image = Image.open(io.BytesIO(data), formats=READERS)
             width, height = image.size
             if width * height > max_pixels:
                 raise InvalidInput(
