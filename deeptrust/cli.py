@@ -246,7 +246,6 @@ def topics(partitions: int, replication_factor: int) -> None:
 def produce(paths: tuple[Path, ...], rate: float | None, repeat: int) -> None:
     """Store images and emit their upload events (also replays a folder at a chosen rate)."""
     from deeptrust.processors.settings import ProcessorSettings
-    from deeptrust.streams.formats import identify
     from deeptrust.streams.producer import UnsupportedUpload, UploadProducer, image_files, paced
 
     files = image_files(paths) * repeat
@@ -256,11 +255,8 @@ def produce(paths: tuple[Path, ...], rate: float | None, repeat: int) -> None:
     with Progress(console=console) as progress:
         task = progress.add_task("uploading", total=len(files))
         for path in paced(files, rate):
-            data = path.read_bytes()
             try:
-                if identify(data) is None:
-                    raise UnsupportedUpload(f"{path.name}: not in an image format DeepTrust reads")
-                producer.upload(data, path.name)
+                producer.upload(path.read_bytes(), path.name, refuse_unknown=True)
             except UnsupportedUpload as error:
                 refused.append(str(error))
                 console.print(f"refused {error}")

@@ -104,11 +104,6 @@ def identify(data: bytes) -> ImageFormat | None:
     return None
 
 
-def by_mime(mime: str) -> ImageFormat | None:
-    """The listed format with this MIME type, if any."""
-    return next((f for f in FORMATS if f.mime == mime), None)
-
-
 def _iso_media(data: bytes) -> ImageFormat | None:
     """HEIC, HEIF, AVIF or CR3 by the ``ftyp`` box's major and compatible brands."""
     (size,) = struct.unpack(">I", data[:4])

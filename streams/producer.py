@@ -58,14 +58,17 @@ class UploadProducer:
         filename: str,
         image_id: str | None = None,
         metadata: dict[str, str] | None = None,
+        refuse_unknown: bool = False,
     ) -> UploadEvent:
         """Store ``data`` and emit its upload event; delivery completes on :meth:`flush`.
 
         A format the pipeline refuses raises :class:`UnsupportedUpload` before anything is
-        stored. Bytes in no known format are sent on: the detect stage dead-letters them
-        with the decoder's reason, as it does a corrupt file.
+        stored. Bytes in no known format are sent on (the detect stage dead-letters them
+        with the decoder's reason, as it does a corrupt file) unless ``refuse_unknown``.
         """
         found = identify(data)
+        if found is None and refuse_unknown:
+            raise UnsupportedUpload(f"{filename}: not in an image format DeepTrust reads")
         if found is not None and not found.accepted:
             raise UnsupportedUpload(f"{filename}: {found.refusal}")
         image_id = image_id or uuid.uuid4().hex

@@ -311,7 +311,8 @@ class StageStrategy(Strategy):
                 (self._topic_names(out.topic), encode(out.event, _image_id(out), trace_id))
                 for out in result
             ]
-            oversized = [(topic, size(r)) for topic, r in records if size(r) > RECORD_LIMIT_BYTES]
+            sizes = [(topic, size(record)) for topic, record in records]
+            oversized = [(topic, bytes_) for topic, bytes_ in sizes if bytes_ > RECORD_LIMIT_BYTES]
             if not oversized:
                 return result, records
             topic, bytes_ = oversized[0]

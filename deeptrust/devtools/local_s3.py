@@ -12,13 +12,11 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deeptrust.streams.local_broker import free_port
+from deeptrust.streams.local_broker import accepts_connections, free_port
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "deeptrust-local",
@@ -66,7 +64,7 @@ class LocalS3:
                 env={**os.environ, **CREDENTIALS},
             )
         deadline = time.monotonic() + timeout_s
-        while not self._answers():
+        while not accepts_connections(self.port):
             if self._process.poll() is not None:
                 raise LocalS3Error(f"moto exited ({self._process.returncode}): {self.log_tail()}")
             if time.monotonic() > deadline:
@@ -109,12 +107,3 @@ class LocalS3:
         if not path.exists():
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-    def _answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/moto-api/", timeout=1):
-                return True
-        except urllib.error.HTTPError:
-            return True  # an answer, only not a 2xx one
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
