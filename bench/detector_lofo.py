@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
+from deeptrust.devtools.debian import debian_package
 from deeptrust.training.detector import benchmark, data, families, real_photos
 from deeptrust.training.detector.detectors import NAMES, SUBSET_NAMES, Detector, detectors
 from deeptrust.training.detector.generators import SIZE, GeneratorConfig, seed_everything
@@ -203,7 +204,8 @@ def main() -> None:
     # 1. Real images, split three ways by photograph; edited copies stay beside their original.
     seed_everything(0, args.threads)
     rng = np.random.default_rng(0)
-    photos = data.sample_photos() + data.debian_photos() + real_photos.plasma_photos()
+    photos = data.sample_photos() + data.debian_photos(debian_package(data.DEBIAN_PACKAGE))
+    photos += real_photos.plasma_photos(debian_package(real_photos.PLASMA_PACKAGE))
     photos += real_photos.screenshots(sizes.screenshots)
     # The two photographs of people form their own stratum, so one lands in test.
     photos = [replace(p, source="portraits") if p.name in PORTRAITS else p for p in photos]

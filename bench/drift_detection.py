@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
-from deeptrust.debian import debian_package
+from deeptrust.devtools.debian import debian_package
 from deeptrust.drift.detectors import DETECTORS, DetectorConfig, DriftDetector
 from deeptrust.drift.shifts import SHIFTS, jpeg, random_crops
 from deeptrust.processors.models import load_model

@@ -26,17 +26,17 @@ from PIL import Image
 from publish import publish
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.devtools.local_broker import LocalBroker, free_port
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.drift.monitor import DriftMonitor, Embedded
 from deeptrust.drift.reference import ReferenceStore
 from deeptrust.drift.settings import DriftSettings
 from deeptrust.drift.shifts import random_crops
-from deeptrust.processes import StageProcess
 from deeptrust.processors.models import load_model
 from deeptrust.processors.settings import ProcessorSettings
 from deeptrust.schemas.events import EmbeddingEvent
 from deeptrust.streams.codec import Encoded, decode, encode
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import LocalBroker, free_port
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,9 +30,9 @@ from pathlib import Path
 import httpx
 from publish import publish
 
+from deeptrust.devtools.local_broker import LocalBroker, free_port
 from deeptrust.schemas.events import UploadEvent
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import LocalBroker, free_port
 from deeptrust.streams.reader import read_to_end
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
 

@@ -28,11 +28,11 @@ from typing import TypeVar
 from confluent_kafka import Producer
 from publish import publish
 
+from deeptrust.devtools.local_broker import LocalBroker, free_port
 from deeptrust.schemas.events import DeadLetterEvent, DeadLetterRedrive, UploadEvent
 from deeptrust.streams.codec import encode, headers_dict
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.dead_letters import REASON_HEADER, STAGE_HEADER
-from deeptrust.streams.local_broker import LocalBroker, free_port
 from deeptrust.streams.reader import read_to_end
 from deeptrust.streams.redrive import REDRIVE_HEADER, LetterFilter, Verdict, select
 from deeptrust.streams.redrive_kafka import RedriveSettings, read_letters, redrive, redrive_producer

@@ -33,14 +33,14 @@ from typing import Any
 from publish import publish
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
-from deeptrust.processes import StageProcess
-from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.devtools.llm_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.devtools.local_broker import LocalBroker, free_port
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.processors.models import load_model
 from deeptrust.processors.settings import ProcessorSettings
 from deeptrust.schemas.events import CaptionedEvent, DetectedEvent
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.images import fetch_image
-from deeptrust.streams.local_broker import LocalBroker, free_port
 from deeptrust.streams.producer import UploadProducer
 from deeptrust.streams.reader import read_to_end
 from deeptrust.streams.topics import Topic, TopicNames, create_topics

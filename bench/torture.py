@@ -26,10 +26,10 @@ from pathlib import Path
 from PIL import Image
 from publish import publish
 
-from deeptrust.processes import StageProcess
+from deeptrust.devtools.local_broker import LocalBroker, free_port
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.schemas.events import DeadLetterEvent, EnrichedEvent
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import LocalBroker, free_port
 from deeptrust.streams.objectstore import LocalObjectStore
 from deeptrust.streams.producer import UploadProducer, paced
 from deeptrust.streams.reader import read_to_end

@@ -104,43 +104,6 @@ def evaluate_captions(dataset: Path, images: Path | None, limit: int | None, bat
     click.echo(f"{score.model} on {len(score.captions)} images (run {run.info.run_id}): {shown}")
 
 
-@click.group("mlflow")
-def mlflow_group() -> None:
-    """Run a local MLflow tracking server (SQLite store, local artefacts)."""
-
-
-_home_option = click.option(
-    "--home", type=click.Path(path_type=Path), default=DEFAULT_HOME / "mlflow", show_default=True
-)
-_port_option = click.option("--port", type=int, default=5000, show_default=True)
-
-
-@mlflow_group.command("up")
-@_home_option
-@_port_option
-def mlflow_up(home: Path, port: int) -> None:
-    """Start the server unless it runs; print its tracking URI."""
-    from deeptrust.training.tracking.local_server import LocalTrackingServer, TrackingServerError
-
-    server = LocalTrackingServer(home, port)
-    try:
-        server.start()
-    except TrackingServerError as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(f"mlflow tracking at {server.tracking_uri} (pid {server.pid()})")
-
-
-@mlflow_group.command("down")
-@_home_option
-@_port_option
-def mlflow_down(home: Path, port: int) -> None:
-    """Stop the server; runs and models stay in its store."""
-    from deeptrust.training.tracking.local_server import LocalTrackingServer
-
-    LocalTrackingServer(home, port).stop()
-    click.echo("mlflow stopped")
-
-
 @click.command("feedback")
 @click.argument("image_id")
 @click.argument("label", type=click.Choice(["ai_generated", "real"]))

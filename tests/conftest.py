@@ -1,6 +1,6 @@
 """One real Kafka broker per test session; each test gets its own topic prefix.
 
-The broker is the project's own (``deeptrust.streams.local_broker``): Kafka 4.3.1 from Maven
+The broker is the project's own (``deeptrust.devtools.local_broker``): Kafka 4.3.1 from Maven
 Central, KRaft, on free loopback ports, in a temporary directory.
 """
 
@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from deeptrust.devtools.local_broker import LocalBroker, free_port
+from deeptrust.devtools.local_cluster import LocalCluster
 from deeptrust.devtools.local_s3 import LocalS3
-from deeptrust.processes import StageProcess
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.schemas.events import UploadEvent
 from deeptrust.streams.codec import encode
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import LocalBroker, free_port
-from deeptrust.streams.local_cluster import LocalCluster
 from deeptrust.streams.objectstore import LocalObjectStore
 from deeptrust.streams.producer import UploadProducer
 from deeptrust.streams.topics import Topic, TopicNames, create_topics

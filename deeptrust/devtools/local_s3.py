@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deeptrust.streams.local_broker import accepts_connections, free_port
+from deeptrust.devtools.local_broker import accepts_connections, free_port
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "deeptrust-local",

@@ -1,6 +1,6 @@
 """What a secured local broker needs: a CA and a broker certificate, SCRAM users, ACLs.
 
-The broker (:class:`deeptrust.streams.local_broker.LocalBroker` with a
+The broker (:class:`deeptrust.devtools.local_broker.LocalBroker` with a
 :class:`BrokerSecurity`) listens for clients on SASL_SSL only: TLS with a certificate
 signed by a CA made here by ``openssl``, SCRAM-SHA-512 logins, and Kafka's
 ``StandardAuthorizer`` denying whatever no ACL allows. The admin principal is a super user;

@@ -35,10 +35,10 @@ from typing import Literal
 import numpy as np
 from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 
+from deeptrust.cache import CACHE_DIR
 from deeptrust.processors.vocabulary.minilm import MiniLMEncoder
 from deeptrust.processors.vocabulary.terms import TERMS_FILE, read_terms
 from deeptrust.processors.vocabulary.wordnet import open_wordnet
-from deeptrust.streams.local_broker import CACHE_DIR
 
 DEFAULT_THRESHOLD = 0.65
 """Lowest cosine for an embedding match; measured in ``docs/tags.md``."""

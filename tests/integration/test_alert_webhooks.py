@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from deeptrust.processes import StageProcess
+from deeptrust.devtools.local_broker import free_port
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.schemas.events import AlertEvent, DeadLetterEvent
 from deeptrust.streams.codec import encode
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import free_port
 from deeptrust.streams.reader import read_until
 from deeptrust.streams.topics import Topic, TopicNames
 from deeptrust.webhooks.signing import verify

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Producer
 
-from deeptrust.processes import StageProcess
+from deeptrust.devtools.local_broker import LocalBroker, free_port
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.schemas.events import CaptionedEvent, DetectedEvent
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import LocalBroker, free_port
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
 from tests.conftest import StartStage, wait_for
 from tests.faults import assert_exactly_once, upload

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
+from deeptrust.devtools.local_cluster import LocalCluster
 from deeptrust.schemas.events import CaptionedEvent, DetectedEvent
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_cluster import LocalCluster
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
 from tests.conftest import StartStage, wait_for
 from tests.faults import assert_exactly_once, upload

@@ -23,6 +23,7 @@ import uvicorn
 from confluent_kafka import Consumer, Producer
 from PIL import Image
 
+from deeptrust.devtools.local_broker import free_port
 from deeptrust.gateway.runtime import GatewayParts
 from deeptrust.gateway.settings import GatewaySettings
 from deeptrust.gateway.sources import FORM_OVERHEAD
@@ -39,7 +40,6 @@ from deeptrust.streams.codec import encode
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.dead_letters import dead_letter
 from deeptrust.streams.errors import InvalidInput, Reason
-from deeptrust.streams.local_broker import free_port
 from deeptrust.streams.objectstore import LocalObjectStore
 from deeptrust.streams.producer import produce_one
 from deeptrust.streams.reader import read_to_end

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from deeptrust.processes import StageProcess
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, shipped_head_path
 from deeptrust.schemas.events import DetectedEvent, Detection
 from deeptrust.streams.codec import decode

@@ -1,18 +1,18 @@
-"""`deeptrust kafka up | status | down` manage a real broker of their own."""
+"""`deeptrust-dev kafka up | status | down` manage a real broker of their own."""
 
 import subprocess
 import sys
 
 import pytest
 
-from deeptrust.streams.local_broker import free_port
+from deeptrust.devtools.local_broker import free_port
 
 pytestmark = pytest.mark.integration
 
 
 def deeptrust(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "deeptrust.cli", *args],
+        [sys.executable, "-m", "deeptrust.devtools.cli", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -10,11 +10,11 @@ import httpx
 import pytest
 from PIL import Image
 
+from deeptrust.devtools.llm_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.devtools.local_broker import free_port
 from deeptrust.processors.llm.client import CompletionClient, LLMSettings
-from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
 from deeptrust.processors.llm.models import LabelCaptioner, LLMTagger
 from deeptrust.processors.models import ModelSpec
-from deeptrust.streams.local_broker import free_port
 from tests.images import SAMPLES
 
 pytestmark = pytest.mark.integration

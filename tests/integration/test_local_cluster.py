@@ -22,8 +22,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from deeptrust.devtools.local_cluster import LocalCluster
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_cluster import LocalCluster
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
 from tests.conftest import wait_for
 

@@ -12,10 +12,10 @@ import json
 
 import pytest
 
-from deeptrust.processes import StageProcess
+from deeptrust.devtools.local_broker import free_port
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.schemas.events import DeadLetterEvent
 from deeptrust.streams.dead_letters import REASON_HEADER
-from deeptrust.streams.local_broker import free_port
 from deeptrust.streams.reader import read_until
 from deeptrust.streams.topics import Topic
 from tests.conftest import wait_for

@@ -21,7 +21,8 @@ import httpx
 import pytest
 from confluent_kafka import Producer
 
-from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.devtools.llm_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.devtools.local_broker import free_port
 from deeptrust.schemas.events import (
     Caption,
     CaptionedEvent,
@@ -30,7 +31,6 @@ from deeptrust.schemas.events import (
     EnrichedEvent,
 )
 from deeptrust.streams.codec import encode
-from deeptrust.streams.local_broker import free_port
 from deeptrust.streams.reader import read_to_end, read_until
 from deeptrust.streams.topics import Topic
 from tests.conftest import wait_for

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deeptrust.debian import debian_package
-from deeptrust.streams.local_broker import free_port
+from deeptrust.devtools.debian import debian_package
+from deeptrust.devtools.local_broker import free_port
 from tests.conftest import wait_for
 from tests.images import corrupt_bytes, jpeg_bytes
 

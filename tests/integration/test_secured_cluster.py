@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from deeptrust.devtools.local_broker import LocalBroker, free_port
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.devtools.secured_kafka import BrokerSecurity, add_principal, stage_acls
-from deeptrust.processes import StageProcess
 from deeptrust.schemas.events import EnrichedEvent
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import LocalBroker, free_port
 from deeptrust.streams.objectstore import LocalObjectStore
 from deeptrust.streams.producer import UploadProducer
 from deeptrust.streams.reader import read_until

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from deeptrust.processes import StageProcess
+from deeptrust.devtools.local_broker import free_port
+from deeptrust.devtools.processes import StageProcess
 from deeptrust.schemas.events import DetectedEvent
-from deeptrust.streams.local_broker import free_port
 from deeptrust.streams.reader import read_until
 from deeptrust.streams.topics import Topic
 from tests.images import sample_paths, small_photo

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from deeptrust.streams.local_broker import free_port
+from deeptrust.devtools.local_broker import free_port
 
 if TYPE_CHECKING:
+    from deeptrust.devtools.mlflow_server import LocalTrackingServer
     from deeptrust.training.service.settings import TrainingSettings
-    from deeptrust.training.tracking.local_server import LocalTrackingServer
 
 
 @pytest.fixture(scope="session")
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTrackingServer]:
     """Started on first use only: the main environment, without mlflow, never asks for it."""
-    from deeptrust.training.tracking.local_server import LocalTrackingServer
+    from deeptrust.devtools.mlflow_server import LocalTrackingServer
 
     server = LocalTrackingServer(tmp_path_factory.mktemp("mlflow"), port=free_port())
     server.start(timeout_s=180)

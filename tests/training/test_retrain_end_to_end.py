@@ -16,6 +16,7 @@ pytest.importorskip("torch")
 
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
+from deeptrust.devtools.mlflow_server import LocalTrackingServer  # noqa: E402
 from deeptrust.schemas.events import (  # noqa: E402
     DetectedEvent,
     ModelUpdateEvent,
@@ -24,7 +25,6 @@ from deeptrust.streams.producer import produce_one  # noqa: E402
 from deeptrust.streams.reader import read_to_end  # noqa: E402
 from deeptrust.streams.topics import Topic  # noqa: E402
 from deeptrust.training.service.seed_dataset import GENERATED  # noqa: E402
-from deeptrust.training.tracking.local_server import LocalTrackingServer  # noqa: E402
 from tests.conftest import run_cli, wait_for  # noqa: E402
 from tests.events import retrain_request  # noqa: E402
 from tests.images import sample_paths, small_photo  # noqa: E402

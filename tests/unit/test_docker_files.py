@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from deeptrust.cli import cli
-from deeptrust.debian import debian_package
+from deeptrust.devtools.debian import debian_package
 from deeptrust.processors.registry import STAGE_NAMES
 from deeptrust.training.service.settings import TrainingSettings
 from deeptrust.webhooks.subscriptions import load_subscriptions
@@ -247,6 +247,7 @@ def test_the_vocabulary_is_baked_where_the_runtime_reads_it():
         (bake,) = stages["vocabulary"].args("RUN")
         baked = re.search(r"XDG_CACHE_HOME=(\S+) python -c", bake)
         assert baked, f"{dockerfile}: the vocabulary stage does not bake the cache"
+        assert f"XDG_CACHE_HOME={baked.group(1)} deeptrust-dev wordnet" in bake
         assert "TagMapper().load()" in bake
         # Baked as root, in folders the loader makes private (mkdtemp): uid 10001 reads them.
         assert bake.endswith(f"chmod -R a+rX {baked.group(1)}"), dockerfile

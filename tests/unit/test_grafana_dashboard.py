@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from deeptrust.debian import debian_package
+from deeptrust.devtools.debian import debian_package
 from deeptrust.drift.metrics import DriftMetrics
 from deeptrust.streams.metrics import StageMetrics
 

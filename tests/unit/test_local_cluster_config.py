@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from deeptrust.streams.local_broker import (
+from deeptrust.devtools.local_broker import (
     LocalBroker,
     NodePorts,
     replication_for,
     server_properties,
 )
-from deeptrust.streams.local_cluster import LocalCluster
+from deeptrust.devtools.local_cluster import LocalCluster
 
 QUORUM = (NodePorts(9092, 9093), NodePorts(9094, 9095), NodePorts(9096, 9097))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deeptrust.debian import debian_package
+from deeptrust.devtools.debian import debian_package
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "helm" / "deeptrust" / "files" / "prometheus-rules.yml"

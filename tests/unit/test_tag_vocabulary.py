@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import deeptrust.processors.heuristics  # noqa: F401 - registers the keyword tagger
-from deeptrust.debian import debian_package
+from deeptrust.devtools.debian import debian_package
+from deeptrust.devtools.wordnet import DEBIAN_PACKAGE, lay_out_wordnet, lexnames_from_manual
 from deeptrust.processors.models import ModelSpec
 from deeptrust.processors.search_index import SearchIndex
 from deeptrust.processors.tag import TagStage
@@ -16,11 +17,7 @@ from deeptrust.processors.vocabulary.build import OVER_GENERAL, build_vocabulary
 from deeptrust.processors.vocabulary.mapper import DEFAULT_THRESHOLD, TagMapper
 from deeptrust.processors.vocabulary.minilm import MiniLMEncoder
 from deeptrust.processors.vocabulary.terms import read_terms
-from deeptrust.processors.vocabulary.wordnet import (
-    DEBIAN_PACKAGE,
-    lexnames_from_manual,
-    open_wordnet,
-)
+from deeptrust.processors.vocabulary.wordnet import WordNetMissing, open_wordnet
 from deeptrust.schemas.events import Caption, CaptionedEvent, Detection, EnrichedEvent, Tags
 
 
@@ -49,9 +46,17 @@ def test_lexnames_come_from_the_packages_manual_page():
     assert not (package / "usr/share/wordnet/lexnames").exists(), "the Debian tree is untouched"
 
 
+def test_the_runtime_never_fetches_wordnet_and_says_how_to_lay_it_out(tmp_path):
+    with pytest.raises(WordNetMissing, match="deeptrust-dev wordnet"):
+        open_wordnet(tmp_path / "nltk")
+    assert not (tmp_path / "nltk").exists(), "open_wordnet wrote nothing"
+
+
 def test_wordnet_reads_debians_database_in_nltks_layout(tmp_path):
+    corpus = lay_out_wordnet(tmp_path / "nltk")
+    assert corpus == tmp_path / "nltk/corpora/wordnet"
+    assert (corpus / "lexnames").exists()
     wordnet = open_wordnet(tmp_path / "nltk")
-    assert (tmp_path / "nltk/corpora/wordnet/lexnames").exists()
     assert wordnet.get_version() == "3.0"
     (ladybug,) = wordnet.synsets("ladybugs", "n")
     assert ladybug.lexname() == "noun.animal"

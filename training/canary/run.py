@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,6 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from deeptrust.processes import StageProcess
 from deeptrust.processors.model_follower import (
     ARCHIVED_BACKENDS,
     ARTEFACT_OPTIONS,
@@ -31,13 +31,13 @@ from deeptrust.processors.model_follower import (
 from deeptrust.schemas.events import DeadLetterEvent, DetectedEvent, Detection, ModelUpdateEvent
 from deeptrust.streams.codec import PRODUCED_AT
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import free_port
 from deeptrust.streams.objectstore import ObjectStore
 from deeptrust.streams.producer import produce_one
 from deeptrust.streams.reader import read_to_end
 from deeptrust.streams.runner import RunnerSettings
 from deeptrust.streams.stage import derived_event_id
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
+from deeptrust.training.canary.candidate_stage import CandidateStage
 from deeptrust.training.canary.comparison import (
     Comparison,
     compare,
@@ -247,37 +247,40 @@ def _replay(
         environment.work_dir / "heads",
         environment.stage_env.get(OPTIONS_VARIABLE),
     )
-    stage = StageProcess(
-        "detect",
-        {
-            **environment.stage_env,
-            "DEEPTRUST_KAFKA_TOPIC_PREFIX": prefix,
-            "DEEPTRUST_MODEL_VERSION": candidate.version,
-            **detector,
-            "DEEPTRUST_DETECT_FOLLOW": "",
-        },
-        free_port(),
-        environment.work_dir / "logs" / f"{prefix}detect.log",
-    )
-    stage.start()
-    try:
-        stage.wait_ready(environment.ready_timeout_s)
-        outputs, letters, rate = _drain(canary, canary_topics, copied.messages, environment)
-    finally:
-        stage.terminate()
+    env = {
+        **environment.stage_env,
+        "DEEPTRUST_KAFKA_TOPIC_PREFIX": prefix,
+        "DEEPTRUST_MODEL_VERSION": candidate.version,
+        **detector,
+        "DEEPTRUST_DETECT_FOLLOW": "",
+    }
+    log_path = environment.work_dir / "logs" / f"{prefix}detect.log"
+    with CandidateStage(env, log_path) as stage:
+        outputs, letters, rate = _drain(
+            canary, canary_topics, copied.messages, environment, stage.check_running
+        )
     return outputs, letters, rate, copied
 
 
 def _drain(
-    canary: KafkaSettings, topics: TopicNames, expected: int, environment: CanaryEnvironment
+    canary: KafkaSettings,
+    topics: TopicNames,
+    expected: int,
+    environment: CanaryEnvironment,
+    check_running: Callable[[], None],
 ) -> tuple[dict[str, Detection], list[str | None], float | None]:
     """Wait until every replayed upload has a verdict or a dead letter; time the verdicts.
+
+    The stage has ``ready_timeout_s`` to load its model on top of ``drain_timeout_s``, and
+    ``check_running`` raises as soon as it exits.
 
     Returns the verdicts by id, the output ids of the dead-lettered uploads, and the
     throughput (None unless the verdicts span more than one of the stage's batches).
     """
-    deadline = time.monotonic() + environment.drain_timeout_s
+    allowed_s = environment.ready_timeout_s + environment.drain_timeout_s
+    deadline = time.monotonic() + allowed_s
     while True:
+        check_running()
         detected = read_to_end(canary, topics(Topic.DETECTED), DetectedEvent, 60)
         letters = read_to_end(canary, topics(Topic.DEAD_LETTERS), DeadLetterEvent, 60)
         if len(detected) + len(letters) >= expected:
@@ -285,7 +288,7 @@ def _drain(
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"canary produced {len(detected)} verdicts and {len(letters)} dead letters "
-                f"of {expected} in {environment.drain_timeout_s}s"
+                f"of {expected} in {allowed_s}s"
             )
         time.sleep(0.5)  # polling the topics' ends; the canary stage works meanwhile
     stamps = [datetime.fromisoformat(item.headers[PRODUCED_AT]) for item in detected]

@@ -129,6 +129,12 @@ def main() -> None:
     parser.add_argument("--test-fraction", type=float, default=0.3)
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--out", type=Path, help="folder for the outputs (default: the repo)")
+    parser.add_argument(
+        "--mate-backgrounds",
+        type=Path,
+        required=True,
+        help="Debian's mate-backgrounds, unpacked (`deeptrust-dev debian mate-backgrounds`)",
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
     if args.quick and args.out is None:
@@ -150,7 +156,7 @@ def main() -> None:
     # 1. Real photographs, split by photograph before anything is cut.
     seed_everything(args.seed, args.threads)
     rng = np.random.default_rng(args.seed)
-    photos = data.sample_photos() + data.debian_photos()
+    photos = data.sample_photos() + data.debian_photos(args.mate_backgrounds)
     train_photos, test_photos = data.split_photos(photos, args.test_fraction, args.seed)
     print(f"photos: {len(train_photos)} train, {len(test_photos)} test", flush=True)
 

@@ -2,8 +2,8 @@
 
 No package ships AI-generated images, and the real side is small too: the 8 sample
 photographs of ``samples/images`` and the 12 nature photographs of Debian's
-``mate-backgrounds`` (GPL-2+, fetched with ``apt-get download`` into
-``~/.cache/deeptrust/debian``, as ``bench/drift_detection.py`` does). Every crop remembers
+``mate-backgrounds`` (GPL-2+; ``deeptrust-dev debian mate-backgrounds`` unpacks it with
+``apt-get download`` and prints where, and the caller passes that folder in). Every crop remembers
 its photograph, and the split is made over photographs before any crop is cut, so no
 photograph contributes to both sides of an evaluation.
 
@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from deeptrust.debian import debian_package
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "images"
@@ -78,9 +76,8 @@ def sample_photos(folder: Path = SAMPLES) -> list[Photo]:
     ]
 
 
-def debian_photos() -> list[Photo]:
-    """The nature photographs of ``mate-backgrounds`` (the package is fetched once)."""
-    root = debian_package(DEBIAN_PACKAGE)
+def debian_photos(root: Path) -> list[Photo]:
+    """The nature photographs of ``mate-backgrounds``, unpacked under ``root``."""
     return [
         _photo(path, "mate-backgrounds", DEBIAN_LICENCE)
         for path in sorted((root / DEBIAN_FOLDER).iterdir())

@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
-from deeptrust.debian import debian_package
 from deeptrust.training.detector.data import MAX_SIDE, Photo
 
 PLASMA_PACKAGE = "plasma-workspace-wallpapers"
@@ -61,13 +60,13 @@ def _plasma_licence(folder: Path) -> str:
     return f"{plugin.get('License', 'GPL-2+ (Debian copyright file)')} ({authors}), via Debian"
 
 
-def plasma_photos(names: Sequence[str] = PLASMA_PHOTOS) -> list[Photo]:
-    """The photographs of ``plasma-workspace-wallpapers`` (fetched once with apt-get).
+def plasma_photos(package: Path, names: Sequence[str] = PLASMA_PHOTOS) -> list[Photo]:
+    """The photographs of ``plasma-workspace-wallpapers``, unpacked under ``package``.
 
     Each wallpaper ships many sizes of one picture; the smallest whose shorter side reaches
     ``MAX_SIDE`` (else the largest) is read, so every photograph is downscaled the same way.
     """
-    root = debian_package(PLASMA_PACKAGE) / PLASMA_FOLDER
+    root = package / PLASMA_FOLDER
     photos = []
     for name in names:
         folder = root / name

@@ -161,7 +161,7 @@ class RetrainJob:
                 settings.seed_dataset_dir,
                 settings.seed_real_count,
                 samples=settings.samples_dir,
-                debian_photos=settings.seed_debian_photos,
+                mate_backgrounds=settings.seed_mate_backgrounds_dir,
             )
         ]
         sources = folder_sources(folders)

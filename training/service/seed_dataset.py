@@ -50,17 +50,17 @@ def build_seed_dataset(
     real_count: int = 300,
     seed: int = 0,
     samples: Path = SAMPLES,
-    debian_photos: bool = False,
+    mate_backgrounds: Path | None = None,
 ) -> Path:
     """Write (or reuse) the seed dataset in ``folder``; return the folder.
 
     Building is deterministic for a given recipe, so the manifest, and with it the dataset
-    version logged to the tracking server, is the same on every machine. ``debian_photos``
-    adds the 12 nature photographs of Debian's mate-backgrounds (fetched with apt) to the
-    8 samples, for more varied real crops.
+    version logged to the tracking server, is the same on every machine. ``mate_backgrounds``
+    (Debian's package, unpacked: ``deeptrust-dev debian mate-backgrounds``) adds its 12
+    nature photographs to the 8 samples, for more varied real crops.
     """
     generated = samples / "generated"
-    recipe = _recipe(real_count, seed, generated, debian_photos)
+    recipe = _recipe(real_count, seed, generated, mate_backgrounds is not None)
     done = folder / DONE_FILE
     if done.exists() and done.read_text(encoding="utf-8") == recipe:
         return folder
@@ -70,7 +70,7 @@ def build_seed_dataset(
     rows = ["file_name,label"]
     rng = np.random.default_rng(seed)
     photos = data.sample_photos(samples / "images")
-    photos += data.debian_photos() if debian_photos else []
+    photos += [] if mate_backgrounds is None else data.debian_photos(mate_backgrounds)
     crops = data.random_crops(photos, real_count, rng, CROP_SIDE)
     for index, crop in enumerate(crops):
         relative = f"real/{index:04d}.png"

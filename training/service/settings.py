@@ -18,7 +18,7 @@ class TrainingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEEPTRUST_TRAINING_")
 
     tracking_uri: str = "http://127.0.0.1:5000"
-    """The MLflow tracking server (``deeptrust mlflow up`` starts a local one there)."""
+    """The MLflow tracking server (``deeptrust-dev mlflow up`` starts a local one there)."""
     experiment: str = "deeptrust-detector"
     registered_model: str = "deeptrust-detector"
     config: Path = CONFIG_DIR / "detector.toml"
@@ -29,8 +29,9 @@ class TrainingSettings(BaseSettings):
     samples_dir: Path = SAMPLES
     """The sample photographs and generated images the seed dataset is cut from."""
     seed_real_count: int = Field(default=300, ge=1)
-    seed_debian_photos: bool = False
-    """Add Debian's mate-backgrounds photographs (apt) to the seed dataset's real side."""
+    seed_mate_backgrounds_dir: Path | None = None
+    """Debian's mate-backgrounds, unpacked (``deeptrust-dev debian mate-backgrounds``): its
+    photographs join the seed dataset's real side."""
     include_feedback: bool = True
     work_dir: Path = Path(".deeptrust/training")
     """Feature cache, checkpoints (a retried job resumes from them) and evaluation plots."""

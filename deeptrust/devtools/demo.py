@@ -17,15 +17,16 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from deeptrust.devtools.llm_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.devtools.local_broker import LocalBroker, free_port
 from deeptrust.devtools.local_s3 import LocalS3
-from deeptrust.processes import StageProcess
-from deeptrust.processors.llm.local_server import MODEL_ALIAS, LocalLLMServer
+from deeptrust.devtools.processes import StageProcess
+from deeptrust.devtools.wordnet import lay_out_wordnet
 from deeptrust.processors.registry import STAGE_NAMES
 from deeptrust.processors.search_index import SearchIndex
 from deeptrust.processors.settings import ProcessorSettings
 from deeptrust.schemas.events import EnrichedEvent
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import LocalBroker, free_port
 from deeptrust.streams.producer import UploadProducer, image_files
 from deeptrust.streams.reader import Received, read_until
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
@@ -39,6 +40,8 @@ def run_demo(console: Console, images: Path, query: str, home: Path, s3: bool = 
     With ``s3`` the images go to a bucket on a local S3 API server (moto's) instead of the
     local directory, and every stage reads them from there through boto3.
     """
+    with console.status("laying WordNet out for the tag stage (fetched once, via apt)"):
+        lay_out_wordnet()
     s3_server = LocalS3(home / "s3") if s3 else None
     s3_env: dict[str, str] = {}
     if s3_server is not None:

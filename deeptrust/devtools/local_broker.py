@@ -3,7 +3,7 @@
 Kafka's jars come from Maven Central through Maven (``docker/kafka/pom.xml`` lists them)
 and are cached under ``~/.cache/deeptrust``; Maven's own cache (``~/.m2``) makes the second
 fetch offline. The broker runs detached from the command that started it, with its state,
-log and pid file in one home directory, so ``deeptrust kafka up`` and ``down`` can be
+log and pid file in one home directory, so ``deeptrust-dev kafka up`` and ``down`` can be
 separate commands.
 """
 
@@ -22,12 +22,12 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from deeptrust.cache import CACHE_DIR
+from deeptrust.devtools.detached import DetachedProcess
 from deeptrust.devtools.secured_kafka import BrokerSecurity
-from deeptrust.streams.detached import DetachedProcess
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_DIR = Path(os.environ.get("DEEPTRUST_KAFKA_BUILD_DIR", REPO_ROOT / "docker" / "kafka"))
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deeptrust"
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 CLASS_ARCHIVE = "kafka-server.jsa"
 
@@ -134,7 +134,8 @@ def _properties_file(settings: dict[str, str]) -> str:
 class LocalBroker:
     """One broker process whose state lives in ``home``.
 
-    Alone by default; as node ``node_id`` of a :class:`deeptrust.streams.local_cluster.LocalCluster`
+    Alone by default; as node ``node_id`` of a
+    :class:`deeptrust.devtools.local_cluster.LocalCluster`
     it is given the whole ``quorum`` and the cluster's shared ``cluster_id``.
     """
 

@@ -1,7 +1,7 @@
 """A real N-node Kafka cluster (KRaft, combined broker+controller) on loopback ports.
 
 For the fault tests and for seeing a rolling restart: each node is a
-:class:`~deeptrust.streams.local_broker.LocalBroker` with its own home under the cluster's, all of
+:class:`~deeptrust.devtools.local_broker.LocalBroker` with its own home under the cluster's, all of
 them
 voters of one controller quorum, formatted with one cluster id. With three nodes, the
 internal topics and new topics keep three copies with two in sync, so one node at a time
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, ClusterMetadata  # type: ignore[attr-defined]
 
-from deeptrust.streams.local_broker import (
+from deeptrust.devtools.local_broker import (
     BrokerError,
     LocalBroker,
     NodePorts,

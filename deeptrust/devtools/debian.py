@@ -13,7 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from deeptrust.streams.local_broker import CACHE_DIR
+from deeptrust.cache import CACHE_DIR
 
 DEBIAN_CACHE = CACHE_DIR / "debian"
 

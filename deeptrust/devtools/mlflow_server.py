@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from deeptrust.streams.detached import DetachedProcess
+from deeptrust.devtools.detached import DetachedProcess
 
 
 class TrackingServerError(RuntimeError):

@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from deeptrust.streams.detached import DetachedProcess
-from deeptrust.streams.local_broker import CACHE_DIR
+from deeptrust.cache import CACHE_DIR
+from deeptrust.devtools.detached import DetachedProcess
 
 MODEL_ALIAS = "gemma-3-270m"
 
