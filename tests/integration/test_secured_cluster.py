@@ -10,17 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deeptrust.devtools.local_broker import LocalBroker, free_port
 from deeptrust.devtools.processes import StageProcess
 from deeptrust.devtools.secured_kafka import BrokerSecurity, add_principal, stage_acls
-from deeptrust.schemas.events import EnrichedEvent
+from deeptrust.processors.search_index import SearchIndex
+from deeptrust.schemas.events import DriftReportEvent, EnrichedEvent, Event, ModerationEvent
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.objectstore import LocalObjectStore
 from deeptrust.streams.producer import UploadProducer
-from deeptrust.streams.reader import read_until
+from deeptrust.streams.reader import Received, read_until
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
 from tests.conftest import wait_for
 from tests.images import sample_paths, small_photo
@@ -28,11 +30,24 @@ from tests.images import sample_paths, small_photo
 pytestmark = pytest.mark.integration
 PREFIX = "secured."
 TOPICS = TopicNames(PREFIX)
-STAGES = {  # stage: (reads, writes)
+STAGES = {  # stage: (reads, writes), as docs/deploy.md's table lists them
     "detect": ([Topic.UPLOADS], [Topic.DETECTED, Topic.EMBEDDINGS]),
     "caption": ([Topic.DETECTED], [Topic.CAPTIONED]),
     "tag": ([Topic.CAPTIONED], [Topic.ENRICHED]),
+    "moderation": ([Topic.ENRICHED], [Topic.MODERATION]),
+    "search": ([Topic.ENRICHED], []),
+    "drift": (
+        [Topic.EMBEDDINGS, Topic.DRIFT_STATE],
+        [Topic.DRIFT, Topic.ALERTS, Topic.RETRAIN, Topic.DRIFT_STATE],
+    ),
 }
+# Small drift windows, so a report comes out of a test's worth of uploads.
+DRIFT = {
+    "DEEPTRUST_DRIFT_REFERENCE_SIZE": "40",
+    "DEEPTRUST_DRIFT_WINDOW_SIZE": "20",
+    "DEEPTRUST_DRIFT_MIN_COUNT": "20",
+}
+UPLOADS = 64
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +93,18 @@ def environment(settings: KafkaSettings, store: LocalObjectStore) -> dict[str, s
 
 
 def stage_as(
-    name: str, user: str, password: str, secured, store: LocalObjectStore, tmp_path: Path
+    name: str,
+    user: str,
+    password: str,
+    secured,
+    store: LocalObjectStore,
+    tmp_path: Path,
+    **extra: str,
 ) -> StageProcess:
     broker, security = secured
     settings = security.settings(broker.bootstrap_servers, user, password, topic_prefix=PREFIX)
-    stage = StageProcess(
-        name, environment(settings, store), free_port(), tmp_path / f"{name}-as-{user}.log"
-    )
+    env = {**environment(settings, store), **extra}
+    stage = StageProcess(name, env, free_port(), tmp_path / f"{name}-as-{user}.log")
     stage.start()
     return stage
 
@@ -92,7 +112,16 @@ def stage_as(
 def test_the_pipeline_runs_with_a_principal_per_stage(secured, tmp_path):
     broker, security = secured
     store = LocalObjectStore.at(tmp_path / "objects")
-    stages = [stage_as(name, name, f"{name}-pw", secured, store, tmp_path) for name in STAGES]
+    search_db = tmp_path / "search.db"
+    extra = {
+        "DEEPTRUST_MODERATION_SAMPLE_RATE": "1.0",  # every image reaches the review queue
+        "DEEPTRUST_SEARCH_DB": str(search_db),
+        "DEEPTRUST_DRIFT_REFERENCE_DIR": str(tmp_path / "references"),
+        **DRIFT,
+    }
+    stages = [
+        stage_as(name, name, f"{name}-pw", secured, store, tmp_path, **extra) for name in STAGES
+    ]
     try:
         for stage in stages:
             stage.wait_ready(120)
@@ -100,17 +129,32 @@ def test_the_pipeline_runs_with_a_principal_per_stage(secured, tmp_path):
             broker.bootstrap_servers, "uploader", "uploader-pw", topic_prefix=PREFIX
         )
         uploads = UploadProducer(uploader, store, source="test")
-        sent = [uploads.upload(small_photo(p, 96), "p.jpg").image_id for p in sample_paths()]
+        photos = [small_photo(p, 96) for p in sample_paths()]
+        sent = [
+            uploads.upload(photos[n % len(photos)], "p.jpg", image_id=f"secured-{n}").image_id
+            for n in range(UPLOADS)
+        ]
         uploads.flush()
         admin = security.admin_settings(broker.bootstrap_servers, topic_prefix=PREFIX)
-        enriched = read_until(
-            admin,
-            TOPICS(Topic.ENRICHED),
-            EnrichedEvent,
-            lambda got: set(sent) <= {item.event.image_id for item in got},
-            120,
-        )
-        assert sorted(item.event.image_id for item in enriched) == sorted(sent)
+
+        def every(topic: Topic, schema: type[Event]) -> set[str]:
+            def arrived(got: list[Received[Any]]) -> bool:
+                return set(sent) <= {item.event.image_id for item in got}
+
+            got = read_until(admin, TOPICS(topic), schema, arrived, 120)
+            return {item.event.image_id for item in got}
+
+        assert every(Topic.ENRICHED, EnrichedEvent) == set(sent)
+        assert every(Topic.MODERATION, ModerationEvent) == set(sent)
+        reports = read_until(admin, TOPICS(Topic.DRIFT), DriftReportEvent, bool, 120)
+        assert reports[0].event.window.size >= 20
+        index = SearchIndex(search_db)
+        try:
+            wait_for(lambda: index.count() == UPLOADS, 60, "the search index to hold every image")
+        finally:
+            index.close()
+        for stage in stages:
+            assert stage.returncode is None, f"{stage.name} stopped:\n{stage.log_tail()}"
     finally:
         for stage in stages:
             stage.terminate()
