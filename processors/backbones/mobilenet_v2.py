@@ -197,16 +197,45 @@ class _GraphBuilder:
         return y
 
 
-def build_model(state: StateDict) -> onnx.ModelProto:
-    """Return the MobileNetV2 inference graph for torchvision's ``state`` dict."""
-    graph = _GraphBuilder(state)
-    x = graph.conv_bn(INPUT_NAME, "features.0.0", "features.0.1", (STEM_CHANNELS, 3, 3), stride=2)
+def _trunk(graph: _GraphBuilder, last_block: int) -> dict[int, str]:
+    """Add the stem and the inverted residuals up to ``features.<last_block>``.
+
+    Returns each added ``features.<i>``'s output name by ``i`` (0 is the stem), torchvision's
+    numbering, so a block index means the same in torch and here.
+    """
+    outputs = {
+        0: graph.conv_bn(
+            INPUT_NAME, "features.0.0", "features.0.1", (STEM_CHANNELS, 3, 3), stride=2
+        )
+    }
     channels, index = STEM_CHANNELS, 1
     for t, c, n, s in INVERTED_RESIDUAL_SETTING:
         for repeat in range(n):
+            if index > last_block:
+                return outputs
             stride = s if repeat == 0 else 1
-            x = graph.inverted_residual(x, f"features.{index}", channels, c, stride, t)
+            outputs[index] = graph.inverted_residual(
+                outputs[index - 1], f"features.{index}", channels, c, stride, t
+            )
             channels, index = c, index + 1
+    return outputs
+
+
+LAST_BLOCK = sum(n for _, _, n, _ in INVERTED_RESIDUAL_SETTING)
+"""``features.17``: the last inverted residual (``features.18`` is the 1x1 conv to 1280)."""
+BLOCK_CHANNELS = {
+    index: c
+    for index, c in enumerate(
+        (c for _, c, n, _ in INVERTED_RESIDUAL_SETTING for _ in range(n)), start=1
+    )
+}
+
+
+def build_model(state: StateDict) -> onnx.ModelProto:
+    """Return the MobileNetV2 inference graph for torchvision's ``state`` dict."""
+    graph = _GraphBuilder(state)
+    x = _trunk(graph, LAST_BLOCK)[LAST_BLOCK]
+    channels, index = BLOCK_CHANNELS[LAST_BLOCK], LAST_BLOCK + 1
     x = graph.conv_bn(
         x, f"features.{index}.0", f"features.{index}.1", (EMBEDDING_DIMENSIONS, channels, 1)
     )
@@ -248,6 +277,58 @@ def build_model(state: StateDict) -> onnx.ModelProto:
     )
     onnx.checker.check_model(model)
     return model
+
+
+BLOCKS_OUTPUT = "blocks"
+
+
+def build_blocks_model(state: StateDict, blocks: Sequence[int]) -> onnx.ModelProto:
+    """The trunk up to ``max(blocks)``, each block's output average-pooled and concatenated.
+
+    The input keeps its own height and width (no resize to 224): what a detector reading
+    low-level traces from small tiles needs. The output is ``blocks``, (batch, the blocks'
+    channels summed).
+    """
+    if not blocks or min(blocks) < 1 or max(blocks) > LAST_BLOCK:
+        raise ValueError(f"blocks must lie in 1..{LAST_BLOCK}, not {list(blocks)}")
+    graph = _GraphBuilder(state)
+    outputs = _trunk(graph, max(blocks))
+    pooled = []
+    for index in blocks:
+        name = f"blocks.{index}"
+        graph.nodes += [
+            helper.make_node("GlobalAveragePool", [outputs[index]], [f"{name}.pool"], name=name),
+            helper.make_node("Flatten", [f"{name}.pool"], [name], name=f"{name}.flat", axis=1),
+        ]
+        pooled.append(name)
+    graph.nodes.append(helper.make_node("Concat", pooled, [BLOCKS_OUTPUT], name="concat", axis=1))
+    width = sum(BLOCK_CHANNELS[index] for index in blocks)
+    onnx_graph = helper.make_graph(
+        graph.nodes,
+        "mobilenet_v2_blocks",
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME, TensorProto.FLOAT, ["batch", 3, "height", "width"]
+            )
+        ],
+        [helper.make_tensor_value_info(BLOCKS_OUTPUT, TensorProto.FLOAT, ["batch", width])],
+        graph.initializers,
+    )
+    model = helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="deeptrust",
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+def normalise_pixels(pixels: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 RGB to the network's (N, 3, H, W) float32 input, without resizing."""
+    scaled = pixels.astype(np.float32) / 255.0
+    normalised: np.ndarray = ((scaled - MEAN) / STD).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(normalised, dtype=np.float32)
 
 
 def session_options(intra_op_threads: int = DEFAULT_INTRA_OP_THREADS) -> ort.SessionOptions:

@@ -140,3 +140,30 @@ def test_cuda_features_agree_with_onnx_runtime(photos, reference, dtype):
     assert cosines(output.features, reference.features).min() > minimum
     if dtype != "bfloat16":
         assert (output.logits.argmax(axis=1) == reference.logits.argmax(axis=1)).all()
+
+
+def test_the_onnx_block_features_are_the_detector_trainers_torch_features(photos):
+    # The block probe is trained on torch's intermediate blocks (training/detector) and
+    # served on ONNX Runtime's: the same numbers, at the tiles' own size, or the shipped
+    # threshold would mean something else at run time.
+    from deeptrust.processors.backbones.mobilenet_v2 import (
+        INPUT_NAME,
+        build_blocks_model,
+        create_session,
+        normalise_pixels,
+    )
+    from deeptrust.training.detector.detectors import MobileNetBlocks
+
+    trainer = MobileNetBlocks()
+    session = create_session(build_blocks_model(load_weights(), trainer.BLOCKS))
+    tiles = np.stack(
+        [
+            np.asarray(photo.convert("RGB").resize((64, 64), Image.Resampling.BICUBIC))
+            for photo in photos
+        ]
+    )
+    for pixels in (tiles, tiles[:, :48, :40]):  # any tile size, not only 64
+        expected = trainer(pixels)
+        (served,) = session.run(None, {INPUT_NAME: normalise_pixels(pixels)})
+        assert served.shape == expected.shape == (len(photos), 712)
+        np.testing.assert_allclose(served, expected, atol=FEATURES_ATOL, rtol=1e-4)
