@@ -1,8 +1,10 @@
 """The moderation router: flagged images, plus a random sample of the rest, go to review.
 
-An image is flagged when the pixel detector's probability reaches the threshold or when
-its file carries provenance evidence (a C2PA manifest, a generator's metadata): the two
-detectors are independent, and either is reason enough for a human to look.
+An image is flagged when the pixel detector's probability reaches the threshold, when the
+detector did not call it real (``ai_generated``, or ``inconclusive`` where its calibrated
+band says the evidence is weak), or when its file carries provenance evidence (a C2PA
+manifest, a generator's metadata): the detectors are independent, and any is reason enough
+for a human to look.
 
 The sample is drawn by hashing the image id, not by a random generator, so a replay or a
 reprocessed batch routes exactly the same images, and reviewers' labels of the sample give
@@ -30,7 +32,8 @@ def route(
     event: EnrichedEvent, threshold: float, sample_rate: float
 ) -> Literal["flagged", "sampled"] | None:
     """Return why ``event`` goes to review, or ``None`` if it does not."""
-    if event.detection.ai_probability >= threshold or event.detection.signals:
+    detection = event.detection
+    if detection.ai_probability >= threshold or detection.label != "real" or detection.signals:
         return "flagged"
     if in_sample(event.image_id, sample_rate):
         return "sampled"

@@ -48,7 +48,11 @@ class Detection(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     ai_probability: float = Field(ge=0.0, le=1.0)
-    label: Literal["ai_generated", "real"]
+    label: Literal["ai_generated", "inconclusive", "real"] = Field(
+        description="``inconclusive``: the evidence is weak either way (a detector with a "
+        "calibrated band between its real and AI-generated thresholds; readers of the first "
+        "revision knew only the other two)."
+    )
     model: str = Field(description="Name of the model that produced the verdict.")
     model_version: str
     signals: list[str] = Field(default_factory=list, description="Evidence found, if any.")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -63,7 +63,10 @@ class ProbeHead:
     mean: np.ndarray
     scale: np.ndarray
     threshold: float = 0.5
+    """Probability from which an image is called ``ai_generated``."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    inconclusive_threshold: float | None = None
+    """Probability from which, below ``threshold``, it is ``inconclusive``; none: no band."""
 
     def __post_init__(self) -> None:
         """Reject heads whose parts disagree, before they give silent nonsense."""
@@ -77,6 +80,9 @@ class ProbeHead:
             raise ValueError("every feature scale must be positive")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold {self.threshold} is not a probability strictly in (0, 1)")
+        low = self.inconclusive_threshold
+        if low is not None and not 0.0 < low < self.threshold:
+            raise ValueError(f"inconclusive threshold {low} is not in (0, {self.threshold})")
 
     @property
     def dimensions(self) -> int:
@@ -93,26 +99,37 @@ class ProbeHead:
         """Probability of "AI-generated" for each row of ``features``."""
         return sigmoid(self.logits(features))
 
+    def label(self, probability: float) -> Literal["ai_generated", "inconclusive", "real"]:
+        """The verdict for ``probability``: AI-generated, in the inconclusive band, or real."""
+        if probability >= self.threshold:
+            return "ai_generated"
+        low = self.inconclusive_threshold
+        return "inconclusive" if low is not None and probability >= low else "real"
+
     def digest(self) -> str:
         """SHA-256 of the parameters: a version that changes whenever the head does."""
         sha = hashlib.sha256()
         for part in (self.weights, self.mean, self.scale):
             sha.update(np.ascontiguousarray(part, np.float32).tobytes())
         sha.update(np.array([self.bias, self.threshold], np.float64).tobytes())
+        if self.inconclusive_threshold is not None:  # heads without a band keep their digest
+            sha.update(np.array([self.inconclusive_threshold], np.float64).tobytes())
         return sha.hexdigest()
 
     def save(self, path: Path) -> None:
         """Write the head as a small ``.npz`` (float32 vectors, metadata as JSON text)."""
-        np.savez_compressed(
-            path,
-            format=np.array(HEAD_FORMAT),
-            weights=self.weights.astype(np.float32),
-            bias=np.array(self.bias, np.float64),
-            mean=self.mean.astype(np.float32),
-            scale=self.scale.astype(np.float32),
-            threshold=np.array(self.threshold, np.float64),
-            metadata=np.array(json.dumps(self.metadata, sort_keys=True)),
-        )
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(HEAD_FORMAT),
+            "weights": self.weights.astype(np.float32),
+            "bias": np.array(self.bias, np.float64),
+            "mean": self.mean.astype(np.float32),
+            "scale": self.scale.astype(np.float32),
+            "threshold": np.array(self.threshold, np.float64),
+            "metadata": np.array(json.dumps(self.metadata, sort_keys=True)),
+        }
+        if self.inconclusive_threshold is not None:
+            arrays["inconclusive_threshold"] = np.array(self.inconclusive_threshold, np.float64)
+        np.savez_compressed(path, allow_pickle=False, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> ProbeHead:
@@ -126,6 +143,11 @@ class ProbeHead:
                 mean=data["mean"].astype(np.float64),
                 scale=data["scale"].astype(np.float64),
                 threshold=float(data["threshold"]),
+                inconclusive_threshold=(
+                    float(data["inconclusive_threshold"])
+                    if "inconclusive_threshold" in data.files
+                    else None
+                ),
                 metadata=json.loads(str(data["metadata"])),
             )
 
@@ -193,7 +215,7 @@ class MobileNetProbeDetector:
             verdicts.append(
                 Detection(
                     ai_probability=p,
-                    label="ai_generated" if p >= head.threshold else "real",
+                    label=head.label(p),
                     model=self.spec.label,
                     model_version=self._version,
                     signals=self._provenance.signals(image),

@@ -69,6 +69,26 @@ def test_head_round_trips_through_its_file(tmp_path):
     np.testing.assert_allclose(loaded.probability(features), head.probability(features), 1e-5)
     assert loaded.threshold == 0.4
     assert loaded.metadata == {"a": [1]}
+    assert loaded.inconclusive_threshold is None
+
+
+def test_a_head_with_an_inconclusive_band_labels_three_ways_and_keeps_its_band(tmp_path):
+    head = ProbeHead(np.ones(2), 0.0, np.zeros(2), np.ones(2), 0.8, inconclusive_threshold=0.3)
+    assert [head.label(p) for p in (0.1, 0.3, 0.5, 0.8, 0.95)] == [
+        "real",
+        "inconclusive",
+        "inconclusive",
+        "ai_generated",
+        "ai_generated",
+    ]
+    head.save(tmp_path / "banded.npz")
+    loaded = ProbeHead.load(tmp_path / "banded.npz")
+    assert loaded.inconclusive_threshold == 0.3
+    assert loaded.digest() == head.digest()
+    plain = ProbeHead(np.ones(2), 0.0, np.zeros(2), np.ones(2), 0.8)
+    assert plain.digest() != head.digest(), "the band is part of the head's version"
+    with pytest.raises(ValueError, match="inconclusive threshold"):
+        ProbeHead(np.ones(2), 0.0, np.zeros(2), np.ones(2), 0.5, inconclusive_threshold=0.6)
 
 
 def test_head_rejects_mismatched_parts():

@@ -5,7 +5,7 @@ from deeptrust.processors.search_index import SearchIndex
 from deeptrust.schemas.events import Caption, Detection, EnrichedEvent, Tags
 
 
-def enriched(image_id, probability=0.1, caption="a photo", tags=(), signals=()):
+def enriched(image_id, probability=0.1, caption="a photo", tags=(), signals=(), label=None):
     return EnrichedEvent(
         event_id=f"e-{image_id}",
         image_id=image_id,
@@ -15,7 +15,7 @@ def enriched(image_id, probability=0.1, caption="a photo", tags=(), signals=()):
         height=10,
         detection=Detection(
             ai_probability=probability,
-            label="ai_generated" if probability >= 0.5 else "real",
+            label=label or ("ai_generated" if probability >= 0.5 else "real"),
             model="m",
             model_version="1",
             signals=list(signals),
@@ -33,6 +33,12 @@ def test_provenance_evidence_flags_an_image_the_pixel_score_passes():
     traced = enriched("c2pa", probability=0.1, signals=["c2pa-manifest"])
     assert route(traced, threshold=0.5, sample_rate=0.0) == "flagged"
     assert route(enriched("clean", probability=0.1), threshold=0.5, sample_rate=0.0) is None
+
+
+def test_an_inconclusive_verdict_goes_to_review_below_the_threshold():
+    weak = enriched("weak", probability=0.3, label="inconclusive")
+    assert route(weak, threshold=0.5, sample_rate=0.0) == "flagged"
+    assert route(enriched("real", probability=0.3), threshold=0.5, sample_rate=0.0) is None
 
 
 def test_sample_is_deterministic_and_near_its_rate():
