@@ -28,6 +28,7 @@ from deeptrust.console.thumbnails import Thumbnails
 from deeptrust.processors.search_index import SearchIndex
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.objectstore import ObjectStore
+from deeptrust.streams.producer import DeliveryFailed
 from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,13 @@ class ConsoleParts:
         self.producer.start()
         for decision in self.queue.undelivered():
             event = feedback_event(decision)
-            self.producer.send(self.topics[0], event, event.image_id).result(
-                self.settings.delivery_timeout_s
-            )
+            try:
+                self.producer.send(self.topics[0], event, event.image_id).result(
+                    self.settings.delivery_timeout_s
+                )
+            except (TimeoutError, DeliveryFailed) as error:  # kept for the next start
+                log.warning("the decision on %s is still not sent: %s", decision.image_id, error)
+                continue
             self.queue.delivered(decision.lease_id)
             log.info("resent the decision on %s (%s)", decision.image_id, event.event_id)
         self.follower.start()

@@ -1,8 +1,9 @@
 """What every console page shares: templates, the session cookie, CSRF, security headers.
 
 Templates are Jinja2 with autoescaping on, so a caption or tag can never become markup.
-The cookie is ``HttpOnly`` and ``SameSite=Strict``; every POST must carry its session's
-CSRF token as well (:func:`checked_form`), which a page of another site cannot read.
+The cookie is ``HttpOnly`` and ``SameSite=Lax`` (another site's form posts go without it);
+every POST must carry its session's CSRF token as well (:func:`checked_form`), which a page
+of another site cannot read.
 The content security policy lets a page load only the console's own script, styles and
 images.
 """
@@ -71,7 +72,7 @@ def set_cookie(response: Response, session: Session, secure: bool, max_age_s: fl
         session.token,
         max_age=int(max_age_s),
         httponly=True,
-        samesite="strict",
+        samesite="lax",
         secure=secure,
         path="/",
     )
