@@ -40,7 +40,7 @@ from deeptrust.schemas.events import (
 )
 from deeptrust.streams.codec import encode
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import free_port
+from deeptrust.devtools.local_broker import free_port
 from deeptrust.streams.objectstore import LocalObjectStore
 from deeptrust.streams.reader import Received, read_until
 from deeptrust.streams.topics import Topic, TopicNames
