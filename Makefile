@@ -59,8 +59,9 @@ $(TRAIN_STAMP): pyproject.toml
 	rm -f $(TRAIN_VENV)/.installed-*
 	touch $@
 
+# Ends on the moderation console and the search page, up until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/deeptrust-dev demo
+	$(BIN)/deeptrust-dev demo --serve
 
 # WordNet for the tag stage under test, laid out once into the cache it reads (a build step:
 # the stage never fetches it; the demo lays it out itself and the image bakes it).

@@ -39,11 +39,16 @@ class AckedProducer:
         self._poller.start()
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is in flight (up to ``timeout_s``), then stop."""
+        """Deliver what is in flight (up to ``timeout_s``), then stop and close the client.
+
+        Closed explicitly: a client left to the garbage collector goes on dialling the
+        broker as long as anything still holds the console's parts.
+        """
         self._producer.flush(timeout_s)
         self._stop.set()
         if self._poller.is_alive():
             self._poller.join(timeout_s)
+        self._producer.close()
 
     def alive(self) -> bool:
         """False when the delivery-report thread has died after starting."""

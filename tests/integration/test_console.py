@@ -28,6 +28,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from deeptrust.console.runtime import ConsoleParts
 from deeptrust.console.settings import ConsoleSettings
 from deeptrust.devtools.browser import LAUNCH_FLAGS, BrowserUnavailable, ensure_chromium
+from deeptrust.devtools.local_broker import free_port
 from deeptrust.processors.search_index import SearchIndex
 from deeptrust.schemas.events import (
     Caption,
@@ -40,7 +41,6 @@ from deeptrust.schemas.events import (
 )
 from deeptrust.streams.codec import encode
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.devtools.local_broker import free_port
 from deeptrust.streams.objectstore import LocalObjectStore
 from deeptrust.streams.reader import Received, read_until
 from deeptrust.streams.topics import Topic, TopicNames
