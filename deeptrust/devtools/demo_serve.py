@@ -50,8 +50,10 @@ def serve_console(
     expected: dict[Lane, int],
     host: str,
     port: int,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Serve the console on the demo's topics until Ctrl-C; print where and how to sign in."""
+    """Serve the console on the demo's topics until Ctrl-C (or ``stop``); print where it is."""
+    stop = stop or threading.Event()
     token = secrets.token_urlsafe(18)
     console_settings = ConsoleSettings(
         reviewers={REVIEWER: SecretStr(token)}, state_db=state_dir / "console.db"
@@ -73,7 +75,7 @@ def serve_console(
         console.print(f"[bold]search page[/bold]: {url}/search?q=cat")
         console.print("keys on the review page: a AI-generated, r real, s skip, u undo")
         console.print("Ctrl-C stops the console, the stages and what the demo started")
-        while thread.is_alive():
+        while thread.is_alive() and not stop.is_set():
             thread.join(0.5)
     except KeyboardInterrupt:
         console.print("stopping")

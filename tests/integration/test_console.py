@@ -98,16 +98,23 @@ def moderation(store: LocalObjectStore, name: str, reason: str, p: float) -> Mod
 
 @pytest.fixture
 def seeded(kafka: KafkaSettings, topics: TopicNames, store: LocalObjectStore) -> Seeded:
-    """Three flagged images (oldest first: astronaut, camera, coffee) and one sampled."""
+    """Three flagged images (oldest first: astronaut, camera, coffee), two sampled."""
     flagged = [
         moderation(store, "astronaut.jpg", "flagged", 0.97),
         moderation(store, "camera.jpg", "flagged", 0.81),
         moderation(store, "coffee.jpg", "flagged", 0.35),
     ]
-    sampled = [moderation(store, "rocket.jpg", "sampled", 0.04)]
+    outside = ModerationEvent.model_validate(
+        {
+            **moderation(store, "camera.jpg", "sampled", 0.02).model_dump(),
+            "image_id": "img-outside",
+            "uri": "file:///etc/hosts",  # a URI a bad event could carry: outside the store
+        }
+    )
+    sampled = [moderation(store, "rocket.jpg", "sampled", 0.04), outside]
     producer = Producer(kafka.client_config())
     start_ms = int(time.time() * 1000) - 600_000
-    # Timestamps an hour apart, in the order the router would have written them; the
+    # Timestamps a minute apart, in the order the router would have written them; the
     # events land on different partitions, so only the timestamps tell which is oldest.
     for minutes, event in enumerate([*flagged, *sampled]):
         encoded = encode(event, key=event.image_id)
@@ -292,6 +299,11 @@ def test_posts_without_the_session_csrf_token_are_refused(
     assert stranger.post(f"{console.url}/review/decide", form=form).status == 403
     assert stranger.get(f"{console.url}/review/image/{shown_image(alice)}").status == 401
     assert stranger.post(f"{console.url}/login", form={"token": ALICE}).status == 403
+    image = request.get(f"{console.url}/review/image/{shown_image(alice)}?size=64")
+    assert (image.status, image.headers["content-type"]) == (200, "image/jpeg")
+    outside = request.get(f"{console.url}/review/image/img-outside")
+    assert outside.status == 404, "the store's fetch policy refuses a URI outside its root"
+    assert request.get(f"{console.url}/review/image/never-queued").status == 404
     csrf = alice.get_attribute("form[data-key=a] input[name=csrf]", "value")
     accepted = request.post(f"{console.url}/review/decide", form={**form, "csrf": csrf})
     assert accepted.status == 200, "the same POST with its token is taken"

@@ -1,12 +1,14 @@
-"""The review queue's leases, ordering, idempotent decisions, skip and undo (no broker)."""
+"""The review queue's leases, ordering, idempotent decisions, skip, undo; event ids and ranks."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from deeptrust.console.db import Database
+from deeptrust.console.events import click, impression
 from deeptrust.console.queue import Outcome, QueuedItem, ReviewQueue, feedback_event_id
 from deeptrust.schemas.events import ModerationEvent
 
@@ -188,3 +190,13 @@ def test_queue_and_decisions_survive_in_the_file(tmp_path: Path):
     nxt = restarted.lease_next("bob", "flagged", now=12.0)
     assert nxt is not None
     assert nxt.event.image_id == "b"
+
+
+def test_a_click_carries_its_rank_among_the_results_shown():
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    shown = ["a", "b", "c"]
+    picked = click("s1", "cat", shown, "c", now)
+    assert (picked.kind, picked.image_id, picked.rank, picked.results) == ("click", "c", 3, shown)
+    assert click("s1", "cat", shown, "z", now).rank is None, "not on the page: no rank"
+    seen = impression("s1", "dog", [], now)
+    assert (seen.kind, seen.results, seen.image_id, seen.rank) == ("impression", [], None, None)
