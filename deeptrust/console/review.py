@@ -24,7 +24,15 @@ from deeptrust.console.queue import LANES, Label, Lane, Outcome, ReviewQueue
 from deeptrust.console.sessions import SessionStore, reviewer_for
 from deeptrust.console.settings import ConsoleSettings
 from deeptrust.console.thumbnails import Thumbnails
-from deeptrust.console.web import checked_form, current, field, message, page, set_cookie
+from deeptrust.console.web import (
+    COOKIE,
+    checked_form,
+    current,
+    field,
+    message,
+    page,
+    set_cookie,
+)
 from deeptrust.streams.errors import InvalidInput
 from deeptrust.streams.producer import DeliveryFailed
 
@@ -91,7 +99,7 @@ def review_router(
         session, _ = await checked_form(request, sessions, clock())
         sessions.end(session)
         response = to_login()
-        response.delete_cookie("deeptrust_console", path="/")
+        response.delete_cookie(COOKIE, path="/")
         return response
 
     @router.get("/review", include_in_schema=False)
