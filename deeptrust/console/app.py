@@ -52,7 +52,15 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(
         review_router(
-            settings, sessions, queue, producer, feedback_topic, thumbnails, metrics, clock
+            settings,
+            sessions,
+            queue,
+            producer,
+            feedback_topic,
+            thumbnails,
+            metrics,
+            clock,
+            follower.ready,
         )
     )
     app.include_router(

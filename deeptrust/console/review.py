@@ -55,8 +55,9 @@ def review_router(
     thumbnails: Thumbnails,
     metrics: ConsoleMetrics,
     clock: Callable[[], float],
+    ready: Callable[[], bool],
 ) -> APIRouter:
-    """The routes of sign-in and review."""
+    """The routes of sign-in and review; no item is leased before ``ready()`` (the rebuild)."""
     router = APIRouter()
     tokens = {name: token.get_secret_value() for name, token in settings.reviewers.items()}
 
@@ -112,6 +113,13 @@ def review_router(
         session = current(request, sessions, now)
         if session is None or session.reviewer is None:
             return to_login()
+        if not ready():  # a half-read topic would lease a newer item before an older one
+            return message(
+                "Rebuilding the queue",
+                "The queue is being read from moderation.v1; reload in a moment.",
+                503,
+                back=f"/review?lane={lane}",
+            )
         item = queue.lease_next(session.reviewer, lane, now)
         notices = {
             "recorded": "Recorded.",
