@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from confluent_kafka import Producer
 from playwright.sync_api import Browser, Page, sync_playwright
+from prometheus_client.parser import text_string_to_metric_families
 
 from deeptrust.console.runtime import ConsoleParts
 from deeptrust.console.settings import ConsoleSettings
@@ -125,6 +126,13 @@ def seeded(kafka: KafkaSettings, topics: TopicNames, store: LocalObjectStore) ->
             headers=encoded.headers,
             timestamp=start_ms + minutes * 60_000,
         )
+    # A message of the moderation schema that is not JSON: skipped, counted, nothing else.
+    producer.produce(
+        topics(Topic.MODERATION),
+        key=b"junk",
+        value=b"{not json",
+        headers=[("schema", b"moderation"), ("schema-version", b"1")],
+    )
     assert producer.flush(30) == 0
     return Seeded(flagged, sampled)
 
@@ -304,6 +312,14 @@ def test_posts_without_the_session_csrf_token_are_refused(
     outside = request.get(f"{console.url}/review/image/img-outside")
     assert outside.status == 404, "the store's fetch policy refuses a URI outside its root"
     assert request.get(f"{console.url}/review/image/never-queued").status == 404
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(request.get(f"{console.url}/metrics").text())
+        for sample in family.samples
+    }
+    junk = (("reason", "undecodable_message"), ("topic", topics(Topic.MODERATION)))
+    assert samples[("deeptrust_console_skipped_messages_total", junk)] == 1, "junk counted"
+    assert samples[("deeptrust_console_refused_requests_total", (("reason", "csrf"),))] == 4
     csrf = alice.get_attribute("form[data-key=a] input[name=csrf]", "value")
     accepted = request.post(f"{console.url}/review/decide", form={**form, "csrf": csrf})
     assert accepted.status == 200, "the same POST with its token is taken"
