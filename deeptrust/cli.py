@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
+from deeptrust.console_cli import console
 from deeptrust.dlq_cli import dlq
 from deeptrust.gateway_cli import gateway
 from deeptrust.streams.config import KafkaSettings
@@ -235,6 +236,7 @@ def schemas_export() -> None:
 
 
 alerts.add_command(notify)
+cli.add_command(console)
 cli.add_command(dlq)
 cli.add_command(gateway)
 cli.add_command(evaluate_captions)

@@ -47,6 +47,8 @@ class SearchHit:
     ai_probability: float
     score: float
     broader: list[str] = field(default_factory=list)
+    uri: str = ""
+    label: str = ""
 
 
 class SearchIndex:
@@ -99,8 +101,11 @@ class SearchIndex:
                     (event.image_id, event.caption.text, tags, broader),
                 )
 
-    def search(self, query: str, limit: int = 10) -> list[SearchHit]:
-        """Return the images best matching any word of ``query``, best first."""
+    def search(self, query: str, limit: int = 10, label: str | None = None) -> list[SearchHit]:
+        """Return the images best matching any word of ``query``, best first.
+
+        With ``label`` (``real`` or ``ai_generated``), only images the detector labelled so.
+        """
         terms = _TERM.findall(query.lower())
         if not terms:
             return []
@@ -108,12 +113,19 @@ class SearchIndex:
         rows = self._db.execute(
             # bm25 weights by FTS column: image_id (not indexed), caption, tags, broader.
             "SELECT i.image_id, i.caption, i.tags, i.ai_probability, "
-            "bm25(images_fts, 0.0, 1.0, 1.0, 0.5) AS score, i.broader "
+            "bm25(images_fts, 0.0, 1.0, 1.0, 0.5) AS score, i.broader, i.uri, i.label "
             "FROM images_fts JOIN images i USING (image_id) "
-            "WHERE images_fts MATCH ? ORDER BY score LIMIT ?",
-            (match, limit),
+            "WHERE images_fts MATCH ? AND (? IS NULL OR i.label = ?) ORDER BY score LIMIT ?",
+            (match, label, label, limit),
         ).fetchall()
-        return [SearchHit(r[0], r[1], _terms(r[2]), r[3], -r[4], _terms(r[5])) for r in rows]
+        return [
+            SearchHit(r[0], r[1], _terms(r[2]), r[3], -r[4], _terms(r[5]), r[6], r[7]) for r in rows
+        ]
+
+    def uri_of(self, image_id: str) -> str | None:
+        """The object-store URI of an indexed image, or None."""
+        row = self._db.execute("SELECT uri FROM images WHERE image_id = ?", (image_id,)).fetchone()
+        return None if row is None else str(row[0])
 
     def count(self) -> int:
         """Return how many images the index holds."""

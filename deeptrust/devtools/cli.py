@@ -217,11 +217,19 @@ def llm_down(home: Path, port: int) -> None:
 @click.option(
     "--s3", is_flag=True, help="Keep the images in a bucket on a local S3 API server (moto)."
 )
-def demo(images: Path, query: str, home: Path, s3: bool) -> None:
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Then keep the moderation console and the search page up until Ctrl-C.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where --serve listens.")
+@click.option("--port", type=int, default=8090, show_default=True, help="The console's port.")
+def demo(images: Path, query: str, home: Path, s3: bool, serve: bool, host: str, port: int) -> None:
     """Start a broker and every stage, push the sample images through, show the results."""
     from deeptrust.devtools.demo import run_demo
 
-    run_demo(Console(width=None if sys.stdout.isatty() else 160), images, query, home, s3)
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    run_demo(out, images, query, home, s3, (host, port) if serve else None)
 
 
 @click.group("mlflow")

@@ -1,4 +1,4 @@
-"""``make demo``: the whole pipeline on the local broker, end to end, then a table.
+"""``make demo``: the whole pipeline on the local broker, end to end, a table, then the console.
 
 Every run gets its own topic prefix, consumer groups and search index, so runs never see
 each other's events; the broker and the language-model server are stopped at the end only
@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from deeptrust.devtools.demo_serve import SERVE_SAMPLE_RATE, expected_lanes, serve_console
 from deeptrust.devtools.llm_server import MODEL_ALIAS, LocalLLMServer
 from deeptrust.devtools.local_broker import LocalBroker, free_port
 from deeptrust.devtools.local_s3 import LocalS3
@@ -34,11 +35,20 @@ from deeptrust.streams.topics import Topic, TopicNames, create_topics
 S3_BUCKET = "deeptrust-demo"
 
 
-def run_demo(console: Console, images: Path, query: str, home: Path, s3: bool = False) -> None:
+def run_demo(
+    console: Console,
+    images: Path,
+    query: str,
+    home: Path,
+    s3: bool = False,
+    serve: tuple[str, int] | None = None,
+) -> None:
     """Run the pipeline on ``images`` and print what it made of them.
 
     With ``s3`` the images go to a bucket on a local S3 API server (moto's) instead of the
-    local directory, and every stage reads them from there through boto3.
+    local directory, and every stage reads them from there through boto3. With ``serve``
+    (host, port) the console and the search page stay up on the demo's topics afterwards,
+    until Ctrl-C, with the stages still running.
     """
     with console.status("laying WordNet out for the tag stage (fetched once, via apt)"):
         lay_out_wordnet()
@@ -63,8 +73,12 @@ def run_demo(console: Console, images: Path, query: str, home: Path, s3: bool = 
         bootstrap_servers=broker.bootstrap_servers, topic_prefix=f"demo-{run_id}."
     )
     settings = ProcessorSettings(
-        object_store_root=home / "objects", search_db=home / "demo" / f"search-{run_id}.db"
+        object_store_root=home / "objects",
+        search_db=home / "demo" / f"search-{run_id}.db",
+        moderation_sample_rate=SERVE_SAMPLE_RATE if serve else 0.02,
     )
+    if serve:
+        s3_env = {**s3_env, "DEEPTRUST_MODERATION_SAMPLE_RATE": str(SERVE_SAMPLE_RATE)}
     create_topics(kafka, partitions=3)
     stages = _start_stages(console, kafka, settings, llm, home / "demo" / run_id, s3_env)
     try:
@@ -75,6 +89,9 @@ def run_demo(console: Console, images: Path, query: str, home: Path, s3: bool = 
         console.print(f"{len(enriched)} of {len(names)} images enriched in {elapsed:.1f}s")
         _print_table(console, enriched, names)
         _print_search(console, settings.search_db, query, names)
+        if serve is not None:
+            lanes = expected_lanes(enriched, settings)
+            serve_console(console, kafka, settings, home / "demo" / run_id, lanes, *serve)
     finally:
         for stage in stages:
             stage.terminate()

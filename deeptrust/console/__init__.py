@@ -1,0 +1,1 @@
+"""The moderation console and the search page (``deeptrust console``): people, not stages."""
