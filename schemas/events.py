@@ -369,6 +369,33 @@ class ModelUpdateEvent(BaseModel):
         return f"{self.model}:{self.alias}"
 
 
+class SearchInteractionEvent(BaseModel):
+    """What a searcher saw and picked: an impression per results page, a click per result.
+
+    Keyed by session id, so one session's impressions and clicks stay in order and the
+    click-through rate and reciprocal rank can be computed per session.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_name: ClassVar[str] = "search_interaction"
+    schema_version: ClassVar[int] = 1
+
+    event_id: str = Field(description="Unique id of this event (a UUID).")
+    session_id: str = Field(min_length=1, description="The searcher's session: the key.")
+    query: str = Field(description="The query as typed.")
+    kind: Literal["impression", "click"]
+    results: list[str] = Field(description="Image ids shown, in rank order.")
+    image_id: ImageId | None = Field(default=None, description="The clicked image, if a click.")
+    rank: int | None = Field(default=None, ge=1, description="1-based rank of the click.")
+    occurred_at: datetime
+
+    @property
+    def key(self) -> str:
+        """The message key: one session's interactions land in one partition."""
+        return self.session_id
+
+
 EVENT_TYPES: tuple[type[BaseModel], ...] = (
     UploadEvent,
     DetectedEvent,
@@ -384,4 +411,5 @@ EVENT_TYPES: tuple[type[BaseModel], ...] = (
     DriftStateRecord,
     FeedbackEvent,
     ModelUpdateEvent,
+    SearchInteractionEvent,
 )

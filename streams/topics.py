@@ -30,6 +30,7 @@ class Topic(StrEnum):
     DRIFT_STATE = "drift-state.v1"
     FEEDBACK = "feedback.v1"
     MODELS = "models.v1"
+    SEARCH_INTERACTIONS = "search-interactions.v1"
 
 
 RECORD_LIMIT_BYTES = 1_000_000
