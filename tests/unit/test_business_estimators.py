@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from deeptrust.business.estimators import (
@@ -14,6 +16,7 @@ from deeptrust.business.estimators import (
     wilson,
     z_value,
 )
+from deeptrust.business.relevance import load_judgments, ndcg_at, recall_at
 
 
 @pytest.mark.parametrize(
@@ -147,3 +150,36 @@ def test_search_metrics_without_impressions() -> None:
     assert metrics.zero_result_rate is None
     assert metrics.click_through_rate is None
     assert metrics.mean_reciprocal_rank is None
+
+
+def test_recall_at_k_by_hand() -> None:
+    grades = {"a": 2, "b": 1, "c": 1}
+    # a and c in the first 3 of 3 relevant; b only at rank 5.
+    assert recall_at(["a", "x", "c", "y", "b"], grades, 3) == pytest.approx(2 / 3)
+    assert recall_at(["a", "x", "c", "y", "b"], grades, 5) == pytest.approx(1.0)
+    assert recall_at([], grades, 5) == pytest.approx(0.0)
+
+
+def test_ndcg_at_k_by_hand() -> None:
+    # Ranking b (1), x (0), a (2): DCG = 1/log2(2) + 0 + 3/log2(4) = 1 + 1.5 = 2.5.
+    # Ideal a (2), b (1): 3/1 + 1/log2(3) = 3.63093. nDCG = 2.5 / 3.63093 = 0.68853.
+    grades = {"a": 2, "b": 1}
+    assert ndcg_at(["b", "x", "a"], grades, 10) == pytest.approx(0.68853, abs=1e-5)
+    assert ndcg_at(["a", "b"], grades, 10) == pytest.approx(1.0)
+    # Cut at 2, a falls out: 1 / 3.63093.
+    assert ndcg_at(["b", "x", "a"], grades, 2) == pytest.approx(0.27541, abs=1e-5)
+
+
+def test_relevance_needs_a_relevant_image() -> None:
+    with pytest.raises(ValueError, match="relevant"):
+        ndcg_at(["a"], {"a": 0}, 10)
+
+
+def test_the_shipped_judgments_load() -> None:
+    queries = load_judgments(
+        Path(__file__).parents[2] / "bench/data/search-relevance/judgments.tsv"
+    )
+    person = next(q for q in queries if q.query == "person")
+    assert person.category == "people"
+    assert dict(person.grades) == {"astronaut.jpg": 2, "camera.jpg": 2, "grace_hopper.jpg": 2}
+    assert len(queries) == 37
