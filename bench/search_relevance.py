@@ -41,7 +41,7 @@ from publish import publish
 
 import deeptrust.processors.registry  # noqa: F401 - registers every model backend
 from deeptrust.business.relevance import JudgedQuery, load_judgments, ndcg_at, recall_at
-from deeptrust.debian import debian_package
+from deeptrust.devtools.debian import debian_package
 from deeptrust.processors.caption import CaptionStage
 from deeptrust.processors.search_index import SearchIndex
 from deeptrust.processors.settings import ProcessorSettings
@@ -197,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _start_llm() -> tuple[object, Path]:
-    from deeptrust.processors.llm.local_server import LocalLLMServer
-    from deeptrust.streams.local_broker import free_port
+    from deeptrust.devtools.llm_server import LocalLLMServer
+    from deeptrust.devtools.local_broker import free_port
 
     home = Path(tempfile.mkdtemp(prefix="bench-llm-"))
     server = LocalLLMServer(home, port=free_port())

@@ -28,7 +28,7 @@ class FaceFinder:
 
     min_neighbours: int = 10
     """Overlapping detections a face needs. At 6 a leaf of Debian's `Blinds.jpg` was a
-    face; 10 is the lowest that found none among the 20 bench photographs (docs/search.md)."""
+    face; at 10 none of the 20 bench photographs has a false face (docs/metrics.md)."""
     _cascades: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def load(self) -> None:

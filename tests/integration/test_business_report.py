@@ -12,12 +12,14 @@ Seeded by hand, the numbers worked out here:
 - detected.v1: 26 images, of which 6 flagged -> 20 unflagged seen, as estimated.
 
 Then one more flagged decision (f5: real) arrives while the exporter runs, and the scraped
-precision moves to 3/5.
+precision moves to 3/5. With ``DEEPTRUST_SCREENSHOT_DIR`` set, the report's PNGs are saved
+there as ``metrics-moderation.png`` and ``metrics-search.png`` (docs/metrics.md shows them).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -30,7 +32,8 @@ import pytest
 from confluent_kafka import Producer
 from pydantic import BaseModel
 
-from deeptrust.debian import debian_package
+from deeptrust.devtools.debian import debian_package
+from deeptrust.devtools.local_broker import free_port
 from deeptrust.schemas.events import (
     DetectedEvent,
     Detection,
@@ -40,12 +43,13 @@ from deeptrust.schemas.events import (
 )
 from deeptrust.streams.codec import encode
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.local_broker import free_port
 from deeptrust.streams.topics import Topic, TopicNames
 from tests.conftest import run_cli, wait_for
 
 pytestmark = pytest.mark.integration
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+# Decisions and searches follow the routing (stamped by the producer now), as they would.
+T0 = datetime.now(UTC).replace(second=0, microsecond=0)
+SCREENSHOTS = os.environ.get("DEEPTRUST_SCREENSHOT_DIR")
 RECALL = 4.5 / 9.5
 
 
@@ -140,7 +144,7 @@ def test_report_prints_the_hand_computed_numbers_and_writes_plots(
     seeded: KafkaSettings, tmp_path: Path
 ) -> None:
     out = run_cli(
-        seeded, "report", "--sample-rate", "0.25", "--out", str(tmp_path), "--points", "4"
+        seeded, "report", "--sample-rate", "0.25", "--out", str(tmp_path), "--points", "16"
     )
     rows = _rows(out)
     assert rows["flagged images (reviewed / entered)"] == "4 / 6"
@@ -156,6 +160,9 @@ def test_report_prints_the_hand_computed_numbers_and_writes_plots(
     assert rows["mean reciprocal rank of the first click"] == "0.250"
     for name in ("moderation.png", "search.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+        if SCREENSHOTS:
+            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / name, Path(SCREENSHOTS) / f"metrics-{name}")
 
 
 @pytest.fixture
