@@ -55,20 +55,17 @@ def report(
     from deeptrust.business.exporter import serve
     from deeptrust.business.plots import write_plots
     from deeptrust.business.report import BusinessReport, build_report, business_rows, timeline
-    from deeptrust.business.topics import Skipped, read_observations
+    from deeptrust.business.topics import read_observations
     from deeptrust.processors.settings import ProcessorSettings
     from deeptrust.streams.config import KafkaSettings
 
     kafka = KafkaSettings()
     rate = sample_rate if sample_rate is not None else ProcessorSettings().moderation_sample_rate
     since_ms = None if since is None else int(since.replace(tzinfo=UTC).timestamp() * 1000)
-    skipped = Skipped()
-    observations = read_observations(kafka, rate, timeout, since_ms, detected, skipped)
+    observations = read_observations(kafka, rate, timeout, since_ms, detected)
     console = Console(width=None if sys.stdout.isatty() else 160)
     current = build_report(observations)
     console.print(_table(business_rows(current)))
-    for topic, count in sorted(skipped.by_topic.items()):
-        console.print(f"[yellow]{topic}: {count} records skipped (not decodable)[/yellow]")
     for path in write_plots(timeline(observations, points), out):
         click.echo(str(path))
     if port is None:

@@ -50,6 +50,9 @@ class BusinessGauges:
         self._zero = bounded("search_zero_result_rate", "Pages with no results.")
         self._mrr = plain("search_mean_reciprocal_rank", "Mean 1/rank of the first click.")
         self._refreshed = plain("report_timestamp_seconds", "When the report was last computed.")
+        self._skipped = plain(
+            "skipped_records", "Records left out as not decodable, by topic.", ("topic",)
+        )
 
     def update(self, report: BusinessReport) -> None:
         """Set every gauge from ``report``."""
@@ -73,6 +76,8 @@ class BusinessGauges:
         self._kappa.set(_value(None if agreement is None else agreement.kappa))
         self._impressions.set(report.search.impressions)
         self._mrr.set(_value(report.search.mean_reciprocal_rank))
+        for topic, count in report.skipped.items():
+            self._skipped.labels(topic).set(count)
         self._refreshed.set(time.time())
 
 

@@ -9,8 +9,8 @@ which impression a click belongs to) live in one place.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -62,6 +62,8 @@ class Observations:
     detected: Sequence[tuple[str, datetime]] | None = None
     """(image id, uploaded at) of every image detect saw, as a check of the population;
     ``None`` when ``detected.v1`` was not read."""
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    """Records that did not decode, by topic: left out, and said so."""
 
     def until(self, moment: datetime) -> Observations:
         """The observations known at ``moment`` (routings without a time always are)."""
@@ -73,6 +75,7 @@ class Observations:
             detected=None
             if self.detected is None
             else [d for d in self.detected if d[1] <= moment],
+            skipped=self.skipped,
         )
 
     def times(self) -> list[datetime]:

@@ -7,7 +7,7 @@ the same :class:`BusinessReport`, the console through :func:`business_rows`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from deeptrust.business.estimators import (
@@ -47,6 +47,8 @@ class BusinessReport:
     unmatched_clicks: int
     detected: int | None
     """Distinct images on ``detected.v1``, or ``None`` when it was not read."""
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    """Records left out because they did not decode, by topic."""
 
     @property
     def unflagged_seen(self) -> int | None:
@@ -76,6 +78,7 @@ def build_report(observations: Observations, as_of: datetime | None = None) -> B
         search=search_metrics(pages),
         unmatched_clicks=unmatched,
         detected=None if seen.detected is None else len({i for i, _ in seen.detected}),
+        skipped=dict(seen.skipped),
     )
 
 
@@ -131,6 +134,10 @@ def business_rows(report: BusinessReport) -> list[tuple[str, str]]:
         ("zero-result rate (Wilson 95%)", _percent(search.zero_result_rate)),
         ("click-through rate (Wilson 95%)", _percent(search.click_through_rate)),
         ("mean reciprocal rank of the first click", _number(search.mean_reciprocal_rank)),
+    ]
+    rows += [
+        (f"records skipped on {topic} (not decodable)", str(n))
+        for topic, n in sorted(report.skipped.items())
     ]
     return rows
 

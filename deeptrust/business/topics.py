@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
@@ -35,24 +34,16 @@ E = TypeVar("E", bound=BaseModel)
 R = TypeVar("R")
 
 
-@dataclass
-class Skipped:
-    """Records that did not decode, by topic."""
-
-    by_topic: Counter[str] = field(default_factory=Counter)
-
-
 def read_observations(
     kafka: KafkaSettings,
     sample_rate: float,
     timeout_s: float = 30.0,
     since_ms: int | None = None,
     with_detected: bool = True,
-    skipped: Skipped | None = None,
 ) -> Observations:
     """Read moderation, feedback, search interactions (and detected) up to their ends."""
     names = TopicNames(kafka.topic_prefix)
-    tally = skipped if skipped is not None else Skipped()
+    tally: Counter[str] = Counter()
 
     def read(topic: Topic, model: type[E], make: Callable[[E, dict[str, str]], R]) -> list[R]:
         return _read(kafka, names(topic), model, make, timeout_s, since_ms, tally)
@@ -65,6 +56,7 @@ def read_observations(
         detected=read(Topic.DETECTED, DetectedEvent, lambda e, _: (e.image_id, e.uploaded_at))
         if with_detected
         else None,
+        skipped=tally,
     )
 
 
@@ -97,7 +89,7 @@ def _read(
     make: Callable[[E, dict[str, str]], R],
     timeout_s: float,
     since_ms: int | None,
-    skipped: Skipped,
+    skipped: Counter[str],
 ) -> list[R]:
     tail = TopicTail(kafka, [topic], timeout_s=timeout_s, name="business-report")
     found: list[R] = []
@@ -108,7 +100,7 @@ def _read(
                 event = decode(message.value(), message.headers(), model)
             except InvalidInput as error:
                 log.warning("%s: skipping offset %s: %s", topic, message.offset(), error)
-                skipped.by_topic[topic] += 1
+                skipped[topic] += 1
                 continue
             found.append(make(event, headers_dict(message.headers())))
     finally:

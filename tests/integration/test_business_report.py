@@ -9,7 +9,8 @@ Seeded by hand, the numbers worked out here:
 - one pair of reviewers (f4: ai, real): agreement 0;
 - search: a page clicked at rank 2, a page not clicked, a page with no results ->
   click-through 1/2, MRR (1/2 + 0) / 2 = 0.25, zero-result rate 1/3;
-- detected.v1: 26 images, of which 6 flagged -> 20 unflagged seen, as estimated.
+- detected.v1: 26 images, of which 6 flagged -> 20 unflagged seen, as estimated;
+- one record on moderation.v1 that is not an event: skipped, and counted.
 
 Then one more flagged decision (f5: real) arrives while the exporter runs, and the scraped
 precision moves to 3/5. With ``DEEPTRUST_SCREENSHOT_DIR`` set, the report's PNGs are saved
@@ -114,6 +115,7 @@ def seeded(kafka: KafkaSettings, topics: TopicNames) -> KafkaSettings:
         send(producer, topics(Topic.MODERATION), moderation(f"f{i}", "flagged"), f"f{i}")
     for i in range(1, 6):
         send(producer, topics(Topic.MODERATION), moderation(f"s{i}", "sampled"), f"s{i}")
+    producer.produce(topics(Topic.MODERATION), key=b"junk", value=b"{not json")  # skipped
     for event in [
         decision("f1", "ai_generated", "alice", 10),
         decision("f2", "ai_generated", "alice", 11),
@@ -158,6 +160,8 @@ def test_report_prints_the_hand_computed_numbers_and_writes_plots(
     assert rows["click-through rate (Wilson 95%)"].startswith("50.0% [")
     assert rows["zero-result rate (Wilson 95%)"].startswith("33.3% [")
     assert rows["mean reciprocal rank of the first click"] == "0.250"
+    skipped = f"records skipped on {seeded.topic_prefix}moderation.v1 (not decodable)"
+    assert rows[skipped] == "1"
     for name in ("moderation.png", "search.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
         if SCREENSHOTS:
@@ -218,6 +222,7 @@ def test_exporter_gauges_scraped_by_prometheus_follow_new_decisions(
         assert _scraped(base, "search_zero_result_rate") == pytest.approx(1 / 3)
         assert _scraped(base, "search_mean_reciprocal_rank", bound=None) == pytest.approx(0.25)
         assert _scraped(base, "reviewer_agreement", bound=None) == pytest.approx(0.0)
+        assert _scraped(base, "skipped_records", bound=None) == 1
 
         producer = Producer(seeded.client_config())
         send(producer, topics(Topic.FEEDBACK), decision("f5", "real", "carol", 30), "f5")

@@ -52,7 +52,7 @@ def observations() -> Observations:
     ]
     detected = [(f"img{i}", at(0)) for i in range(32)] + [(f"f{i}", at(0)) for i in range(1, 11)]
     detected += [(f"s{i}", at(0)) for i in range(1, 9)]
-    return Observations(0.2, routed, decisions, interactions, detected)
+    return Observations(0.2, routed, decisions, interactions, detected, {"t.moderation.v1": 2})
 
 
 def test_report_worked_by_hand() -> None:
@@ -96,6 +96,7 @@ def test_rows_show_every_metric_formatted() -> None:
     assert rows["unflagged images seen on detected.v1 (check)"] == "40"
     assert rows["mean reciprocal rank of the first click"] == "0.250"
     assert rows["reviewer agreement (pairs, percent, Cohen's kappa)"] == "2, 50.0%, kappa 0.00"
+    assert rows["records skipped on t.moderation.v1 (not decodable)"] == "2"
 
 
 def test_rows_say_n_a_before_any_review() -> None:
@@ -148,6 +149,7 @@ def test_gauges_carry_the_report_and_nan_when_undefined() -> None:
     assert value("deeptrust_business_recall", {"bound": "estimate"}) == pytest.approx(8 / 18)
     assert value("deeptrust_business_lane_images", {"lane": "sampled", "state": "reviewed"}) == 4
     assert value("deeptrust_business_search_mean_reciprocal_rank") == pytest.approx(0.25)
+    assert value("deeptrust_business_skipped_records", {"topic": "t.moderation.v1"}) == 2
     gauges.update(build_report(Observations(0.1)))
     precision = value("deeptrust_business_flag_precision", {"bound": "low"})
     assert precision is not None
