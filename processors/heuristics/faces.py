@@ -1,10 +1,11 @@
 """People, which ImageNet's classes never name, found by their faces: OpenCV's Haar cascades.
 
 The cascades (frontal and profile faces, Viola-Jones, BSD licence) ship inside the PyPI
-package ``opencv-python-headless``; nothing is downloaded. A face counts when it is at
-least ``MIN_FACE`` of the image's shorter side, so texture in a flower or a lawn is not
-taken for a distant face. Said in words for a caption: ``person`` for one face, ``people``
-for more, and ``portrait`` when a face is at least ``PORTRAIT_FACE`` of the shorter side.
+package ``opencv-python-headless`` (the ``faces`` extra); nothing is downloaded. A face
+counts when it is at least ``MIN_FACE`` of the image's shorter side, so texture in a
+flower or a lawn is not taken for a distant face. Said in words for a caption: ``person``
+for one face, ``people`` for more, and ``portrait`` when a face is at least
+``PORTRAIT_FACE`` of the shorter side.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ class FaceFinder:
 
     def load(self) -> None:
         """Read the frontal and profile cascades from OpenCV's package data."""
-        import cv2
+        try:
+            import cv2
+        except ImportError as error:
+            raise RuntimeError(
+                "face finding needs the `faces` extra: pip install 'deeptrust[faces]'"
+            ) from error
 
         root = Path(cv2.data.haarcascades)  # type: ignore[attr-defined]  # untyped package data
         self._cascades = [cv2.CascadeClassifier(str(root / name)) for name in _CASCADES]
