@@ -16,6 +16,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from deeptrust.business.observations import Decision, Interaction, Observations, Routed
+from deeptrust.business.report import BusinessReport, build_report
 from deeptrust.schemas.events import (
     DetectedEvent,
     FeedbackEvent,
@@ -106,3 +107,14 @@ def _read(
     finally:
         tail.close()
     return found
+
+
+def current_report(
+    kafka: KafkaSettings, sample_rate: float, timeout_s: float = 30.0, with_detected: bool = False
+) -> BusinessReport:
+    """The report over everything on the topics now: for a page, ``business_rows(...)`` of it.
+
+    ``detected.v1`` is left out by default: it is the whole image stream, and a page
+    should not read it on every view.
+    """
+    return build_report(read_observations(kafka, sample_rate, timeout_s, None, with_detected))

@@ -33,6 +33,8 @@ import pytest
 from confluent_kafka import Producer
 from pydantic import BaseModel
 
+from deeptrust.business.report import business_rows
+from deeptrust.business.topics import current_report
 from deeptrust.devtools.debian import debian_package
 from deeptrust.devtools.local_broker import free_port
 from deeptrust.schemas.events import (
@@ -162,6 +164,11 @@ def test_report_prints_the_hand_computed_numbers_and_writes_plots(
     assert rows["mean reciprocal rank of the first click"] == "0.250"
     skipped = f"records skipped on {seeded.topic_prefix}moderation.v1 (not decodable)"
     assert rows[skipped] == "1"
+    # What the console shows: the same rows, in process, without the detected.v1 check.
+    page = dict(business_rows(current_report(seeded, 0.25)))
+    check = "unflagged images seen on detected.v1 (check)"
+    assert check not in page
+    assert page == {name: value for name, value in rows.items() if name != check}
     for name in ("moderation.png", "search.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
         if SCREENSHOTS:
