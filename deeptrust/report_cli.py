@@ -62,7 +62,10 @@ def report(
     kafka = KafkaSettings()
     rate = sample_rate if sample_rate is not None else ProcessorSettings().moderation_sample_rate
     since_ms = None if since is None else int(since.replace(tzinfo=UTC).timestamp() * 1000)
-    observations = read_observations(kafka, rate, timeout, since_ms, detected)
+    try:
+        observations = read_observations(kafka, rate, timeout, since_ms, detected)
+    except RuntimeError as error:  # a topic missing or unreadable: say which, no traceback
+        raise click.ClickException(str(error)) from error
     console = Console(width=None if sys.stdout.isatty() else 160)
     current = build_report(observations)
     console.print(_table(business_rows(current)))

@@ -36,7 +36,7 @@ from pydantic import BaseModel
 from deeptrust.business.report import business_rows
 from deeptrust.business.topics import current_report
 from deeptrust.devtools.debian import debian_package
-from deeptrust.devtools.local_broker import free_port
+from deeptrust.devtools.local_broker import LocalBroker, free_port
 from deeptrust.schemas.events import (
     DetectedEvent,
     Detection,
@@ -264,3 +264,11 @@ def _rows(table: str) -> dict[str, str]:
         if len(cells) == 2 and cells[0] and cells[0] != "metric":
             rows[cells[0]] = cells[1]
     return rows
+
+
+def test_report_names_a_missing_topic(broker: LocalBroker) -> None:
+    bare = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix="nothing-here.")
+    out = run_cli(bare, "report", "--sample-rate", "0.1", "--timeout", "5", fails=True)
+    assert "cannot read nothing-here.moderation.v1" in out
+    assert "deeptrust topics" in out
+    assert "Traceback" not in out
