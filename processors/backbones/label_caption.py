@@ -6,8 +6,8 @@ The labels are the classes' usual names, confident ones only (the best always), 
 choice ``labels-llm`` hands its language model; the ``caption-labels`` tagger reads them
 back as tags, which the tag stage maps onto the vocabulary with their broader terms
 (``tabby`` -> ``cat``, ``animal``). ImageNet has no class for a person, so with the option
-``faces`` (``"true"``) a frontal face found by OpenCV's Haar cascade adds ``person`` (two
-or more: ``people``), and a face that fills the frame makes it a ``portrait``.
+``faces`` (``"true"``) a face found by OpenCV's Haar cascades adds ``person`` and ``face``
+(two or more: ``people``, ``faces``), and a large face makes it a ``portrait``.
 """
 
 from __future__ import annotations

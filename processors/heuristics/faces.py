@@ -4,8 +4,8 @@ The cascades (frontal and profile faces, Viola-Jones, BSD licence) ship inside t
 package ``opencv-python-headless`` (the ``faces`` extra); nothing is downloaded. A face
 counts when it is at least ``MIN_FACE`` of the image's shorter side, so texture in a
 flower or a lawn is not taken for a distant face. Said in words for a caption: ``person``
-for one face, ``people`` for more, and ``portrait`` when a face is at least
-``PORTRAIT_FACE`` of the shorter side.
+and ``face`` for one face, ``people`` and ``faces`` for more, and ``portrait`` when a face
+is at least ``PORTRAIT_FACE`` of the shorter side.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ class FaceFinder:
         return [(x / width, y / height, w / width, h / height) for x, y, w, h in merged]
 
     def people_words(self, image: Image.Image) -> list[str]:
-        """``person``/``people`` and ``portrait`` as the faces say; empty without a face."""
+        """``person``/``people``, ``face``/``faces``, ``portrait``; empty without a face."""
         faces = self.faces(image)
         if not faces:
             return []
-        words = ["person" if len(faces) == 1 else "people"]
+        words = ["person", "face"] if len(faces) == 1 else ["people", "faces"]
         width, height = image.size
         shorter = min(width, height)
         largest = max(w * width for _, _, w, _ in faces)

@@ -37,8 +37,8 @@ def faces() -> FaceFinder:
 
 
 def test_faces_in_the_portraits_and_none_in_the_still_lifes(faces: FaceFinder) -> None:
-    assert faces.people_words(sample("grace_hopper.jpg")) == ["person", "portrait"]
-    assert faces.people_words(sample("camera.jpg")) == ["person"]  # in profile, small
+    assert faces.people_words(sample("grace_hopper.jpg")) == ["person", "face", "portrait"]
+    assert faces.people_words(sample("camera.jpg")) == ["person", "face"]  # in profile, small
     for name in ("coffee.jpg", "chelsea.png", "rocket.jpg", "coins.jpg"):
         assert faces.people_words(sample(name)) == [], name
 
@@ -56,5 +56,5 @@ def test_the_captioner_names_the_cat_and_the_person() -> None:
     labels, _, look = cat.partition(LABELS_END)
     assert "tabby" in labels.split(", ")
     assert look == "a landscape-format colour photo in mostly orange tones"
-    assert hopper.startswith("person, portrait, ")
+    assert hopper.startswith("person, face, portrait, ")
     assert "military uniform" in hopper
