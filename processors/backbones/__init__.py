@@ -6,6 +6,6 @@ when that backend loads) and ``embed``/``clip-vit-b16-int8`` (CLIP ViT-B/16's im
 int8, on ONNX Runtime). Weights load in ``load()``, never at import.
 """
 
-from deeptrust.processors.backbones import clip_vit, mobilenet_v2, torch_mobilenet
+from deeptrust.processors.backbones import clip_vit, label_caption, mobilenet_v2, torch_mobilenet
 
-__all__ = ["clip_vit", "mobilenet_v2", "torch_mobilenet"]
+__all__ = ["clip_vit", "label_caption", "mobilenet_v2", "torch_mobilenet"]

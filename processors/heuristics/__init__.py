@@ -8,8 +8,9 @@ stays as an independent second opinion beside any pixel-based one.
 from deeptrust.processors.heuristics import (
     colour_texture,
     keyword_tags,
+    label_tags,
     provenance,
     statistics_caption,
 )
 
-__all__ = ["colour_texture", "keyword_tags", "provenance", "statistics_caption"]
+__all__ = ["colour_texture", "keyword_tags", "label_tags", "provenance", "statistics_caption"]

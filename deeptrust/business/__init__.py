@@ -1,0 +1,1 @@
+"""Business metrics: flag precision, recall, reviewer agreement, search quality."""
