@@ -21,6 +21,7 @@ from deeptrust.console.follower import QueueFollower
 from deeptrust.console.metrics import ConsoleMetrics
 from deeptrust.console.producer import AckedProducer
 from deeptrust.console.queue import ReviewQueue
+from deeptrust.console.report_page import CachedRows, report_router
 from deeptrust.console.review import review_router
 from deeptrust.console.search import LockedIndex, search_router
 from deeptrust.console.sessions import SessionStore
@@ -43,8 +44,12 @@ def create_app(
     metrics: ConsoleMetrics | None = None,
     lifespan: Lifespan | None = None,
     clock: Callable[[], float] = time.time,
+    report: CachedRows | None = None,
 ) -> FastAPI:
-    """Build the console; ``topics`` are the feedback and search-interactions topics."""
+    """Build the console; ``topics`` are the feedback and search-interactions topics.
+
+    ``report`` serves the business metrics page (``/report``) when given.
+    """
     metrics = metrics or ConsoleMetrics()
     feedback_topic, interactions_topic = topics
     app = FastAPI(title="DeepTrust console", docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -68,6 +73,9 @@ def create_app(
             settings, sessions, index, producer, interactions_topic, thumbnails, metrics, clock
         )
     )
+
+    if report is not None:
+        app.include_router(report_router(sessions, report, clock))
 
     @app.exception_handler(HTTPException)
     async def refused(_: Request, error: HTTPException) -> HTMLResponse:

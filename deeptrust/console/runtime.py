@@ -7,6 +7,7 @@ build :class:`ConsoleParts` from explicit settings instead.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from deeptrust.business.report import business_rows
+from deeptrust.business.topics import current_report
 from deeptrust.console.app import create_app
 from deeptrust.console.db import Database
 from deeptrust.console.events import feedback_event
@@ -21,6 +24,7 @@ from deeptrust.console.follower import QueueFollower
 from deeptrust.console.metrics import ConsoleMetrics
 from deeptrust.console.producer import AckedProducer
 from deeptrust.console.queue import ReviewQueue
+from deeptrust.console.report_page import CachedRows
 from deeptrust.console.search import LockedIndex
 from deeptrust.console.sessions import SessionStore
 from deeptrust.console.settings import ConsoleSettings
@@ -42,6 +46,8 @@ class ConsoleParts:
     kafka: KafkaSettings
     store: ObjectStore
     search_db: Path
+    sample_rate: float
+    """The moderation router's sampling rate, which the report's estimates weight by."""
     metrics: ConsoleMetrics = field(default_factory=ConsoleMetrics)
     db: Database = field(init=False)
     sessions: SessionStore = field(init=False)
@@ -105,6 +111,11 @@ class ConsoleParts:
             self.topics,
             self.metrics,
             lifespan=lifespan if managed else None,
+            report=CachedRows(
+                lambda: business_rows(current_report(self.kafka, self.sample_rate)),
+                time.monotonic,
+                self.settings.report_refresh_s,
+            ),
         )
 
 
@@ -114,6 +125,10 @@ def app_from_env() -> FastAPI:
 
     processors = ProcessorSettings()
     parts = ConsoleParts(
-        ConsoleSettings(), KafkaSettings(), processors.object_store(), processors.search_db
+        ConsoleSettings(),
+        KafkaSettings(),
+        processors.object_store(),
+        processors.search_db,
+        processors.moderation_sample_rate,
     )
     return parts.app()

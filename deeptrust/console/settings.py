@@ -40,6 +40,8 @@ class ConsoleSettings(BaseSettings):
     """How long a decision waits for the broker's acknowledgement before answering 503."""
     search_limit: int = Field(default=24, ge=1, le=200)
     """Results per search page."""
+    report_refresh_s: float = Field(default=60.0, ge=0)
+    """How old the report page's figures may be before a view reads the topics again."""
 
     @model_validator(mode="after")
     def _some_reviewers(self) -> ConsoleSettings:

@@ -58,7 +58,13 @@ def serve_console(
     console_settings = ConsoleSettings(
         reviewers={REVIEWER: SecretStr(token)}, state_db=state_dir / "console.db"
     )
-    parts = ConsoleParts(console_settings, kafka, settings.object_store(), settings.search_db)
+    parts = ConsoleParts(
+        console_settings,
+        kafka,
+        settings.object_store(),
+        settings.search_db,
+        settings.moderation_sample_rate,
+    )
     server = uvicorn.Server(uvicorn.Config(parts.app(), host=host, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="demo-console", daemon=True)
     thread.start()

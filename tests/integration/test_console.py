@@ -190,7 +190,7 @@ def console(
         state_db=tmp_path / "console.db",
         lease_s=300,
     )
-    parts = ConsoleParts(settings, kafka, store, search_db)
+    parts = ConsoleParts(settings, kafka, store, search_db, sample_rate=0.5)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(parts.app(), host="127.0.0.1", port=port, log_level="warning")
@@ -291,6 +291,21 @@ def test_reviewers_decide_with_keys_and_decisions_land_on_feedback(
     sampled = alice.context.new_page()
     sampled.goto(f"{console.url}/review?lane=sampled")
     assert shown_image(sampled) == seeded.sampled[0].image_id, "the sampled lane is apart"
+
+    # The report page: three flagged images queued, one decided (astronaut, last called
+    # real), so the flag precision rests on one decision, and it is not AI-generated.
+    report = alice.context.new_page()
+    report.goto(f"{console.url}/report")
+    rows = dict(
+        zip(
+            report.locator("#report th").all_text_contents(),
+            report.locator("#report td").all_text_contents(),
+            strict=True,
+        )
+    )
+    assert rows["flagged images (reviewed / entered)"] == "1 / 3"
+    # Wilson at n = 1, x = 0: upper bound (z²/2 + z·sqrt(z²/4)) / (1 + z²) = 0.7935.
+    assert rows["flag precision (Wilson 95%)"] == "0.0% [0.0%, 79.3%]"
 
 
 def test_posts_without_the_session_csrf_token_are_refused(
