@@ -145,6 +145,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="inputs a second")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--stall", type=float, default=120.0, help="seconds without progress")
+    parser.add_argument("--only", default="", help="run the scenarios whose name has this")
+    parser.add_argument("--logs", type=Path, help="keep the workers' logs in this folder")
     args = parser.parse_args()
     scenarios = [
         scenario
@@ -155,6 +157,7 @@ def main() -> None:
             Scenario("broker down 90 s", outage_s=90.0, consume_sink=consume_sink),
         )
     ]
+    scenarios = [s for s in scenarios if args.only in f"{s.name}, {s.relay}"]
     with tempfile.TemporaryDirectory(prefix="faust-eos-") as scratch:
         broker = LocalBroker(Path(scratch) / "kafka", port=free_port(), controller_port=free_port())
         broker.start(timeout_s=180)
@@ -162,7 +165,11 @@ def main() -> None:
             rows = [run(broker, Path(scratch), s, args) for s in scenarios]
         finally:
             broker.stop()
-    publish(RESULTS, report(args, rows))
+    lines = report(args, rows)
+    if args.only:  # a partial run leaves the full one's page alone
+        print("\n".join(lines))
+    else:
+        publish(RESULTS, lines)
 
 
 def run(broker: LocalBroker, scratch: Path, scenario: Scenario, args: argparse.Namespace) -> dict:
@@ -182,7 +189,7 @@ def run(broker: LocalBroker, scratch: Path, scenario: Scenario, args: argparse.N
         "FAUST_RELAY_SINK": sink,
         "FAUST_RELAY_CONSUME_SINK": "1" if scenario.consume_sink else "0",
     }
-    worker = Worker(args.faust_python, env, scratch / f"{app_id}.log")
+    worker = Worker(args.faust_python, env, (args.logs or scratch) / f"{app_id}.log")
     progress = Progress(broker.bootstrap_servers, app_id, source)
     ids = [f"{app_id}-{i}" for i in range(args.events)]
     started = time.monotonic()
@@ -207,6 +214,9 @@ def run(broker: LocalBroker, scratch: Path, scenario: Scenario, args: argparse.N
         progress.close()
     counts = Counter(outputs)
     sent = Counter(inputs)
+    twice = sorted(i for i, n in counts.items() if n > 1)
+    if twice:
+        print(f"  duplicated: {', '.join(twice[:20])}{' ...' if len(twice) > 20 else ''}")
     return {
         "scenario": scenario.name,
         "relay": scenario.relay,
