@@ -165,6 +165,11 @@ def create_app(
             metrics.rejected(error.reason)
         if isinstance(error, CutOffWhileStreaming):
             metrics.cut_off.inc()
+        if error.reason is Rejection.UNAUTHORIZED:  # for whoever audits access; never the key
+            client = request.client.host if request.client else "an unknown client"
+            log.warning(
+                "refused %s %s from %s: %s", request.method, request.url.path, client, error.detail
+            )
         return JSONResponse(
             ErrorBody(error=error.reason.value, detail=error.detail).model_dump(),
             status_code=error.status,

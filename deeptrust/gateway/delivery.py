@@ -39,12 +39,13 @@ class AckedUploadProducer(UploadProducer):
         """Start serving delivery reports in the background."""
         self._poller.start()
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Deliver what is in flight (up to ``timeout_s``), then stop the report thread."""
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Deliver what is in flight (up to ``timeout_s``), stop the report thread, release."""
         self._producer.flush(timeout_s)
         self._stop.set()
         if self._poller.is_alive():
             self._poller.join(timeout_s)
+        return super().close(0)
 
     def upload_acked(
         self, data: bytes, filename: str, image_id: str, metadata: dict[str, str]

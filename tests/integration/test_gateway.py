@@ -363,6 +363,8 @@ def test_no_secret_or_payload_reaches_the_logs_metrics_or_probes(
         for record in caplog.records
         if record.name.startswith(("deeptrust", "uvicorn"))
     )
+    # The refusal is logged (so the log is where a leaked key would show), without the key.
+    assert "refused POST /v1/uploads from 127.0.0.1: invalid API key" in logged
     probes = [httpx.get(f"{gateway.url}{path}") for path in ("/metrics", "/healthz", "/readyz")]
     assert [probe.status_code for probe in probes] == [200, 200, 200]
     assert "deeptrust_gateway_requests_total" in probes[0].text
