@@ -113,6 +113,19 @@ class UploadProducer:
             failures, self._failures = self._failures, []
             raise DeliveryFailed(f"{remaining} undelivered, failures: {failures[:5]}")
 
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Deliver what is in flight (up to ``timeout_s``), then release the client.
+
+        Returns how many events were given up undelivered. A client left to the garbage
+        collector keeps dialling its brokers until then, long after they may be gone.
+        """
+        remaining = int(self._producer.flush(timeout_s))
+        if remaining:  # purged, so close does not wait out message.timeout.ms for them
+            self._producer.purge()
+            self._producer.flush(0)
+        self._producer.close()
+        return remaining
+
 
 def produce_one(kafka: KafkaSettings, topic: str, event: BaseModel, key: str) -> None:
     """Produce a single event (a label, a promotion) and wait until the broker has it.

@@ -82,13 +82,19 @@ def store(tmp_path: Path) -> LocalObjectStore:
 
 
 @pytest.fixture
-def uploads(kafka: KafkaSettings, store: LocalObjectStore) -> UploadProducer:
-    return UploadProducer(kafka, store, source="test")
+def uploads(kafka: KafkaSettings, store: LocalObjectStore) -> Iterator[UploadProducer]:
+    producer = UploadProducer(kafka, store, source="test")
+    yield producer
+    producer.close()  # or it dials the broker until collected, long after a test stops it
 
 
 @pytest.fixture
-def raw_producer(kafka: KafkaSettings) -> Producer:
-    return Producer(kafka.client_config())
+def raw_producer(kafka: KafkaSettings) -> Iterator[Producer]:
+    producer = Producer(kafka.client_config())
+    yield producer
+    producer.flush(10)
+    producer.purge()
+    producer.close()
 
 
 StartStage = Callable[..., StageProcess]
