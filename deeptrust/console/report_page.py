@@ -34,12 +34,12 @@ class CachedRows:
         self._at = 0.0
 
     def __call__(self) -> tuple[Rows, float]:
-        """The rows and when they were computed."""
+        """The rows and their age in seconds (on this object's own clock)."""
         with self._lock:
             now = self._clock()
             if self._rows is None or now - self._at >= self._refresh_s:
                 self._rows, self._at = self._compute(), now
-            return self._rows, self._at
+            return self._rows, now - self._at
 
 
 def report_router(
@@ -53,7 +53,7 @@ def report_router(
         session = current(request, sessions, clock())
         if session is None or not session.reviewer:
             return RedirectResponse("/login", status_code=303)
-        table, computed_at = rows()
-        return page("report.html", session=session, rows=table, age_s=clock() - computed_at)
+        table, age_s = rows()
+        return page("report.html", session=session, rows=table, age_s=age_s)
 
     return router

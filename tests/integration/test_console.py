@@ -306,6 +306,7 @@ def test_reviewers_decide_with_keys_and_decisions_land_on_feedback(
     assert rows["flagged images (reviewed / entered)"] == "1 / 3"
     # Wilson at n = 1, x = 0: upper bound (z²/2 + z·sqrt(z²/4)) / (1 + z²) = 0.7935.
     assert rows["flag precision (Wilson 95%)"] == "0.0% [0.0%, 79.3%]"
+    snapshot(report, "console-report.png")
 
 
 def test_posts_without_the_session_csrf_token_are_refused(
