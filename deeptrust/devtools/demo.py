@@ -34,6 +34,9 @@ from deeptrust.streams.topics import Topic, TopicNames, create_topics
 
 S3_BUCKET = "deeptrust-demo"
 
+GENERATED = Path(__file__).resolve().parents[2] / "samples" / "generated"
+GENERATED_PER_FAMILY = 2
+
 
 def run_demo(
     console: Console,
@@ -103,19 +106,37 @@ def run_demo(
             s3_server.stop()
 
 
+def generated_samples(folder: Path = GENERATED) -> list[Path]:
+    """A few AI-generated images beside the photographs: the project's own generators' draws.
+
+    Two of each family in ``samples/generated`` (made by ``make train-detector``, under the
+    project's licence), so the table shows what the detector makes of generated images and
+    the moderation console's flagged lane has something in it.
+    """
+    if not folder.is_dir():
+        return []
+    return [
+        path
+        for family in sorted(p for p in folder.iterdir() if p.is_dir())
+        for path in sorted(family.glob("*.png"))[:GENERATED_PER_FAMILY]
+    ]
+
+
 def _upload(
     console: Console, kafka: KafkaSettings, settings: ProcessorSettings, images: Path
 ) -> dict[str, str]:
-    """Upload every image under ``images``; return {image id: file name}."""
-    files = image_files([images])
+    """Upload every image under ``images`` and the generated samples; {image id: name}."""
+    files = [(path, path.name) for path in image_files([images])]
+    files += [(path, f"generated/{path.parent.name}/{path.name}") for path in generated_samples()]
     producer = UploadProducer(kafka, settings.object_store(), source="demo")
     names: dict[str, str] = {}
     with Progress(console=console) as progress:
         task = progress.add_task("uploading sample images", total=len(files))
-        for path in files:
-            names[producer.upload(path.read_bytes(), path.name).image_id] = path.name
+        for path, name in files:
+            names[producer.upload(path.read_bytes(), path.name).image_id] = name
             progress.advance(task)
     producer.flush()
+    producer.close()
     return names
 
 
