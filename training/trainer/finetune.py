@@ -59,11 +59,21 @@ from deeptrust.training.trainer.runtime import (
     seed_run,
     validation_metrics,
 )
+from deeptrust.training.trainer.streaming import (
+    EpochBatches,
+    InMemoryImages,
+    InOrder,
+    LabelledImages,
+    LoaderOptions,
+    content_digest,
+    loader,
+    shutdown,
+)
 
 LABELS: dict[int, str] = {0: "real", 1: "ai_generated"}
 """The output classes the ``hf-vit`` detect backend reads (it looks for ``ai_generated``)."""
 CHECKPOINT_FORMAT = 1
-DATA_DIGEST_VERSION = b"deeptrust-finetune-data/1"
+DATA_DIGEST_VERSION = b"deeptrust-finetune-data/2"
 _SNAPSHOT = "best-epoch-"
 
 
@@ -103,39 +113,32 @@ class _Best:
 
 @dataclass(frozen=True)
 class _Data:
-    """RGB images and their labels and class-balanced weights as device tensors."""
+    """The two sets, their labels and class-balanced weights as device tensors, their digest."""
 
-    train: list[Image.Image]
+    train: LabelledImages
     train_y: torch.Tensor
     train_w: torch.Tensor
-    val: list[Image.Image]
+    val: LabelledImages
     val_y: torch.Tensor
     val_w: torch.Tensor
     digest: str
 
 
-def _prepare(
-    train: Sequence[Image.Image],
-    train_y: np.ndarray,
-    val: Sequence[Image.Image],
-    val_y: np.ndarray,
-    device: torch.device,
-) -> _Data:
-    """Check the sets, convert to RGB, and digest the pixels and labels both sets hold."""
-    sets = []
+def _prepare(train: LabelledImages, val: LabelledImages, device: torch.device) -> _Data:
+    """Check the labels, and digest both sets by content key and label, decoding nothing.
+
+    A key names an image's bytes (or pixels), which decode to the same pixels every time,
+    so the digest pins the data as the pixels would, without a pass over the images.
+    """
     sha = hashlib.sha256(DATA_DIGEST_VERSION)
-    for name, images, labels in (("training", train, train_y), ("validation", val, val_y)):
-        checked = checked_labels(labels, name)
-        if len(images) != len(checked):
-            raise ValueError(f"{name} has {len(images)} images but {len(checked)} labels")
-        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
-        sha.update(f"{name}:{len(rgb)}".encode())
-        for image in rgb:
-            sha.update(repr(image.size).encode())
-            sha.update(image.tobytes())
-        sha.update(checked.astype(np.uint8).tobytes())
-        sets.append((rgb, checked))
-    (train_rgb, ty), (val_rgb, vy) = sets
+    labels = []
+    for name, images in (("training", train), ("validation", val)):
+        checked = checked_labels(images.labels, name)
+        if len(images.keys) != len(checked):
+            raise ValueError(f"{name} has {len(images.keys)} images but {len(checked)} labels")
+        sha.update(content_digest(images.keys, checked, name))
+        labels.append(checked)
+    ty, vy = labels
     if len(np.unique(ty)) != 2:
         raise ValueError("the training set must hold both classes")
 
@@ -143,14 +146,25 @@ def _prepare(
         return torch.from_numpy(np.asarray(values, np.float32)).to(device)
 
     return _Data(
-        train=train_rgb,
+        train=train,
         train_y=tensor(ty),
         train_w=tensor(balanced_weights(ty)),
-        val=val_rgb,
+        val=val,
         val_y=tensor(vy),
         val_w=tensor(balanced_weights(vy)),
         digest=sha.hexdigest(),
     )
+
+
+@dataclass(frozen=True)
+class ProcessorTransform:
+    """One image to the processor's resized, normalised ``(3, H, W)`` pixels (in a worker)."""
+
+    processor: Any
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels: torch.Tensor = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        return pixels[0]
 
 
 def load_classifier(source: str) -> Any:
@@ -196,7 +210,33 @@ def fine_tune(
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> FineTuneResult:
-    """Fine-tune ``config.model`` on the images; write the best epoch to ``output_dir``.
+    """:func:`fine_tune_sets` on images already in memory, read in this process."""
+    if len(train_images) != len(train_y) or len(val_images) != len(val_y):
+        raise ValueError(
+            f"training has {len(train_images)} images and {len(train_y)} labels, "
+            f"validation {len(val_images)} and {len(val_y)}"
+        )
+    return fine_tune_sets(
+        InMemoryImages(train_images, train_y),
+        InMemoryImages(val_images, val_y),
+        config,
+        output_dir,
+        checkpoint_dir,
+        on_epoch,
+        LoaderOptions(workers=0),
+    )
+
+
+def fine_tune_sets(
+    train: LabelledImages,
+    val: LabelledImages,
+    config: TrainConfig,
+    output_dir: Path,
+    checkpoint_dir: Path | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    loading: LoaderOptions | None = None,
+) -> FineTuneResult:
+    """Fine-tune ``config.model`` on the sets; write the best epoch to ``output_dir``.
 
     The contract is :func:`~deeptrust.training.trainer.loop.train_probe`'s: one grid point; with
     ``checkpoint_dir``, ``last.pt`` (and the best epoch's snapshot) there is rewritten after
@@ -204,6 +244,8 @@ def fine_tune(
     while another config's or other data's checkpoint raises ValueError; ``on_epoch`` runs
     before the checkpoint (at-least-once reporting). ``output_dir`` is replaced by the best
     epoch's ``save_pretrained`` model and processor. The caller's RNG state is untouched.
+    Images are read batch by batch through ``loading``'s workers
+    (:mod:`deeptrust.training.trainer.streaming`), never all at once.
     """
     if config.sweep:
         raise ValueError("fine_tune takes one grid point; expand_sweep(config) first")
@@ -211,12 +253,14 @@ def fine_tune(
         raise ValueError(f"fine_tune trains backbone hf-vit, not {config.backbone}")
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    data = _prepare(train_images, train_y, val_images, val_y, device)
+    data = _prepare(train, val, device)
     with ExitStack() as stack:
         if checkpoint_dir is None:
             checkpoint_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         stack.enter_context(torch.random.fork_rng(devices=rng_devices(device)))
-        return _Run(data, config, device, precision, checkpoint_dir).train(output_dir, on_epoch)
+        run = _Run(data, config, device, precision, checkpoint_dir, loading or LoaderOptions())
+        stack.callback(run.close)
+        return run.train(output_dir, on_epoch)
 
 
 class _Run:
@@ -229,6 +273,7 @@ class _Run:
         device: torch.device,
         precision: str,
         folder: Path,
+        loading: LoaderOptions,
     ) -> None:
         self.data, self.config, self.device, self.precision = data, config, device, precision
         self.folder = folder
@@ -250,12 +295,20 @@ class _Run:
             CHECKPOINT_FORMAT, config, data.digest, precision, self.scaler is not None
         )
         self.micro_size = config.batch_size // config.accumulation_steps
+        transform = ProcessorTransform(self.processor)
+        self.train_batches = loader(
+            data.train.with_transform(transform),
+            EpochBatches(len(data.train), config.batch_size, self.shuffle),
+            loading,
+        )
+        self.val_batches = loader(
+            data.val.with_transform(transform), InOrder(len(data.val), self.micro_size), loading
+        )
 
-    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The processor's resized, normalised pixels of ``images`` on the device."""
-        inputs = self.processor(images=list(images), return_tensors="pt")
-        pixels: torch.Tensor = inputs["pixel_values"].to(self.device)
-        return pixels
+    def close(self) -> None:
+        """Stop the loaders' worker processes."""
+        shutdown(self.train_batches)
+        shutdown(self.val_batches)
 
     def _snapshot(self, epoch: int) -> Path:
         return self.folder / f"{_SNAPSHOT}{epoch:04d}"
@@ -279,18 +332,16 @@ class _Run:
             parameter.requires_grad_(not frozen)
 
     def _train_epoch(self) -> float:
-        data, config = self.data, self.config
+        data = self.data
         self.model.train()
-        order = torch.randperm(len(data.train), generator=self.shuffle).tolist()
         loss_sum = torch.zeros((), device=self.device)
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            images = [data.train[i] for i in batch]
+        for batch_pixels, batch in self.train_batches:
+            pixels = batch_pixels.to(self.device)
 
-            def forward(first: int, stop: int, images: list[Image.Image] = images) -> torch.Tensor:
-                return _binary_logits(self.model, self._pixels(images[first:stop]))
+            def forward(first: int, stop: int, pixels: torch.Tensor = pixels) -> torch.Tensor:
+                return _binary_logits(self.model, pixels[first:stop])
 
-            index = torch.tensor(batch, device=self.device)
+            index = batch.to(self.device)
             mean_loss = accumulate_gradients(
                 forward,
                 data.train_y[index],
@@ -301,7 +352,7 @@ class _Run:
             )
             loss_sum += mean_loss * len(batch)
             optimizer_step(self.optimizer, self.scaler)
-        return float(loss_sum.item()) / len(order)
+        return float(loss_sum.item()) / len(data.train)
 
     def _evaluate(self) -> tuple[float, float, float]:
         """Validation in float32, as the ``hf-vit`` backend serves by default."""
@@ -309,8 +360,8 @@ class _Run:
         with torch.no_grad():
             logits = torch.cat(
                 [
-                    _binary_logits(self.model, self._pixels(self.data.val[i : i + self.micro_size]))
-                    for i in range(0, len(self.data.val), self.micro_size)
+                    _binary_logits(self.model, pixels.to(self.device))
+                    for pixels, _ in self.val_batches
                 ]
             )
         self.model.train()
