@@ -40,6 +40,7 @@ from PIL import Image
 from deeptrust.processors.transformers_backends.common import TRAINING_RECORD
 from deeptrust.training.detector.probe import balanced_weights
 from deeptrust.training.trainer.config import TrainConfig
+from deeptrust.training.trainer.distributed import Shards, join
 from deeptrust.training.trainer.runtime import (
     CHECKPOINT_FILE,
     EpochStats,
@@ -295,12 +296,13 @@ class _Run:
             CHECKPOINT_FORMAT, config, data.digest, precision, self.scaler is not None
         )
         self.micro_size = config.batch_size // config.accumulation_steps
+        self.world = join(device)
+        self.net = self._wrapped()
         transform = ProcessorTransform(self.processor)
-        self.train_batches = loader(
-            data.train.with_transform(transform),
-            EpochBatches(len(data.train), config.batch_size, self.shuffle),
-            loading,
+        self.shares = Shards(
+            EpochBatches(len(data.train), config.batch_size, self.shuffle), self.world
         )
+        self.train_batches = loader(data.train.with_transform(transform), self.shares, loading)
         self.val_batches = loader(
             data.val.with_transform(transform), InOrder(len(data.val), self.micro_size), loading
         )
@@ -328,31 +330,54 @@ class _Run:
 
     def _set_backbone_frozen(self, frozen: bool) -> None:
         """Frozen parameters get no gradient, so AdamW leaves them (and their decay) alone."""
+        changed = False
         for parameter in self.model.base_model.parameters():
+            changed |= parameter.requires_grad == frozen
             parameter.requires_grad_(not frozen)
+        if changed and self.world.size > 1:
+            self.net = self._wrapped()
+
+    def _wrapped(self) -> Any:
+        """The model DDP syncs (re-wrapped after a freeze change: DDP hooks what needs grad)."""
+        if self.world.size == 1:
+            return self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def backward_batch(self, batch_pixels: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Backward this process's share of one effective batch; its weighted loss sum.
+
+        Under DDP the gradients are then every process's average: the whole batch's.
+        """
+        data, world = self.data, self.world
+        rows, stand_in = self.shares.plan.popleft()
+        pixels = batch_pixels.to(self.device)
+
+        def forward(first: int, stop: int) -> torch.Tensor:
+            return _binary_logits(self.net, pixels[first:stop])
+
+        index = batch.to(self.device)
+        share = rows / world.size
+        mean_loss = accumulate_gradients(
+            forward,
+            data.train_y[index],
+            data.train_w[index] * (0.0 if stand_in else 1.0),
+            max(1, self.micro_size // world.size),
+            autocast_dtype(self.precision),
+            self.scaler,
+            normaliser=share,
+            no_sync=None if world.size == 1 else self.net.no_sync,
+        )
+        return mean_loss * share
 
     def _train_epoch(self) -> float:
-        data = self.data
+        """One pass over this process's shares of the shuffled batches; the mean loss."""
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         for batch_pixels, batch in self.train_batches:
-            pixels = batch_pixels.to(self.device)
-
-            def forward(first: int, stop: int, pixels: torch.Tensor = pixels) -> torch.Tensor:
-                return _binary_logits(self.model, pixels[first:stop])
-
-            index = batch.to(self.device)
-            mean_loss = accumulate_gradients(
-                forward,
-                data.train_y[index],
-                data.train_w[index],
-                self.micro_size,
-                autocast_dtype(self.precision),
-                self.scaler,
-            )
-            loss_sum += mean_loss * len(batch)
+            loss_sum += self.backward_batch(batch_pixels, batch)
             optimizer_step(self.optimizer, self.scaler)
-        return float(loss_sum.item()) / len(data.train)
+        return float(self.world.sum(loss_sum).item()) / len(self.data.train)
 
     def _evaluate(self) -> tuple[float, float, float]:
         """Validation in float32, as the ``hf-vit`` backend serves by default."""
@@ -396,8 +421,9 @@ class _Run:
             candidate = _Best(epoch, auc, val_loss)
             if best is None or candidate.rank() > best.rank():
                 best = candidate
-                self._save_snapshot(epoch)
-            if on_epoch is not None:
+                if self.world.leader:
+                    self._save_snapshot(epoch)
+            if on_epoch is not None and self.world.leader:
                 on_epoch(stats)
             state = {
                 **self.identity.header(epoch),
@@ -408,8 +434,10 @@ class _Run:
                 "best": asdict(best),
                 "history": [asdict(entry) for entry in history],
             }
-            save_checkpoint(path, state)
-            self._drop_snapshots_but(best.epoch)
+            if self.world.leader:  # one writer; the others wait until it is whole
+                save_checkpoint(path, state)
+                self._drop_snapshots_but(best.epoch)
+            self.world.barrier()
         if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
             raise RuntimeError("no epoch was trained")
         return self._write_output(output_dir, best, history, resumed_from)
@@ -421,10 +449,14 @@ class _Run:
         history: list[EpochStats],
         resumed_from: int | None,
     ) -> FineTuneResult:
-        """The best snapshot, the processor and the provenance record, in ``output_dir``."""
-        shutil.rmtree(output_dir, ignore_errors=True)
-        shutil.copytree(self._snapshot(best.epoch), output_dir)
-        self.processor.save_pretrained(output_dir)
+        """The best snapshot, the processor and the provenance record, in ``output_dir``.
+
+        Written by the leader; the other processes wait for it and return the same result.
+        """
+        if self.world.leader:
+            shutil.rmtree(output_dir, ignore_errors=True)
+            shutil.copytree(self._snapshot(best.epoch), output_dir)
+            self.processor.save_pretrained(output_dir)
         metadata: dict[str, Any] = {
             "trainer": "deeptrust.training.trainer.finetune",
             "base_model": self.config.model,
@@ -435,15 +467,18 @@ class _Run:
             "best_val_loss": best.val_loss,
             "best_val_auc": best.val_auc if math.isfinite(best.val_auc) else None,
             "train_rows": len(self.data.train),
+            "processes": self.world.size,
             "val_rows": len(self.data.val),
             "device": str(self.device),
             "precision": self.precision,
             "torch_version": str(torch.__version__),
             "transformers_version": str(transformers.__version__),
         }
-        (output_dir / TRAINING_RECORD).write_text(
-            json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8"
-        )
+        if self.world.leader:
+            (output_dir / TRAINING_RECORD).write_text(
+                json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8"
+            )
+        self.world.barrier()
         return FineTuneResult(
             output_dir=output_dir,
             history=list(history),
