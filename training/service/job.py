@@ -320,5 +320,7 @@ def _hyperparameters(config: TrainConfig) -> dict[str, Any]:
         "seed",
     )
     if config.backbone == "hf-vit":
-        fields += ("model", "freeze_epochs")
+        fields += ("model", "freeze_epochs", "adapter")
+    if config.adapter == "lora":
+        fields += ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
     return {name: getattr(config, name) for name in fields}

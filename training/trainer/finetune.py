@@ -41,6 +41,7 @@ from deeptrust.processors.transformers_backends.common import TRAINING_RECORD
 from deeptrust.training.detector.probe import balanced_weights
 from deeptrust.training.trainer.config import TrainConfig
 from deeptrust.training.trainer.distributed import Shards, join
+from deeptrust.training.trainer.lora import adapter_record, with_lora
 from deeptrust.training.trainer.runtime import (
     CHECKPOINT_FILE,
     EpochStats,
@@ -281,7 +282,10 @@ class _Run:
         folder.mkdir(parents=True, exist_ok=True)
         self.shuffle = seed_run(config.seed, device)  # before the head is initialised
         self.processor = transformers.AutoImageProcessor.from_pretrained(config.model)
-        self.model = load_classifier(config.model).to(device)
+        self.model = load_classifier(config.model)
+        if config.adapter == "lora":
+            self.model = with_lora(self.model, config)
+        self.model = self.model.to(device)
         # The usual transformer recipe: no weight decay on biases and normalisation scales.
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -320,7 +324,9 @@ class _Run:
         target = self._snapshot(epoch)
         shutil.rmtree(target, ignore_errors=True)  # a redone epoch's leftover
         partial = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{target.name}."))
-        self.model.save_pretrained(partial)
+        self.model.save_pretrained(partial)  # with an adapter: the adapter alone
+        if self.config.adapter != "none":  # and the re-headed config its base is built with
+            self.model.get_base_model().config.save_pretrained(partial)
         partial.rename(target)
 
     def _drop_snapshots_but(self, epoch: int) -> None:
@@ -329,7 +335,12 @@ class _Run:
                 shutil.rmtree(path, ignore_errors=True)
 
     def _set_backbone_frozen(self, frozen: bool) -> None:
-        """Frozen parameters get no gradient, so AdamW leaves them (and their decay) alone."""
+        """Frozen parameters get no gradient, so AdamW leaves them (and their decay) alone.
+
+        An adapter run's backbone is frozen by peft, and stays so.
+        """
+        if self.config.adapter != "none":
+            return
         changed = False
         for parameter in self.model.base_model.parameters():
             changed |= parameter.requires_grad == frozen
@@ -468,6 +479,9 @@ class _Run:
             "best_val_auc": best.val_auc if math.isfinite(best.val_auc) else None,
             "train_rows": len(self.data.train),
             "processes": self.world.size,
+            "adapter": None
+            if self.config.adapter == "none"
+            else adapter_record(self.config, self.model),
             "val_rows": len(self.data.val),
             "device": str(self.device),
             "precision": self.precision,
