@@ -148,6 +148,10 @@ class S3ObjectStore:
         )
         return boto3.client("s3", endpoint_url=self.endpoint_url, config=config)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the client, so a training loader's worker process makes its own."""
+        return {key: value for key, value in self.__dict__.items() if key != "_client"}
+
     def put(self, key: str, data: bytes) -> StoredObject:
         """Upload ``data`` to the bucket and return its ``s3://`` URI."""
         _check_key(key)

@@ -532,17 +532,28 @@ class MobileNetV2:
 
     def run_network(self, batch: Sequence[Image.Image]) -> BackboneOutput:
         """Run the network on ``batch``, ``max_batch`` images per session run, never the memo."""
-        session = self.compiled.session
-        features, logits = [], []
-        for start in range(0, len(batch), self.max_batch):
-            chunk = np.stack([preprocess(image) for image in batch[start : start + self.max_batch]])
-            pooled, scores = session.run([EMBEDDING_OUTPUT, LOGITS_OUTPUT], {INPUT_NAME: chunk})
-            features.append(pooled)
-            logits.append(scores)
-        if not features:
+        outputs = [
+            self.run_pixels(
+                np.stack([preprocess(image) for image in batch[start : start + self.max_batch]])
+            )
+            for start in range(0, len(batch), self.max_batch)
+        ]
+        if not outputs:
             empty = np.zeros((0, EMBEDDING_DIMENSIONS), np.float32)
             return BackboneOutput(empty, np.zeros((0, NUM_CLASSES), np.float32))
-        return BackboneOutput(np.concatenate(features), np.concatenate(logits))
+        return BackboneOutput(
+            np.concatenate([output.features for output in outputs]),
+            np.concatenate([output.logits for output in outputs]),
+        )
+
+    def run_pixels(self, pixels: np.ndarray) -> BackboneOutput:
+        """One session run on images already :func:`preprocess`-ed (``(N, 3, 224, 224)``).
+
+        For callers that preprocess elsewhere, such as a training loader's worker processes.
+        """
+        inputs = {INPUT_NAME: np.ascontiguousarray(pixels, np.float32)}
+        pooled, scores = self.compiled.session.run([EMBEDDING_OUTPUT, LOGITS_OUTPUT], inputs)
+        return BackboneOutput(pooled, scores)
 
     def predict(self, batch: Sequence[Image.Image]) -> list[list[float]]:
         """Return one L2-normalised 1280-d embedding per image."""

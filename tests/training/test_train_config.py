@@ -191,7 +191,17 @@ def test_digest_is_stable_ignores_sweep_and_follows_every_field():
     }
     # The fine-tune's fields only make sense together, so they change as a set.
     vit = {"backbone": "hf-vit", "model": "google/vit-base-patch16-224"}
-    later = [vit, {**vit, "model": "/models/vit"}, {**vit, "freeze_epochs": 1}]
+    lora = {**vit, "adapter": "lora"}
+    later = [
+        vit,
+        {**vit, "model": "/models/vit"},
+        {**vit, "freeze_epochs": 1},
+        lora,
+        {**lora, "lora_rank": 4},
+        {**lora, "lora_alpha": 8.0},
+        {**lora, "lora_dropout": 0.1},
+        {**lora, "lora_targets": ["q_proj"]},
+    ]
     later_fields = {name for fields in later for name in fields}
     assert set(changes) | later_fields == set(TrainConfig.model_fields) - {"sweep"}
     digests = {TrainConfig(**{name: value}).digest() for name, value in changes.items()}
@@ -211,3 +221,15 @@ def test_digest_is_pinned_so_checkpoints_on_disk_stay_resumable():
     assert TrainConfig().digest() == (
         "54987494d9c9ac4ca22b9cc71ec2485fac3e7e5c759b197eedd5bd2f81347ce4"
     )
+
+
+def test_lora_is_for_the_vit_keeps_its_backbone_frozen_and_counts_in_the_digest():
+    vit = TrainConfig(backbone="hf-vit", model="some/vit")
+    lora = TrainConfig(backbone="hf-vit", model="some/vit", adapter="lora")
+    assert lora.lora_targets == ["q_proj", "v_proj"]
+    assert lora.digest() != vit.digest()
+    assert TrainConfig(backbone="hf-vit", model="some/vit", adapter="none").digest() == vit.digest()
+    with pytest.raises(ValueError, match="adapter lora applies to backbone hf-vit"):
+        TrainConfig(adapter="lora")
+    with pytest.raises(ValueError, match="LoRA keeps the backbone frozen"):
+        TrainConfig(backbone="hf-vit", model="some/vit", adapter="lora", freeze_epochs=1)

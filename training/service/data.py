@@ -55,13 +55,23 @@ class TrainingData:
         return merged
 
 
+@dataclass(frozen=True)
+class StoreReader:
+    """Read object-store URIs through the store (and its policy), local paths directly.
+
+    A picklable callable, not a closure: training loaders send it to their worker
+    processes, which read the examples themselves.
+    """
+
+    store: ObjectStore
+
+    def __call__(self, uri: str) -> bytes:
+        return self.store.get(uri) if uri.startswith("s3://") else read_local(uri)
+
+
 def byte_reader(store: ObjectStore) -> Callable[[str], bytes]:
-    """Read object-store URIs through the store (and its policy), local paths directly."""
-
-    def read(uri: str) -> bytes:
-        return store.get(uri) if uri.startswith("s3://") else read_local(uri)
-
-    return read
+    """A :class:`StoreReader` on ``store``."""
+    return StoreReader(store)
 
 
 def folder_sources(folders: Sequence[Path]) -> list[Source]:

@@ -86,7 +86,8 @@ class RetrainJob:
         self._store = store
         self._kafka = kafka
         self._read = byte_reader(store)
-        cache = FeatureCache(settings.work_dir / "features", settings.threads)
+        self._loading = settings.loader_options()
+        cache = FeatureCache(settings.work_dir / "features", settings.threads, self._loading)
         self._features = ProbeFeatures(cache, self._read)
         mlflow.set_tracking_uri(settings.tracking_uri)
         self._client = MlflowClient(settings.tracking_uri)
@@ -169,11 +170,11 @@ class RetrainJob:
             sources.append(Source("feedback", tuple(feedback_examples(self._kafka))))
         return sources
 
-    def _recipe(self, config: TrainConfig, data: TrainingData) -> Recipe:
+    def _recipe(self, config: TrainConfig, data: TrainingData, scratch: Path) -> Recipe:
         """What trains this config's backbone on this job's data."""
         if config.backbone == "hf-vit":
-            return ViTRecipe(data, self._read)
-        return ProbeRecipe(data, self._features)
+            return ViTRecipe(data, self._read, self._loading)
+        return ProbeRecipe(data, self._features, scratch / "rows")
 
     def _train_and_register(self, run_id: str, request_id: str, scratch: Path) -> str:
         data = prepare(self._sources(), self._read, scratch / "manifests")
@@ -185,7 +186,7 @@ class RetrainJob:
                     f"the {name} split needs both labels; it has {len(labels)} examples"
                 )
         base = load_config(self._settings.config)
-        recipe = self._recipe(base, data)
+        recipe = self._recipe(base, data, scratch)
         mlflow.log_params(
             {
                 "data_version": data.version,
@@ -272,7 +273,7 @@ class RetrainJob:
         event = self.registry.update_event(version, "production", metrics={})
         data = self._store.get(event.artifact_uri)
         if event.backend == "hf-vit":
-            return version, ViTCandidate.from_artefact(data, folder, self._read)
+            return version, ViTCandidate.from_artefact(data, folder, self._read, self._loading)
         return version, ProbeCandidate.from_artefact(data, folder, self._features)
 
     def _register(
@@ -319,5 +320,7 @@ def _hyperparameters(config: TrainConfig) -> dict[str, Any]:
         "seed",
     )
     if config.backbone == "hf-vit":
-        fields += ("model", "freeze_epochs")
+        fields += ("model", "freeze_epochs", "adapter")
+    if config.adapter == "lora":
+        fields += ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
     return {name: getattr(config, name) for name in fields}

@@ -1,13 +1,16 @@
 """The ``mobilenet-probe`` recipe: a logistic head on frozen MobileNetV2 features.
 
 The offline default. Features come from the content-addressed cache
-(:mod:`deeptrust.training.service.features`), so a sweep computes each image's features once, and
-the artefact is the head's ``.npz``, which the ``mobilenet-probe`` detect backend loads.
+(:mod:`deeptrust.training.service.features`), so a sweep computes each image's features once;
+the job's training and validation rows are then packed into one raw file per split
+(:mod:`deeptrust.training.trainer.rows`) that every grid point reads a batch at a time, so
+no split's features are ever in memory whole. The artefact is the head's ``.npz``, which
+the ``mobilenet-probe`` detect backend loads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,22 +23,42 @@ from deeptrust.training.datasets.quality import Accepted
 from deeptrust.training.service.data import TrainingData
 from deeptrust.training.service.features import FeatureCache
 from deeptrust.training.service.recipe import Outcome, labels_of
-from deeptrust.training.trainer import EpochStats, TrainConfig, train_probe
+from deeptrust.training.trainer import EpochStats, TrainConfig
+from deeptrust.training.trainer.rows import RowFile, write_row_file
 
 BACKEND = "mobilenet-probe"
+SCORE_CHUNK = 1024
+"""Examples whose features are in memory at once while a head scores a split."""
 
 
 @dataclass(frozen=True)
 class ProbeFeatures:
-    """Raw backbone features of examples, through the cache, as float64 rows."""
+    """Raw backbone features of examples, through the cache."""
 
     cache: FeatureCache
     read: Callable[[str], bytes]
 
-    def __call__(self, items: Sequence[Accepted]) -> np.ndarray:
-        """One row per example, in order."""
-        pairs = [(item.sha256, item.example.uri) for item in items]
-        return self.cache.features(pairs, self.read).astype(np.float64)
+    def fill(self, items: Sequence[Accepted]) -> None:
+        """Compute (in the loader's workers) what the cache lacks."""
+        self.cache.fill([(item.sha256, item.example.uri) for item in items], self.read)
+
+    def chunks(self, items: Sequence[Accepted]) -> Iterator[np.ndarray]:
+        """Rows of the examples in order, :data:`SCORE_CHUNK` at a time, as float64."""
+        self.fill(items)
+        for start in range(0, len(items), SCORE_CHUNK):
+            chunk = items[start : start + SCORE_CHUNK]
+            yield np.stack([self.cache.row(item.sha256) for item in chunk]).astype(np.float64)
+
+    def row_file(self, items: Sequence[Accepted], path: Path) -> RowFile:
+        """The examples' rows packed into ``path``, in order, with their labels."""
+        self.fill(items)
+        return write_row_file(
+            path,
+            [item.sha256 for item in items],
+            labels_of(items),
+            self.cache.row,
+            self.cache.namespace,
+        )
 
 
 @dataclass(frozen=True)
@@ -53,7 +76,8 @@ class ProbeCandidate:
 
     def probabilities(self, items: Sequence[Accepted]) -> np.ndarray:
         """The head on the examples' features, as the detect stage computes it."""
-        return self.head.probability(self.features(items))
+        parts = [self.head.probability(rows) for rows in self.features.chunks(items)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float64)
 
     def write(self, folder: Path, provenance: dict[str, str]) -> Path:
         """The head's ``.npz``, its metadata extended by the backbone and ``provenance``."""
@@ -78,12 +102,12 @@ class ProbeCandidate:
 
 
 class ProbeRecipe:
-    """Trains heads on one job's cached features (computed once, at construction)."""
+    """Trains heads on one job's cached features (packed into ``folder`` at construction)."""
 
-    def __init__(self, data: TrainingData, features: ProbeFeatures) -> None:
+    def __init__(self, data: TrainingData, features: ProbeFeatures, folder: Path) -> None:
         self._features = features
-        self._train = (features(data.train), labels_of(data.train))
-        self._validation = (features(data.validation), labels_of(data.validation))
+        self._train = features.row_file(data.train, folder / "train.f32")
+        self._validation = features.row_file(data.validation, folder / "validation.f32")
 
     def params(self) -> dict[str, Any]:
         """The frozen backbone's weights, which the features (and so the head) depend on."""
@@ -97,5 +121,7 @@ class ProbeRecipe:
         folder: Path,
     ) -> tuple[Outcome, ProbeCandidate]:
         """One grid point's head (``folder`` is unused: the head lives in memory)."""
-        result = train_probe(*self._train, *self._validation, config, checkpoints, on_epoch)
+        from deeptrust.training.trainer.loop import train_probe_rows
+
+        result = train_probe_rows(self._train, self._validation, config, checkpoints, on_epoch)
         return result, ProbeCandidate(result.head, self._features)

@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deeptrust.training.service.seed_dataset import SAMPLES
+from deeptrust.training.trainer.loading import LoaderOptions, StartMethod
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -38,3 +39,13 @@ class TrainingSettings(BaseSettings):
     artifact_prefix: str = "models"
     """Object-store key prefix of registered artefacts, which stages download."""
     threads: int = Field(default=2, ge=1)
+    loader_workers: int = Field(default=2, ge=0)
+    """Worker processes that read, decode and transform examples from the object store
+    (per loader; 0 reads in the training process)."""
+    loader_start_method: StartMethod = "forkserver"
+    """How those workers start: ``forkserver`` by default, since the retrain consumer trains in
+    a thread beside its Kafka clients' threads, which a ``fork`` would copy mid-lock."""
+
+    def loader_options(self) -> LoaderOptions:
+        """How a job's loaders read examples."""
+        return LoaderOptions(self.loader_workers, self.loader_start_method)

@@ -1,6 +1,8 @@
 """The ``hf-vit`` recipe: fine-tune a transformers image classifier on the job's images.
 
-Training is :func:`deeptrust.training.trainer.finetune.fine_tune`; scoring loads the trained
+Training is :func:`deeptrust.training.trainer.finetune.fine_tune_sets` on the job's images,
+read lazily from the object store by a loader's worker processes
+(:mod:`deeptrust.training.trainer.streaming`); scoring loads the trained
 directory through the production ``hf-vit`` detect backend
 (``deeptrust.processors.models.load_model``
 with the options a detect stage would be given), so the offline metrics are those of the
@@ -17,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 import deeptrust.processors.transformers_backends  # noqa: F401 - registers the hf-vit backend
 from deeptrust.processors.artefact_archive import SUFFIX, pack_directory, unpack_archive
@@ -27,21 +28,29 @@ from deeptrust.processors.transformers_backends.common import (
     TRAINING_RECORD,
     recorded_threshold,
 )
-from deeptrust.streams.images import decode_image
 from deeptrust.training.datasets.quality import Accepted
 from deeptrust.training.service.data import TrainingData
-from deeptrust.training.service.recipe import Outcome, labels_of
+from deeptrust.training.service.recipe import Outcome
+from deeptrust.training.trainer.loading import LoaderOptions
 
 if TYPE_CHECKING:  # torch is imported when a fit starts: the canary reads archives without it
     from deeptrust.training.trainer import EpochStats, TrainConfig
+    from deeptrust.training.trainer.streaming import ImageDataset
 
 BACKEND = "hf-vit"
 ARCHIVE_FILE = f"model{SUFFIX}"
 
 
-def decode_all(items: Sequence[Accepted], read: Callable[[str], bytes]) -> list[Image.Image]:
-    """The examples' pixels, as the detect stage decodes an upload."""
-    return [decode_image(read(item.example.uri)).image for item in items]
+SCORE_BATCH = 32
+"""Images decoded at once (per loader batch) while a candidate scores a split."""
+
+
+def image_dataset(items: Sequence[Accepted], read: Callable[[str], bytes]) -> ImageDataset:
+    """The examples as a lazily read dataset: URIs, content hashes and labels only."""
+    from deeptrust.training.trainer.streaming import ImageDataset, ImageRef
+
+    refs = [ImageRef(item.example.uri, item.sha256, item.example.label) for item in items]
+    return ImageDataset(refs, read)
 
 
 class ViTCandidate:
@@ -49,10 +58,17 @@ class ViTCandidate:
 
     backend = BACKEND
 
-    def __init__(self, folder: Path, threshold: float, read: Callable[[str], bytes]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        threshold: float,
+        read: Callable[[str], bytes],
+        loading: LoaderOptions | None = None,
+    ) -> None:
         self.folder = folder
         self.threshold = threshold
         self._read = read
+        self._loading = loading or LoaderOptions()
 
     def spec(self) -> ModelSpec:
         """The spec a detect stage serving this directory would build."""
@@ -64,9 +80,23 @@ class ViTCandidate:
         return load_model(self.spec())
 
     def probabilities(self, items: Sequence[Accepted]) -> np.ndarray:
-        """The backend's ``ai_probability`` per example."""
-        verdicts = self._model.predict(decode_all(items, self._read))
-        return np.array([verdict.ai_probability for verdict in verdicts], np.float64)
+        """The backend's ``ai_probability`` per example, decoded a batch at a time in workers."""
+        from deeptrust.training.trainer.streaming import InOrder, loader, shutdown, unchanged
+
+        scores: list[float] = []
+        batches = loader(
+            image_dataset(items, self._read),
+            InOrder(len(items), SCORE_BATCH),
+            self._loading,
+            unchanged,
+        )
+        try:
+            for batch in batches:
+                verdicts = self._model.predict([image for image, _ in batch])
+                scores += [verdict.ai_probability for verdict in verdicts]
+        finally:
+            shutdown(batches)
+        return np.array(scores, np.float64)
 
     def write(self, folder: Path, provenance: dict[str, str]) -> Path:
         """The directory, its record extended by ``provenance``, as one ``.tar.gz``."""
@@ -81,25 +111,36 @@ class ViTCandidate:
         return path
 
     @classmethod
-    def from_artefact(cls, data: bytes, folder: Path, read: Callable[[str], bytes]) -> ViTCandidate:
+    def from_artefact(
+        cls,
+        data: bytes,
+        folder: Path,
+        read: Callable[[str], bytes],
+        loading: LoaderOptions | None = None,
+    ) -> ViTCandidate:
         """A registered archive (e.g. production's), unpacked into ``folder``."""
         unpack_archive(data, folder)
-        return cls.from_folder(folder, read)
+        return cls.from_folder(folder, read, loading)
 
     @classmethod
-    def from_folder(cls, folder: Path, read: Callable[[str], bytes]) -> ViTCandidate:
+    def from_folder(
+        cls, folder: Path, read: Callable[[str], bytes], loading: LoaderOptions | None = None
+    ) -> ViTCandidate:
         """An unpacked archive, with the threshold its training record names."""
         threshold = recorded_threshold(str(folder))
-        return cls(folder, DEFAULT_THRESHOLD if threshold is None else threshold, read)
+        return cls(folder, DEFAULT_THRESHOLD if threshold is None else threshold, read, loading)
 
 
 class ViTRecipe:
-    """Fine-tunes classifiers on one job's images (decoded once, at construction)."""
+    """Fine-tunes classifiers on one job's images, read from the store batch by batch."""
 
-    def __init__(self, data: TrainingData, read: Callable[[str], bytes]) -> None:
+    def __init__(
+        self, data: TrainingData, read: Callable[[str], bytes], loading: LoaderOptions
+    ) -> None:
         self._read = read
-        self._train = (decode_all(data.train, read), labels_of(data.train))
-        self._validation = (decode_all(data.validation, read), labels_of(data.validation))
+        self._loading = loading
+        self._train = image_dataset(data.train, read)
+        self._validation = image_dataset(data.validation, read)
 
     def params(self) -> dict[str, Any]:
         """Nothing beyond the config: the base model is a hyperparameter."""
@@ -113,14 +154,16 @@ class ViTRecipe:
         folder: Path,
     ) -> tuple[Outcome, ViTCandidate]:
         """One grid point's fine-tune, its best epoch written to ``folder / "model"``."""
-        from deeptrust.training.trainer.finetune import fine_tune
+        from deeptrust.training.trainer.finetune import fine_tune_sets
 
-        result = fine_tune(
-            *self._train,
-            *self._validation,
+        result = fine_tune_sets(
+            self._train,
+            self._validation,
             config,
             folder / "model",
             checkpoints,
             on_epoch,
+            self._loading,
         )
-        return result, ViTCandidate(result.output_dir, config.threshold, self._read)
+        candidate = ViTCandidate(result.output_dir, config.threshold, self._read, self._loading)
+        return result, candidate

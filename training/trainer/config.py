@@ -38,9 +38,19 @@ DIGEST_VERSION = "deeptrust-train-config/1"
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Backbone = Literal["mobilenet-probe", "hf-vit"]
+Adapter = Literal["none", "lora"]
 # Fields added after checkpoints existed: left out of the digest while they hold their
 # defaults, so a probe config written before them keeps its digest and its checkpoints.
-_LATER_FIELDS: dict[str, object] = {"backbone": "mobilenet-probe", "model": "", "freeze_epochs": 0}
+_LATER_FIELDS: dict[str, object] = {
+    "backbone": "mobilenet-probe",
+    "model": "",
+    "freeze_epochs": 0,
+    "adapter": "none",
+    "lora_rank": 8,
+    "lora_alpha": 16.0,
+    "lora_dropout": 0.0,
+    "lora_targets": ["q_proj", "v_proj"],
+}
 
 
 class TrainConfig(BaseModel):
@@ -50,7 +60,10 @@ class TrainConfig(BaseModel):
     MobileNetV2 features (the offline default), or ``hf-vit``, a transformers image
     classifier fine-tuned end to end from ``model`` (a hub id such as
     ``google/vit-base-patch16-224`` or a ``save_pretrained`` directory), whose backbone may
-    stay frozen for the first ``freeze_epochs`` epochs while the new head settles.
+    stay frozen for the first ``freeze_epochs`` epochs while the new head settles. With
+    ``adapter = "lora"`` the backbone stays frozen and only low-rank adapters (``peft``'s
+    LoRA: ``lora_rank``, ``lora_alpha``, ``lora_dropout`` on the ``lora_targets`` modules)
+    and the classification head learn; the artefact is the adapter and a record of its base.
 
     ``batch_size`` is the *effective* batch: the optimiser steps once per ``batch_size``
     rows. With ``accumulation_steps`` N > 1 those rows go through the model as N
@@ -74,6 +87,11 @@ class TrainConfig(BaseModel):
     backbone: Backbone = "mobilenet-probe"
     model: str = ""
     freeze_epochs: int = Field(default=0, ge=0)
+    adapter: Adapter = "none"
+    lora_rank: int = Field(default=8, ge=1)
+    lora_alpha: float = Field(default=16.0, gt=0, allow_inf_nan=False)
+    lora_dropout: float = Field(default=0.0, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
     sweep: dict[str, list[float]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -90,6 +108,12 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 "model and freeze_epochs apply to backbone hf-vit; the mobilenet-probe "
                 "backbone is fixed and always frozen"
+            )
+        if self.adapter == "lora" and self.backbone != "hf-vit":
+            raise ValueError("adapter lora applies to backbone hf-vit")
+        if self.adapter == "lora" and self.freeze_epochs:
+            raise ValueError(
+                "freeze_epochs does not apply with adapter lora: LoRA keeps the backbone frozen"
             )
         if not self.device.strip():
             raise ValueError("device must be 'auto' or a torch device such as 'cpu' or 'cuda:0'")

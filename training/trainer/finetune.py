@@ -40,6 +40,8 @@ from PIL import Image
 from deeptrust.processors.transformers_backends.common import TRAINING_RECORD
 from deeptrust.training.detector.probe import balanced_weights
 from deeptrust.training.trainer.config import TrainConfig
+from deeptrust.training.trainer.distributed import Shards, join
+from deeptrust.training.trainer.lora import adapter_record, with_lora
 from deeptrust.training.trainer.runtime import (
     CHECKPOINT_FILE,
     EpochStats,
@@ -59,11 +61,21 @@ from deeptrust.training.trainer.runtime import (
     seed_run,
     validation_metrics,
 )
+from deeptrust.training.trainer.streaming import (
+    EpochBatches,
+    InMemoryImages,
+    InOrder,
+    LabelledImages,
+    LoaderOptions,
+    content_digest,
+    loader,
+    shutdown,
+)
 
 LABELS: dict[int, str] = {0: "real", 1: "ai_generated"}
 """The output classes the ``hf-vit`` detect backend reads (it looks for ``ai_generated``)."""
 CHECKPOINT_FORMAT = 1
-DATA_DIGEST_VERSION = b"deeptrust-finetune-data/1"
+DATA_DIGEST_VERSION = b"deeptrust-finetune-data/2"
 _SNAPSHOT = "best-epoch-"
 
 
@@ -103,39 +115,32 @@ class _Best:
 
 @dataclass(frozen=True)
 class _Data:
-    """RGB images and their labels and class-balanced weights as device tensors."""
+    """The two sets, their labels and class-balanced weights as device tensors, their digest."""
 
-    train: list[Image.Image]
+    train: LabelledImages
     train_y: torch.Tensor
     train_w: torch.Tensor
-    val: list[Image.Image]
+    val: LabelledImages
     val_y: torch.Tensor
     val_w: torch.Tensor
     digest: str
 
 
-def _prepare(
-    train: Sequence[Image.Image],
-    train_y: np.ndarray,
-    val: Sequence[Image.Image],
-    val_y: np.ndarray,
-    device: torch.device,
-) -> _Data:
-    """Check the sets, convert to RGB, and digest the pixels and labels both sets hold."""
-    sets = []
+def _prepare(train: LabelledImages, val: LabelledImages, device: torch.device) -> _Data:
+    """Check the labels, and digest both sets by content key and label, decoding nothing.
+
+    A key names an image's bytes (or pixels), which decode to the same pixels every time,
+    so the digest pins the data as the pixels would, without a pass over the images.
+    """
     sha = hashlib.sha256(DATA_DIGEST_VERSION)
-    for name, images, labels in (("training", train, train_y), ("validation", val, val_y)):
-        checked = checked_labels(labels, name)
-        if len(images) != len(checked):
-            raise ValueError(f"{name} has {len(images)} images but {len(checked)} labels")
-        rgb = [image if image.mode == "RGB" else image.convert("RGB") for image in images]
-        sha.update(f"{name}:{len(rgb)}".encode())
-        for image in rgb:
-            sha.update(repr(image.size).encode())
-            sha.update(image.tobytes())
-        sha.update(checked.astype(np.uint8).tobytes())
-        sets.append((rgb, checked))
-    (train_rgb, ty), (val_rgb, vy) = sets
+    labels = []
+    for name, images in (("training", train), ("validation", val)):
+        checked = checked_labels(images.labels, name)
+        if len(images.keys) != len(checked):
+            raise ValueError(f"{name} has {len(images.keys)} images but {len(checked)} labels")
+        sha.update(content_digest(images.keys, checked, name))
+        labels.append(checked)
+    ty, vy = labels
     if len(np.unique(ty)) != 2:
         raise ValueError("the training set must hold both classes")
 
@@ -143,14 +148,25 @@ def _prepare(
         return torch.from_numpy(np.asarray(values, np.float32)).to(device)
 
     return _Data(
-        train=train_rgb,
+        train=train,
         train_y=tensor(ty),
         train_w=tensor(balanced_weights(ty)),
-        val=val_rgb,
+        val=val,
         val_y=tensor(vy),
         val_w=tensor(balanced_weights(vy)),
         digest=sha.hexdigest(),
     )
+
+
+@dataclass(frozen=True)
+class ProcessorTransform:
+    """One image to the processor's resized, normalised ``(3, H, W)`` pixels (in a worker)."""
+
+    processor: Any
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels: torch.Tensor = self.processor(images=image, return_tensors="pt")["pixel_values"]
+        return pixels[0]
 
 
 def load_classifier(source: str) -> Any:
@@ -196,7 +212,33 @@ def fine_tune(
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> FineTuneResult:
-    """Fine-tune ``config.model`` on the images; write the best epoch to ``output_dir``.
+    """:func:`fine_tune_sets` on images already in memory, read in this process."""
+    if len(train_images) != len(train_y) or len(val_images) != len(val_y):
+        raise ValueError(
+            f"training has {len(train_images)} images and {len(train_y)} labels, "
+            f"validation {len(val_images)} and {len(val_y)}"
+        )
+    return fine_tune_sets(
+        InMemoryImages(train_images, train_y),
+        InMemoryImages(val_images, val_y),
+        config,
+        output_dir,
+        checkpoint_dir,
+        on_epoch,
+        LoaderOptions(workers=0),
+    )
+
+
+def fine_tune_sets(
+    train: LabelledImages,
+    val: LabelledImages,
+    config: TrainConfig,
+    output_dir: Path,
+    checkpoint_dir: Path | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    loading: LoaderOptions | None = None,
+) -> FineTuneResult:
+    """Fine-tune ``config.model`` on the sets; write the best epoch to ``output_dir``.
 
     The contract is :func:`~deeptrust.training.trainer.loop.train_probe`'s: one grid point; with
     ``checkpoint_dir``, ``last.pt`` (and the best epoch's snapshot) there is rewritten after
@@ -204,6 +246,8 @@ def fine_tune(
     while another config's or other data's checkpoint raises ValueError; ``on_epoch`` runs
     before the checkpoint (at-least-once reporting). ``output_dir`` is replaced by the best
     epoch's ``save_pretrained`` model and processor. The caller's RNG state is untouched.
+    Images are read batch by batch through ``loading``'s workers
+    (:mod:`deeptrust.training.trainer.streaming`), never all at once.
     """
     if config.sweep:
         raise ValueError("fine_tune takes one grid point; expand_sweep(config) first")
@@ -211,12 +255,14 @@ def fine_tune(
         raise ValueError(f"fine_tune trains backbone hf-vit, not {config.backbone}")
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    data = _prepare(train_images, train_y, val_images, val_y, device)
+    data = _prepare(train, val, device)
     with ExitStack() as stack:
         if checkpoint_dir is None:
             checkpoint_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         stack.enter_context(torch.random.fork_rng(devices=rng_devices(device)))
-        return _Run(data, config, device, precision, checkpoint_dir).train(output_dir, on_epoch)
+        run = _Run(data, config, device, precision, checkpoint_dir, loading or LoaderOptions())
+        stack.callback(run.close)
+        return run.train(output_dir, on_epoch)
 
 
 class _Run:
@@ -229,13 +275,17 @@ class _Run:
         device: torch.device,
         precision: str,
         folder: Path,
+        loading: LoaderOptions,
     ) -> None:
         self.data, self.config, self.device, self.precision = data, config, device, precision
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.shuffle = seed_run(config.seed, device)  # before the head is initialised
         self.processor = transformers.AutoImageProcessor.from_pretrained(config.model)
-        self.model = load_classifier(config.model).to(device)
+        self.model = load_classifier(config.model)
+        if config.adapter == "lora":
+            self.model = with_lora(self.model, config)
+        self.model = self.model.to(device)
         # The usual transformer recipe: no weight decay on biases and normalisation scales.
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
@@ -250,12 +300,21 @@ class _Run:
             CHECKPOINT_FORMAT, config, data.digest, precision, self.scaler is not None
         )
         self.micro_size = config.batch_size // config.accumulation_steps
+        self.world = join(device)
+        self.net = self._wrapped()
+        transform = ProcessorTransform(self.processor)
+        self.shares = Shards(
+            EpochBatches(len(data.train), config.batch_size, self.shuffle), self.world
+        )
+        self.train_batches = loader(data.train.with_transform(transform), self.shares, loading)
+        self.val_batches = loader(
+            data.val.with_transform(transform), InOrder(len(data.val), self.micro_size), loading
+        )
 
-    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The processor's resized, normalised pixels of ``images`` on the device."""
-        inputs = self.processor(images=list(images), return_tensors="pt")
-        pixels: torch.Tensor = inputs["pixel_values"].to(self.device)
-        return pixels
+    def close(self) -> None:
+        """Stop the loaders' worker processes."""
+        shutdown(self.train_batches)
+        shutdown(self.val_batches)
 
     def _snapshot(self, epoch: int) -> Path:
         return self.folder / f"{_SNAPSHOT}{epoch:04d}"
@@ -265,7 +324,9 @@ class _Run:
         target = self._snapshot(epoch)
         shutil.rmtree(target, ignore_errors=True)  # a redone epoch's leftover
         partial = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{target.name}."))
-        self.model.save_pretrained(partial)
+        self.model.save_pretrained(partial)  # with an adapter: the adapter alone
+        if self.config.adapter != "none":  # and the re-headed config its base is built with
+            self.model.get_base_model().config.save_pretrained(partial)
         partial.rename(target)
 
     def _drop_snapshots_but(self, epoch: int) -> None:
@@ -274,34 +335,60 @@ class _Run:
                 shutil.rmtree(path, ignore_errors=True)
 
     def _set_backbone_frozen(self, frozen: bool) -> None:
-        """Frozen parameters get no gradient, so AdamW leaves them (and their decay) alone."""
+        """Frozen parameters get no gradient, so AdamW leaves them (and their decay) alone.
+
+        An adapter run's backbone is frozen by peft, and stays so.
+        """
+        if self.config.adapter != "none":
+            return
+        changed = False
         for parameter in self.model.base_model.parameters():
+            changed |= parameter.requires_grad == frozen
             parameter.requires_grad_(not frozen)
+        if changed and self.world.size > 1:
+            self.net = self._wrapped()
+
+    def _wrapped(self) -> Any:
+        """The model DDP syncs (re-wrapped after a freeze change: DDP hooks what needs grad)."""
+        if self.world.size == 1:
+            return self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def backward_batch(self, batch_pixels: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Backward this process's share of one effective batch; its weighted loss sum.
+
+        Under DDP the gradients are then every process's average: the whole batch's.
+        """
+        data, world = self.data, self.world
+        rows, stand_in = self.shares.plan.popleft()
+        pixels = batch_pixels.to(self.device)
+
+        def forward(first: int, stop: int) -> torch.Tensor:
+            return _binary_logits(self.net, pixels[first:stop])
+
+        index = batch.to(self.device)
+        share = rows / world.size
+        mean_loss = accumulate_gradients(
+            forward,
+            data.train_y[index],
+            data.train_w[index] * (0.0 if stand_in else 1.0),
+            max(1, self.micro_size // world.size),
+            autocast_dtype(self.precision),
+            self.scaler,
+            normaliser=share,
+            no_sync=None if world.size == 1 else self.net.no_sync,
+        )
+        return mean_loss * share
 
     def _train_epoch(self) -> float:
-        data, config = self.data, self.config
+        """One pass over this process's shares of the shuffled batches; the mean loss."""
         self.model.train()
-        order = torch.randperm(len(data.train), generator=self.shuffle).tolist()
         loss_sum = torch.zeros((), device=self.device)
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            images = [data.train[i] for i in batch]
-
-            def forward(first: int, stop: int, images: list[Image.Image] = images) -> torch.Tensor:
-                return _binary_logits(self.model, self._pixels(images[first:stop]))
-
-            index = torch.tensor(batch, device=self.device)
-            mean_loss = accumulate_gradients(
-                forward,
-                data.train_y[index],
-                data.train_w[index],
-                self.micro_size,
-                autocast_dtype(self.precision),
-                self.scaler,
-            )
-            loss_sum += mean_loss * len(batch)
+        for batch_pixels, batch in self.train_batches:
+            loss_sum += self.backward_batch(batch_pixels, batch)
             optimizer_step(self.optimizer, self.scaler)
-        return float(loss_sum.item()) / len(order)
+        return float(self.world.sum(loss_sum).item()) / len(self.data.train)
 
     def _evaluate(self) -> tuple[float, float, float]:
         """Validation in float32, as the ``hf-vit`` backend serves by default."""
@@ -309,8 +396,8 @@ class _Run:
         with torch.no_grad():
             logits = torch.cat(
                 [
-                    _binary_logits(self.model, self._pixels(self.data.val[i : i + self.micro_size]))
-                    for i in range(0, len(self.data.val), self.micro_size)
+                    _binary_logits(self.model, pixels.to(self.device))
+                    for pixels, _ in self.val_batches
                 ]
             )
         self.model.train()
@@ -345,8 +432,9 @@ class _Run:
             candidate = _Best(epoch, auc, val_loss)
             if best is None or candidate.rank() > best.rank():
                 best = candidate
-                self._save_snapshot(epoch)
-            if on_epoch is not None:
+                if self.world.leader:
+                    self._save_snapshot(epoch)
+            if on_epoch is not None and self.world.leader:
                 on_epoch(stats)
             state = {
                 **self.identity.header(epoch),
@@ -357,8 +445,10 @@ class _Run:
                 "best": asdict(best),
                 "history": [asdict(entry) for entry in history],
             }
-            save_checkpoint(path, state)
-            self._drop_snapshots_but(best.epoch)
+            if self.world.leader:  # one writer; the others wait until it is whole
+                save_checkpoint(path, state)
+                self._drop_snapshots_but(best.epoch)
+            self.world.barrier()
         if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
             raise RuntimeError("no epoch was trained")
         return self._write_output(output_dir, best, history, resumed_from)
@@ -370,10 +460,14 @@ class _Run:
         history: list[EpochStats],
         resumed_from: int | None,
     ) -> FineTuneResult:
-        """The best snapshot, the processor and the provenance record, in ``output_dir``."""
-        shutil.rmtree(output_dir, ignore_errors=True)
-        shutil.copytree(self._snapshot(best.epoch), output_dir)
-        self.processor.save_pretrained(output_dir)
+        """The best snapshot, the processor and the provenance record, in ``output_dir``.
+
+        Written by the leader; the other processes wait for it and return the same result.
+        """
+        if self.world.leader:
+            shutil.rmtree(output_dir, ignore_errors=True)
+            shutil.copytree(self._snapshot(best.epoch), output_dir)
+            self.processor.save_pretrained(output_dir)
         metadata: dict[str, Any] = {
             "trainer": "deeptrust.training.trainer.finetune",
             "base_model": self.config.model,
@@ -384,15 +478,21 @@ class _Run:
             "best_val_loss": best.val_loss,
             "best_val_auc": best.val_auc if math.isfinite(best.val_auc) else None,
             "train_rows": len(self.data.train),
+            "processes": self.world.size,
+            "adapter": None
+            if self.config.adapter == "none"
+            else adapter_record(self.config, self.model),
             "val_rows": len(self.data.val),
             "device": str(self.device),
             "precision": self.precision,
             "torch_version": str(torch.__version__),
             "transformers_version": str(transformers.__version__),
         }
-        (output_dir / TRAINING_RECORD).write_text(
-            json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8"
-        )
+        if self.world.leader:
+            (output_dir / TRAINING_RECORD).write_text(
+                json.dumps(metadata, indent=2, sort_keys=True), encoding="utf-8"
+            )
+        self.world.barrier()
         return FineTuneResult(
             output_dir=output_dir,
             history=list(history),

@@ -31,10 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from deeptrust.processors.detectors.mobilenet_probe import ProbeHead
 from deeptrust.training.detector.probe import MIN_SCALE, balanced_weights
 from deeptrust.training.trainer.config import TrainConfig
+from deeptrust.training.trainer.loading import LoaderOptions
+from deeptrust.training.trainer.rows import CHUNK_ROWS, ArrayRows, FeatureRows
 from deeptrust.training.trainer.runtime import (
     CHECKPOINT_FILE,
     EpochStats,
@@ -54,11 +57,12 @@ from deeptrust.training.trainer.runtime import (
     seed_run,
     validation_metrics,
 )
+from deeptrust.training.trainer.streaming import EpochBatches, InOrder, loader, shutdown, unchanged
 
-__all__ = ["CHECKPOINT_FILE", "EpochStats", "TrainResult", "train_probe"]
+__all__ = ["CHECKPOINT_FILE", "EpochStats", "TrainResult", "train_probe", "train_probe_rows"]
 
 CHECKPOINT_FORMAT = 1
-DATA_DIGEST_VERSION = b"deeptrust-train-data/1"
+DATA_DIGEST_VERSION = b"deeptrust-train-data/2"
 
 
 @dataclass(frozen=True)
@@ -95,76 +99,82 @@ class _Best:
 
 @dataclass(frozen=True)
 class _Data:
-    """Standardised features as float32 tensors on the device, weights, and their digest."""
+    """Both sets of rows, the training set's standardisation, labels and weights, the digest."""
 
     mean: np.ndarray
     scale: np.ndarray
-    train_x: torch.Tensor
+    train: FeatureRows
     train_y: torch.Tensor
     train_w: torch.Tensor
-    val_x: torch.Tensor
+    val: FeatureRows
     val_y: torch.Tensor
     val_w: torch.Tensor
     val_labels: np.ndarray
     digest: str
 
 
-def _checked(x: np.ndarray, y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features as float64 rows and 0/1 labels as float64, or a ValueError naming the set."""
-    features = np.asarray(x, np.float64)
-    labels = np.asarray(y)
-    if features.ndim != 2 or labels.ndim != 1 or len(features) != len(labels):
-        raise ValueError(
-            f"{name} features {features.shape} and labels {labels.shape} must be (N, D) and (N,)"
-        )
-    checked = checked_labels(labels, name)
-    if not np.isfinite(features).all():
-        raise ValueError(f"{name} features hold NaN or infinite values")
-    return features, checked
+def _prepare(train: FeatureRows, val: FeatureRows, device: torch.device) -> _Data:
+    """Check the labels, take the standardisation from the training rows, as ``ProbeHead`` will.
 
-
-def _prepare(
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    val_x: np.ndarray,
-    val_y: np.ndarray,
-    device: torch.device,
-) -> _Data:
-    """Standardise both sets by the training set's statistics, as ``ProbeHead`` will.
-
-    The digest covers the standardised float32 rows the model actually sees and the labels
-    of both sets (validation chooses the best epoch, so it is part of the run too).
+    The digest covers both sets' content and labels (validation chooses the best epoch, so
+    it is part of the run too).
     """
-    tx, ty = _checked(train_x, train_y, "training")
-    vx, vy = _checked(val_x, val_y, "validation")
-    if tx.shape[1] != vx.shape[1]:
-        raise ValueError(f"training has {tx.shape[1]}-d features, validation {vx.shape[1]}-d")
+    ty = checked_labels(train.labels, "training")
+    vy = checked_labels(val.labels, "validation")
+    for name, rows, labels in (("training", train, ty), ("validation", val, vy)):
+        if len(rows) != len(labels):
+            raise ValueError(f"{name} has {len(rows)} rows but {len(labels)} labels")
+    if train.dim != val.dim:
+        raise ValueError(f"training has {train.dim}-d features, validation {val.dim}-d")
     if len(np.unique(ty)) != 2:
         raise ValueError("the training set must hold both classes")
-    mean = tx.mean(axis=0)
-    scale = np.maximum(tx.std(axis=0), MIN_SCALE)
-    train_std = np.ascontiguousarray((tx - mean) / scale, np.float32)
-    val_std = np.ascontiguousarray((vx - mean) / scale, np.float32)
+    mean, std = train.statistics()
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise ValueError("training features hold NaN or infinite values")
     sha = hashlib.sha256(DATA_DIGEST_VERSION)
-    for part in (train_std, ty.astype(np.uint8), val_std, vy.astype(np.uint8)):
-        sha.update(repr(part.shape).encode())
-        sha.update(part.tobytes())
+    for rows, labels in ((train, ty), (val, vy)):
+        sha.update(f"{len(rows)}x{rows.dim}".encode())
+        sha.update(rows.identity)
+        sha.update(labels.astype(np.uint8).tobytes())
 
     def tensor(values: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(values, np.float32)).to(device)
 
     return _Data(
         mean=mean,
-        scale=scale,
-        train_x=tensor(train_std),
+        scale=np.maximum(std, MIN_SCALE),
+        train=train,
         train_y=tensor(ty),
         train_w=tensor(balanced_weights(ty)),
-        val_x=tensor(val_std),
+        val=val,
         val_y=tensor(vy),
         val_w=tensor(balanced_weights(vy)),
         val_labels=vy.astype(np.int64),
         digest=sha.hexdigest(),
     )
+
+
+class StandardisedRows(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Batches of rows standardised as the head will standardise them, float32.
+
+    ``__getitems__`` reads a whole batch at once (one call per batch, not per row).
+    """
+
+    def __init__(self, rows: FeatureRows, mean: np.ndarray, scale: np.ndarray) -> None:
+        self.rows, self.mean, self.scale = rows, mean, scale
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (self.rows.take(indices) - self.mean) / self.scale
+        if not np.isfinite(x).all():
+            raise ValueError("features hold NaN or infinite values")
+        return torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.tensor(indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, indices = self.__getitems__([index])
+        return x[0], indices[0]
 
 
 def _accumulate_gradients(
@@ -185,15 +195,18 @@ def _accumulate_gradients(
     return accumulate_gradients(forward, y, w, micro_size, dtype, scaler)
 
 
-def _evaluate(model: torch.nn.Linear, data: _Data, threshold: float) -> tuple[float, float, float]:
+def _evaluate(
+    model: torch.nn.Linear, batches: DataLoader[Any], data: _Data, threshold: float
+) -> tuple[float, float, float]:
     """Class-balanced loss, accuracy and ROC-AUC on validation, always in float32.
 
     The deployed head is float64 numpy, so validation is computed at full precision whatever
     the training precision, and the best epoch is chosen by what will be served.
     """
     model.eval()
+    device = data.val_y.device
     with torch.no_grad():
-        logits = model(data.val_x).squeeze(1)
+        logits = torch.cat([model(x.to(device)).squeeze(1) for x, _ in batches])
     model.train()
     return validation_metrics(logits, data.val_y, data.val_w, threshold)
 
@@ -207,6 +220,29 @@ def train_probe(
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
+    """:func:`train_probe_rows` on ``(N, D)`` arrays already in memory."""
+    sets = []
+    for name, x, y in (("training", train_x, train_y), ("validation", val_x, val_y)):
+        features, labels = np.asarray(x, np.float64), np.asarray(y)
+        if features.ndim != 2 or labels.ndim != 1 or len(features) != len(labels):
+            raise ValueError(
+                f"{name} features {features.shape} and labels {labels.shape} "
+                "must be (N, D) and (N,)"
+            )
+        if not np.isfinite(features).all():
+            raise ValueError(f"{name} features hold NaN or infinite values")
+        sets.append(ArrayRows(features, labels))
+    return train_probe_rows(sets[0], sets[1], config, checkpoint_dir, on_epoch)
+
+
+def train_probe_rows(
+    train: FeatureRows,
+    val: FeatureRows,
+    config: TrainConfig,
+    checkpoint_dir: Path | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+    loading: LoaderOptions | None = None,
+) -> TrainResult:
     """Train a probe head on frozen features; return the lowest-validation-loss epoch's head.
 
     ``config`` must be one grid point (empty ``sweep``; see ``expand_sweep``). With
@@ -218,109 +254,147 @@ def train_probe(
     that epoch on resume: reporting is at least once, never lost. Epochs finished before a
     resume are not reported again; they are in ``history``.
 
-    The caller's torch RNG state is left as it was: seeding happens inside a fork.
+    Rows are read a batch at a time (``loading``: in this process by default, since a row
+    is one small ``pread``); the caller's torch RNG state is left as it was: seeding
+    happens inside a fork.
     """
     if config.sweep:
         raise ValueError("train_probe takes one grid point; expand_sweep(config) first")
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    data = _prepare(train_x, train_y, val_x, val_y, device)
+    data = _prepare(train, val, device)
     with torch.random.fork_rng(devices=rng_devices(device)):
-        return _run(data, config, device, precision, checkpoint_dir, on_epoch)
+        run = _Run(data, config, device, precision, loading or LoaderOptions(workers=0))
+        try:
+            return run.train(checkpoint_dir, on_epoch)
+        finally:
+            run.close()
 
 
-def _run(
-    data: _Data,
-    config: TrainConfig,
-    device: torch.device,
-    precision: str,
-    checkpoint_dir: Path | None,
-    on_epoch: Callable[[EpochStats], None] | None,
-) -> TrainResult:
-    """The loop itself, inside :func:`train_probe`'s RNG fork."""
-    # The model is initialised on the CPU from this seed.
-    shuffle = seed_run(config.seed, device)
-    dtype = autocast_dtype(precision)
-    model = torch.nn.Linear(data.train_x.shape[1], 1).to(device)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [model.weight], "weight_decay": config.weight_decay},
-            {"params": [model.bias], "weight_decay": 0.0},
-        ],
-        lr=config.learning_rate,
-    )
-    scaler = make_scaler(precision, device)
-    identity = RunIdentity(CHECKPOINT_FORMAT, config, data.digest, precision, scaler is not None)
-    history: list[EpochStats] = []
-    best: _Best | None = None
-    resumed_from: int | None = None
-    path = None if checkpoint_dir is None else checkpoint_dir / CHECKPOINT_FILE
-    saved = None if path is None else load_checkpoint(path, identity)
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scaler is not None:
-            scaler.load_state_dict(saved["scaler"])
-        restore_rng(saved, device, shuffle)
-        history = [EpochStats(**stats) for stats in saved["history"]]
-        best = _Best(**saved["best"])
-        resumed_from = int(saved["epoch"])
+class _Run:
+    """One probe run: the head, optimiser and loaders, and the loop over epochs."""
 
-    rows = data.train_x.shape[0]
-    micro_size = config.batch_size // config.accumulation_steps
-    for epoch in range((resumed_from or 0) + 1, config.epochs + 1):
-        started = time.perf_counter()
-        model.train()
-        order = torch.randperm(rows, generator=shuffle).to(device)
+    def __init__(
+        self,
+        data: _Data,
+        config: TrainConfig,
+        device: torch.device,
+        precision: str,
+        loading: LoaderOptions,
+    ) -> None:
+        self.data, self.config, self.device, self.precision = data, config, device, precision
+        # The model is initialised on the CPU from this seed.
+        self.shuffle = seed_run(config.seed, device)
+        self.model = torch.nn.Linear(data.train.dim, 1).to(device)
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": [self.model.weight], "weight_decay": config.weight_decay},
+                {"params": [self.model.bias], "weight_decay": 0.0},
+            ],
+            lr=config.learning_rate,
+        )
+        self.scaler = make_scaler(precision, device)
+        self.identity = RunIdentity(
+            CHECKPOINT_FORMAT, config, data.digest, precision, self.scaler is not None
+        )
+        self.train_batches = loader(
+            StandardisedRows(data.train, data.mean, data.scale),
+            EpochBatches(len(data.train), config.batch_size, self.shuffle),
+            loading,
+            unchanged,
+        )
+        self.val_batches = loader(
+            StandardisedRows(data.val, data.mean, data.scale),
+            InOrder(len(data.val), CHUNK_ROWS),
+            loading,
+            unchanged,
+        )
+
+    def close(self) -> None:
+        """Stop the loaders' worker processes, if any."""
+        shutdown(self.train_batches)
+        shutdown(self.val_batches)
+
+    def _train_epoch(self) -> float:
+        """One pass over the shuffled training rows; the mean loss."""
+        data, config, device = self.data, self.config, self.device
+        micro_size = config.batch_size // config.accumulation_steps
+        self.model.train()
         loss_sum = torch.zeros((), device=device)
-        for start in range(0, rows, config.batch_size):
-            batch = order[start : start + config.batch_size]
+        for x, batch in self.train_batches:
+            index = batch.to(device)
             mean_loss = _accumulate_gradients(
-                model,
-                data.train_x[batch],
-                data.train_y[batch],
-                data.train_w[batch],
+                self.model,
+                x.to(device),
+                data.train_y[index],
+                data.train_w[index],
                 micro_size,
-                dtype,
-                scaler,
+                autocast_dtype(self.precision),
+                self.scaler,
             )
             loss_sum += mean_loss * len(batch)
-            optimizer_step(optimizer, scaler)
-        val_loss, accuracy, auc = _evaluate(model, data, config.threshold)
-        stats = EpochStats(
-            epoch=epoch,
-            train_loss=float(loss_sum.item()) / rows,
-            val_loss=val_loss,
-            val_accuracy=accuracy,
-            val_auc=auc,
-            seconds=time.perf_counter() - started,
-        )
-        history.append(stats)
-        # A diverged epoch (NaN loss) must never be "best": compare it as +inf.
-        ranked = val_loss if math.isfinite(val_loss) else math.inf
-        if best is None or ranked < best.val_loss:
-            best = _Best(
-                epoch=epoch,
-                val_loss=ranked,
-                weight=model.weight.detach().float().cpu().clone(),
-                bias=model.bias.detach().float().cpu().clone(),
+            optimizer_step(self.optimizer, self.scaler)
+        return float(loss_sum.item()) / len(data.train)
+
+    def train(
+        self, checkpoint_dir: Path | None, on_epoch: Callable[[EpochStats], None] | None
+    ) -> TrainResult:
+        """Resume if a checkpoint is there, run the remaining epochs, return the best head."""
+        model, optimizer, scaler, device = self.model, self.optimizer, self.scaler, self.device
+        history: list[EpochStats] = []
+        best: _Best | None = None
+        resumed_from: int | None = None
+        path = None if checkpoint_dir is None else checkpoint_dir / CHECKPOINT_FILE
+        saved = None if path is None else load_checkpoint(path, self.identity)
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scaler is not None:
+                scaler.load_state_dict(saved["scaler"])
+            restore_rng(saved, device, self.shuffle)
+            history = [EpochStats(**stats) for stats in saved["history"]]
+            best = _Best(**saved["best"])
+            resumed_from = int(saved["epoch"])
+        for epoch in range((resumed_from or 0) + 1, self.config.epochs + 1):
+            started = time.perf_counter()
+            train_loss = self._train_epoch()
+            val_loss, accuracy, auc = _evaluate(
+                model, self.val_batches, self.data, self.config.threshold
             )
-        if on_epoch is not None:
-            on_epoch(stats)
-        if path is not None:
-            state = {
-                **identity.header(epoch),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": None if scaler is None else scaler.state_dict(),
-                **rng_state(device, shuffle),
-                "best": best.state(),
-                "history": [asdict(entry) for entry in history],
-            }
-            save_checkpoint(path, state)
-    if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
-        raise RuntimeError("no epoch was trained")
-    return _result(best, history, data, config, device, precision, resumed_from)
+            stats = EpochStats(
+                epoch=epoch,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                val_accuracy=accuracy,
+                val_auc=auc,
+                seconds=time.perf_counter() - started,
+            )
+            history.append(stats)
+            # A diverged epoch (NaN loss) must never be "best": compare it as +inf.
+            ranked = val_loss if math.isfinite(val_loss) else math.inf
+            if best is None or ranked < best.val_loss:
+                best = _Best(
+                    epoch=epoch,
+                    val_loss=ranked,
+                    weight=model.weight.detach().float().cpu().clone(),
+                    bias=model.bias.detach().float().cpu().clone(),
+                )
+            if on_epoch is not None:
+                on_epoch(stats)
+            if path is not None:
+                state = {
+                    **self.identity.header(epoch),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": None if scaler is None else scaler.state_dict(),
+                    **rng_state(device, self.shuffle),
+                    "best": best.state(),
+                    "history": [asdict(entry) for entry in history],
+                }
+                save_checkpoint(path, state)
+        if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
+            raise RuntimeError("no epoch was trained")
+        return _result(best, history, self.data, self.config, device, self.precision, resumed_from)
 
 
 def _result(
@@ -343,7 +417,7 @@ def _result(
         "best_val_loss": best_stats.val_loss,
         "best_val_accuracy": best_stats.val_accuracy,
         "best_val_auc": best_stats.val_auc if math.isfinite(best_stats.val_auc) else None,
-        "train_rows": int(data.train_x.shape[0]),
+        "train_rows": len(data.train),
         "val_rows": len(data.val_labels),
         "device": str(device),
         "precision": precision,

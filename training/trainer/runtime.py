@@ -163,23 +163,31 @@ def accumulate_gradients(
     micro_size: int,
     dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    normaliser: float | None = None,
+    no_sync: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> torch.Tensor:
     """Backward one effective batch in micro-batches; return its weighted mean loss (detached).
 
     Each micro-batch's loss is its weighted sum divided by the *effective* batch's row count,
     so the micro-batches' gradients add up to the gradient of the effective batch's mean
     loss, whatever their sizes (a short last effective batch or a short last micro-batch
-    included). The caller steps the optimiser afterwards.
+    included). The caller steps the optimiser afterwards. A data-parallel process holding
+    a share of the batch passes ``normaliser``, the batch's rows over the processes' count,
+    since DDP averages the processes' gradients (:mod:`deeptrust.training.trainer.distributed`),
+    and its model's ``no_sync``: every micro-batch but the last backwards without the
+    all-reduce, so each process syncs once per batch whatever its share's size.
     """
-    rows = y.shape[0]
+    rows = y.shape[0] if normaliser is None else normaliser
     total = torch.zeros((), device=y.device)
-    for start in range(0, rows, micro_size):
-        stop = min(start + micro_size, rows)
-        with autocast(y.device, dtype):
-            logits = forward(start, stop)
-        # The loss in float32 whatever autocast produced: half precision loses too much there.
-        loss = (log_loss(logits, y[start:stop]) * w[start:stop]).sum() / rows
-        (loss if scaler is None else scaler.scale(loss)).backward()
+    for start in range(0, y.shape[0], micro_size):
+        stop = min(start + micro_size, y.shape[0])
+        last = stop == y.shape[0]
+        with nullcontext() if no_sync is None or last else no_sync():
+            with autocast(y.device, dtype):
+                logits = forward(start, stop)
+            # The loss in float32 whatever autocast produced: half precision loses too much.
+            loss = (log_loss(logits, y[start:stop]) * w[start:stop]).sum() / rows
+            (loss if scaler is None else scaler.scale(loss)).backward()
         total += loss.detach()
     return total
 
