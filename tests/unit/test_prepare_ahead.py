@@ -221,3 +221,20 @@ def test_an_invalid_input_read_ahead_is_dead_lettered_alone_in_its_own_batch() -
 
     assert image_ids(cluster, DETECTED) == ["a", "b", "d"]
     assert image_ids(cluster, DLQ) == ["invalid-c"]
+
+
+def test_stopping_leaves_no_prepare_thread_behind() -> None:
+    cluster = FakeCluster()
+    uploads(cluster, "a", "b", "c", "d", "e")
+
+    run_until(
+        cluster,
+        OverlapStage(last="e"),
+        lambda c: len(c.committed_to(DETECTED)) >= 2,  # stop with c, d read ahead
+        settings(max_batch=2, prepare_threads=2),
+    )
+
+    assert image_ids(cluster, DETECTED) == ["a", "b"], "what was read ahead is not committed"
+    assert cluster.committed[(UPLOADS, 0)].offset == 2
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("prepare")]
+    assert alive == [], "the pool's threads end with the service"
