@@ -1,6 +1,7 @@
 """Embeddings a second the drift processor sustains on one core: alone, and on the broker.
 
-Run: ``.venv/bin/python bench/drift_throughput.py [--events 12000]``. Both measurements
+Run: ``.venv/bin/python bench/drift_throughput.py [--events 12000] [--encoding float32]``
+(``list``: the JSON list of the schema's first revision). Both measurements
 use the same pre-encoded messages, carrying real MobileNetV2 embeddings of crops of the
 sample photographs, and the default drift settings (KL detector, windows of 500, a
 reference of 1000). "Alone" decodes each message and feeds the monitor in this process,
@@ -19,6 +20,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 from confluent_kafka import Producer
@@ -35,6 +37,7 @@ from deeptrust.drift.shifts import random_crops
 from deeptrust.processors.models import load_model
 from deeptrust.processors.settings import ProcessorSettings
 from deeptrust.schemas.events import EmbeddingEvent
+from deeptrust.schemas.vectors import Encoding
 from deeptrust.streams.codec import Encoded, decode, encode
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.topics import Topic, TopicNames, create_topics
@@ -42,9 +45,10 @@ from deeptrust.streams.topics import Topic, TopicNames, create_topics
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "drift_throughput.md"
 TARGET = 300.0
+ENCODINGS = {"float32": "packed float32", "float16": "packed float16", "list": "a JSON list"}
 
 
-def messages(count: int, distinct: int) -> list[tuple[Encoded, float]]:
+def messages(count: int, distinct: int, encoding: Encoding) -> list[tuple[Encoded, float]]:
     """``count`` encoded embedding events (``distinct`` real embeddings, cycled)."""
     photos = [Image.open(p).convert("RGB") for p in sorted((ROOT / "samples/images").iterdir())]
     embedder = load_model(ProcessorSettings().model_spec("embed"))
@@ -53,13 +57,14 @@ def messages(count: int, distinct: int) -> list[tuple[Encoded, float]]:
     encoded = []
     for index in range(count):
         at = start + index / TARGET
-        event = EmbeddingEvent(
+        event = EmbeddingEvent.packing(
+            vectors[index % distinct],
+            encoding,
             event_id=f"e{index}",
             image_id=f"img-{index}",
             uploaded_at=datetime.fromtimestamp(at, UTC),
             model=embedder.spec.label,
             model_version=embedder.spec.version,
-            vector=vectors[index % distinct],
         )
         encoded.append((encode(event, event.image_id), at))
     return encoded
@@ -130,8 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=12_000)
     parser.add_argument("--distinct", type=int, default=1_000)
+    parser.add_argument("--encoding", choices=get_args(Encoding), default="float32")
     args = parser.parse_args()
-    encoded = messages(args.events, args.distinct)
+    encoded = messages(args.events, args.distinct, args.encoding)
     with tempfile.TemporaryDirectory() as temporary:
         home = Path(temporary)
         # The machine is shared: measure "alone" before and after the broker run and keep
@@ -146,10 +152,12 @@ def main() -> None:
     lines = [
         "# Drift processor throughput on one core",
         "",
-        f"`.venv/bin/python bench/drift_throughput.py --events {args.events}` on "
+        f"`.venv/bin/python bench/drift_throughput.py --events {args.events} "
+        f"--encoding {args.encoding}` on "
         f"{platform.node() or 'this machine'} ({os.cpu_count()} cores), "
         f"{datetime.now(UTC):%Y-%m-%d}. {args.events} MobileNetV2 embeddings (1280-d, "
-        "JSON), default drift settings (KL, windows of 500, reference of 1000), "
+        f"{ENCODINGS[args.encoding]}, {len(encoded[0][0].value):,} bytes each), "
+        "default drift settings (KL, windows of 500, reference of 1000), "
         "the measured process pinned to CPU 0; the in-process rate is the better of a run "
         "before and one after the broker run.",
         "",

@@ -90,14 +90,15 @@ class DriftMonitor:
         tracker = self._tracker(event.model, event.model_version)
         if item.offset <= tracker.state.closed_through.get(item.partition, -1):
             return []  # judged before a restart: its window's outputs are already committed
-        if tracker.reference is not None and len(event.vector) != tracker.reference.dimensions:
+        values = event.values()
+        if tracker.reference is not None and len(values) != tracker.reference.dimensions:
             raise InvalidInput(
                 Reason.INCOMPATIBLE_EMBEDDING,
-                f"{len(event.vector)}-d vector, but the reference of {tracker.state.key} "
+                f"{len(values)}-d vector, but the reference of {tracker.state.key} "
                 f"is {tracker.reference.dimensions}-d",
             )
         window = tracker.windower.add(
-            event.image_id, event.vector, item.at, item.partition, item.offset, self._clock()
+            event.image_id, values, item.at, item.partition, item.offset, self._clock()
         )
         return self._close(tracker, window) if window else []
 

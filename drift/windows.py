@@ -15,6 +15,7 @@ re-reads exactly the embeddings that were not yet judged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +40,7 @@ class Windower:
     max_count: int
     max_age_s: float
     min_count: int
-    _vectors: list[list[float]] = field(default_factory=list, init=False)
+    _vectors: list[Sequence[float] | np.ndarray] = field(default_factory=list, init=False)
     _image_ids: list[str] = field(default_factory=list, init=False)
     _opened_at: float | None = field(default=None, init=False)
     _latest_at: float = field(default=0.0, init=False)
@@ -57,7 +58,7 @@ class Windower:
     def add(
         self,
         image_id: str,
-        vector: list[float],
+        vector: Sequence[float] | np.ndarray,
         at: float,
         partition: int,
         offset: int,

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from deeptrust.processors.model_follower import LoadedModel, ReloadMetrics
 from deeptrust.processors.models import BatchModel, ModelSpec, load_model
 from deeptrust.schemas.events import DetectedEvent, Detection, EmbeddingEvent, UploadEvent
+from deeptrust.schemas.vectors import Encoding
 from deeptrust.streams.images import FetchedImage, fetch_image
 from deeptrust.streams.objectstore import ObjectStore
 from deeptrust.streams.stage import Output, Result, derived_event_id
@@ -73,9 +74,15 @@ class DetectStage:
         embedder: ModelSpec,
         max_pixels: int,
         follower: ModelSource | None = None,
+        embedding_encoding: Encoding = "float32",
     ) -> None:
-        """Configure the stage; ``follower`` (optional) supplies promoted detector versions."""
+        """Configure the stage; ``follower`` (optional) supplies promoted detector versions.
+
+        ``embedding_encoding`` is how embeddings are written: packed (float32, float16) or,
+        while readers of the embedding schema's first revision remain, as a JSON list.
+        """
         self._store = store
+        self._embedding_encoding: Encoding = embedding_encoding
         self._specs = (detector, embedder)
         self._max_pixels = max_pixels
         self._follower = follower
@@ -138,13 +145,14 @@ class DetectStage:
                 height=height,
                 detection=verdict,
             )
-            embedding = EmbeddingEvent(
+            embedding = EmbeddingEvent.packing(
+                vector,
+                self._embedding_encoding,
                 event_id=derived_event_id(upload.event_id, self.name, Topic.EMBEDDINGS),
                 image_id=upload.image_id,
                 uploaded_at=upload.uploaded_at,
                 model=embedder.label,
                 model_version=embedder.version,
-                vector=vector,
             )
             results.append([Output(Topic.DETECTED, detected), Output(Topic.EMBEDDINGS, embedding)])
         return results

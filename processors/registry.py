@@ -30,7 +30,9 @@ def _detect(s: ProcessorSettings, kafka: KafkaSettings) -> DetectStage:
         follower = ModelFollower(
             kafka, s.model_store(), s.detect_follow, detector, s.model_cache_dir
         )
-    return DetectStage(store, detector, s.model_spec("embed"), s.max_pixels, follower)
+    return DetectStage(
+        store, detector, s.model_spec("embed"), s.max_pixels, follower, s.embedding_encoding
+    )
 
 
 _BUILDERS: dict[str, Callable[[ProcessorSettings, KafkaSettings], Stage[Any, Any]]] = {

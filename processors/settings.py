@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deeptrust.processors.models import ModelSpec, Task
+from deeptrust.schemas.vectors import Encoding
 from deeptrust.streams.images import DEFAULT_MAX_PIXELS
 from deeptrust.streams.objectstore import FetchPolicy, LocalObjectStore, ObjectStore, S3ObjectStore
 
@@ -43,6 +44,12 @@ class ProcessorSettings(BaseSettings):
     """Backend options (``DEEPTRUST_MODEL_OPTIONS``, a JSON object) merged into every spec's,
     e.g. ``{"path": "/models/vit-detector", "device": "cuda", "dtype": "float16"}``. A key
     naming a task (``"caption": {"path": ...}``) holds options for that task alone and wins."""
+
+    embedding_encoding: Encoding = "float32"
+    """How detect writes embeddings (``DEEPTRUST_EMBEDDING_ENCODING``): packed as float32
+    (exact, a quarter of the JSON's bytes) or float16 (an eighth, three significant digits),
+    or ``list``, the JSON list that readers of the schema's first revision need: keep it
+    until every reader of ``embeddings.v1`` runs this version."""
 
     detect_follow: str | None = None
     """Registered model name whose production versions the detect stage follows on the

@@ -10,7 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from deeptrust.schemas.vectors import Dtype, Encoding, pack, unpack
 
 ImageId = str
 
@@ -71,8 +74,23 @@ class DetectedEvent(Event):
     detection: Detection
 
 
+class PackedVector(BaseModel):
+    """A vector as base64 of its little-endian bytes (:mod:`deeptrust.schemas.vectors`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    dtype: Dtype = Field(description="Type of each value: float32 (exact) or float16.")
+    data: str = Field(min_length=1, description="Base64 of the little-endian values.")
+
+
 class EmbeddingEvent(Event):
-    """An image embedding, the input of drift monitoring and similarity search."""
+    """An image embedding, the input of drift monitoring and similarity search.
+
+    Revision 2 carries the vector ``packed`` (a fraction of the bytes, decoded without
+    parsing a float per value) with ``vector`` left empty; revision 1's readers need the
+    list, so the writer keeps it while they are about (``DEEPTRUST_EMBEDDING_ENCODING``).
+    Exactly one of the two holds the values; :meth:`values` reads whichever it is.
+    """
 
     schema_name: ClassVar[str] = "embedding"
     schema_version: ClassVar[int] = 1
@@ -80,7 +98,46 @@ class EmbeddingEvent(Event):
     uploaded_at: datetime
     model: str
     model_version: str
-    vector: list[float] = Field(min_length=1)
+    vector: list[float] = Field(
+        default_factory=list,
+        description="The values as a JSON list (revision 1's only form); empty when packed.",
+    )
+    packed: PackedVector | None = Field(
+        default=None, description="The values packed, when ``vector`` is empty (revision 2)."
+    )
+    _values: np.ndarray = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _one_form(self) -> EmbeddingEvent:
+        """Exactly one form holds the values; packed ones must unpack (checked once, kept)."""
+        if bool(self.vector) == (self.packed is not None):
+            raise ValueError("exactly one of vector and packed holds the values")
+        if self.packed is not None:
+            self._values = unpack(self.packed.data, self.packed.dtype)
+        else:
+            self._values = np.asarray(self.vector, dtype=np.float64)
+            self._values.flags.writeable = False
+        return self
+
+    @classmethod
+    def packing(cls, values: object, encoding: Encoding, **fields: object) -> EmbeddingEvent:
+        """An event holding ``values`` in ``encoding``: a dtype packed, or the JSON list."""
+        if encoding == "list":
+            listed = np.asarray(values, dtype=np.float64).tolist()
+            return cls.model_validate({**fields, "vector": listed})
+        packed = PackedVector(dtype=encoding, data=pack(values, encoding))
+        return cls.model_validate({**fields, "packed": packed})
+
+    def values(self) -> np.ndarray:
+        """The embedding as a read-only float64 array, whichever form carried it."""
+        return self._values
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the fields are: the unpacked array follows from them."""
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+
+    # A list field: never hashable, as before ``__eq__`` was written out.
+    __hash__ = None  # type: ignore[assignment]
 
 
 class Caption(BaseModel):

@@ -80,5 +80,7 @@ def decode(value: bytes | None, headers: MessageHeaders, model: type[E]) -> E:
     except ValidationError as error:
         if any(item["type"] == "json_invalid" for item in error.errors()):
             raise InvalidInput(Reason.UNDECODABLE_MESSAGE, "value is not JSON") from error
-        fields = ", ".join(".".join(map(str, item["loc"])) for item in error.errors()[:5])
+        fields = ", ".join(
+            ".".join(map(str, item["loc"])) or item["msg"] for item in error.errors()[:5]
+        )
         raise InvalidInput(Reason.SCHEMA_VIOLATION, f"invalid fields: {fields}") from error

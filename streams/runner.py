@@ -14,6 +14,10 @@ recovery. What this module adds is what a batch of model work needs:
   item fails, the last input that went through is tried as a control: if it fails too, the
   trouble is the stage's (a model server down), nothing is dead-lettered, and the batch is
   retried with backoff capped at ``max_backoff_s`` for as long as it takes.
+- With ``prepare_threads`` above 0, the next batch is read ahead and prepared on that many
+  threads while this one is in the model (:mod:`deeptrust.streams.prepare`). It is still
+  committed after this one, in a transaction of its own, and dropped unprepared-for if the
+  partitions move first: the guarantees are those of one batch at a time.
 - The dead-letter budget's tallies ride on the committed offsets' metadata, so a stage that
   crash-loops cannot dead-letter the stream a few hundred messages per restart.
 """
@@ -28,7 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Message, TopicPartition
-from pydantic import BaseModel, PrivateAttr, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deeptrust.streams.codec import TRACE_ID, Encoded, decode, encode, headers_dict
@@ -37,6 +41,7 @@ from deeptrust.streams.dead_letters import DeadLetterBudget, Tally, dead_letter,
 from deeptrust.streams.errors import InvalidInput, Reason
 from deeptrust.streams.exactly_once import Identity, random_instance_id
 from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.prepare import Outcome, Preparer
 from deeptrust.streams.retry import RetryPolicy
 from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
 from deeptrust.streams.stage import Output, ReportsMetrics, Result, Stage
@@ -69,6 +74,8 @@ class RunnerSettings(BaseSettings):
     dlq_max_ratio: float = 0.5
     dlq_min_inputs: int = 100
     dlq_max_consecutive: int = 100
+    prepare_threads: int = Field(default=2, ge=0)
+    """Threads that prepare the next batch while this one is in the model; 0: inline."""
     _random_id: str = PrivateAttr(default_factory=random_instance_id)
     """Drawn once, so every client of this process shares it."""
 
@@ -155,6 +162,7 @@ class StageStrategy(Strategy):
         self._budget = settings.budget()
         self._control: Message | None = None
         """The last input the stage processed: the control when every item of a batch fails."""
+        self._preparer = Preparer(self._prepare_one, settings.prepare_threads)
 
     def setup(self) -> None:
         """Register the stage's own metrics and load its models."""
@@ -163,8 +171,9 @@ class StageStrategy(Strategy):
         self._stage.setup()
 
     def start(self, session: Session) -> None:
-        """Fresh clients: the tallies are re-read with the partitions."""
+        """Fresh clients: the tallies are re-read with the partitions; nothing is ahead."""
         self._budget = self._settings.budget()
+        self._preparer.drop()
 
     def revoked(self, session: Session, partitions: list[TopicPartition]) -> None:
         """Forget the tallies of partitions another instance now owns."""
@@ -172,7 +181,8 @@ class StageStrategy(Strategy):
             self._budget.forget(partition.partition)
 
     def close(self) -> None:
-        """Release the stage's models."""
+        """Stop the prepare threads and release the stage's models."""
+        self._preparer.close()
         self._stage.close()
 
     def handle(self, messages: list[Message], session: Session) -> Commit | None:
@@ -207,7 +217,7 @@ class StageStrategy(Strategy):
             attempt += 1
             try:
                 started = time.perf_counter()
-                results = self._run_stage(messages)
+                results = self._run_stage(messages, self._prepared(messages, session, attempt))
                 self._metrics.batch(len(messages), time.perf_counter() - started)
                 self._control = messages[-1]
                 return results
@@ -224,6 +234,24 @@ class StageStrategy(Strategy):
                 *(len(messages), attempt, type(failure).__name__, failure, delay),
             )
             session.pause_for(delay)
+
+    def _prepared(self, messages: list[Message], session: Session, attempt: int) -> list[Outcome]:
+        """Prepare the batch (taking what was prepared ahead); then start on the next one.
+
+        Reading ahead after this batch is prepared leaves the prepare threads to the next
+        batch while this one is in the model. Retries prepare again, inline of the attempt.
+        """
+        if attempt > 1:
+            return self._preparer.now(messages, session.wait)
+        outcomes = self._preparer.take(messages, session.wait)
+        if self._preparer.pipelined:
+            self._preparer.ahead(session.read_ahead())
+        return outcomes
+
+    def _prepare_one(self, message: Message) -> Any:
+        """Decode one message and prepare it (in a prepare thread when there are some)."""
+        event = decode(message.value(), message.headers(), self._stage.input_model)
+        return self._stage.prepare(event)
 
     def _isolate(self, messages: list[Message]) -> list[Result] | None:
         """Bisect the batch for the items that fail alone; ``None`` if the stage is broken."""
@@ -272,15 +300,19 @@ class StageStrategy(Strategy):
             return False
         return True
 
-    def _run_stage(self, messages: Sequence[Message]) -> list[Result]:
+    def _run_stage(
+        self, messages: Sequence[Message], outcomes: Sequence[Outcome] | None = None
+    ) -> list[Result]:
+        """Prepare (unless ``outcomes`` are given) and process ``messages``, one result each."""
+        if outcomes is None:
+            outcomes = [self._preparer.outcome(message) for message in messages]
         results: list[Result | None] = [None] * len(messages)
         prepared: list[tuple[int, Any]] = []
-        for index, message in enumerate(messages):
-            try:
-                event = decode(message.value(), message.headers(), self._stage.input_model)
-                prepared.append((index, self._stage.prepare(event)))
-            except InvalidInput as error:
-                results[index] = error
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InvalidInput):
+                results[index] = outcome
+            else:
+                prepared.append((index, outcome))
         outputs = self._stage.process([item for _, item in prepared]) if prepared else []
         if len(outputs) != len(prepared):
             raise RuntimeError(f"stage returned {len(outputs)} results for {len(prepared)} items")

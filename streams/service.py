@@ -15,6 +15,11 @@ task. ``/readyz`` says not ready while the service is cut off, and
 ``deeptrust_recoveries_total{cause}`` counts each recovery. Only configuration and permission
 errors stop the process (:mod:`deeptrust.streams.kafka_errors`).
 
+A strategy may read the next batch while it works on the one in hand
+(:meth:`Session.read_ahead`), to prepare it in other threads; the runtime hands that batch
+to the next ``handle``. Each batch keeps the revocation count from before it was consumed,
+so a rebalance at any point after voids the commit of every batch read before it.
+
 Three things are never tried again on the same clients: a transactional call that hangs
 past its timeout (:mod:`deeptrust.streams.bounded`), a transaction that timed out or lost
 its connection (the coordinator the clients know may be gone), and a batch whose partitions
@@ -108,6 +113,14 @@ class Revoked(KafkaException):
                 fatal=True,
             )
         )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Messages consumed together, and how many revocations had been seen before."""
+
+    messages: list[Message]
+    revocations: int
 
 
 @dataclass(frozen=True)
@@ -206,6 +219,8 @@ class Session:
         kafka_timeout_s: float,
         errors: ClientErrors | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_batch: int = 1,
+        lag: LagProbe | None = None,
     ) -> None:
         self.consumer = consumer
         self._errors = errors or ClientErrors()
@@ -222,6 +237,9 @@ class Session:
         self._last_probe = clock()
         self._revocations = 0
         self._revocations_at_batch = 0
+        self._max_batch = max_batch
+        self._lag = lag
+        self._ahead: Batch | None = None
 
     # -- rebalancing -------------------------------------------------------------------
 
@@ -264,6 +282,17 @@ class Session:
         pending = set(futures)
         self._while_paused(lambda: bool(pending) and _still_pending(pending))
 
+    def read_ahead(self) -> list[Message]:
+        """Consume the next batch now, without waiting; the next ``handle`` gets it.
+
+        For a strategy that prepares the next batch while it processes this one. Only what
+        the client has already fetched is taken, so an idle topic costs no wait. Called
+        again before that batch is handed over, it returns the same messages.
+        """
+        if self._ahead is None:
+            self._ahead = self.read_batch(0.0)
+        return self._ahead.messages
+
     def pause_for(self, seconds: float) -> None:
         """Back off for ``seconds`` without leaving the group; raise if stop is requested."""
         deadline = self._clock() + seconds
@@ -302,9 +331,26 @@ class Session:
             log.warning("consumer error on %s: %s", message.topic(), error)
         return False
 
-    def batch_begins(self) -> None:
-        """A batch is about to be consumed: revocations from now on void its commit."""
-        self._revocations_at_batch = self._revocations
+    def next_batch(self, wait_s: float) -> Batch:
+        """The batch read ahead, if any, else one consumed now (waiting up to ``wait_s``).
+
+        From here on it is the batch in hand: a revocation since it was consumed voids its
+        commit.
+        """
+        batch, self._ahead = self._ahead or self.read_batch(wait_s), None
+        self._revocations_at_batch = batch.revocations
+        return batch
+
+    def read_batch(self, wait_s: float) -> Batch:
+        """Consume up to ``max_batch`` messages; act on errors, keep the usable ones."""
+        revocations = self._revocations
+        messages = self.consumer.consume(self._max_batch, wait_s)
+        self._metrics.heartbeat()
+        self.check_connection()
+        usable = [message for message in messages if self.usable(message)]
+        if self._lag is not None:
+            self._lag.sample(self.consumer)
+        return Batch(usable, revocations)
 
     def commit(self, commit: Commit) -> None:
         """Run ``commit`` as one transaction; retriable errors are retried, others raise.
@@ -494,6 +540,8 @@ class ServiceRuntime:
                 self._strategy,
                 self._instance.kafka_timeout_s,
                 errors,
+                max_batch=self._max_batch,
+                lag=self._lag,
             )
             consumer.subscribe(
                 [self._topics(topic) for topic in self._strategy.topics],
@@ -505,13 +553,8 @@ class ServiceRuntime:
             topics = ", ".join(topic.value for topic in self._strategy.topics)
             log.info("stage %s consuming %s", self._strategy.name, topics)
             while not stop.is_set():
-                session.batch_begins()
-                messages = consumer.consume(self._max_batch, self._max_wait_s)
-                self._metrics.heartbeat()
-                session.check_connection()
-                usable = [message for message in messages if session.usable(message)]
-                self._lag.sample(consumer)
-                commit = self._strategy.handle(usable, session)
+                batch = session.next_batch(self._max_wait_s)
+                commit = self._strategy.handle(batch.messages, session)
                 if commit is not None:
                     session.commit(commit)
                     committed_any = True

@@ -27,5 +27,5 @@ def test_detect_with_the_clip_embedder_writes_512_d_embeddings(kafka, topics, up
     assert {e.event.image_id for e in embeddings} == wanted
     for item in embeddings:
         assert item.event.model == "clip-vit-b16-int8"
-        assert len(item.event.vector) == 512
-        assert np.linalg.norm(item.event.vector) == pytest.approx(1.0, abs=1e-5)
+        assert len(item.event.values()) == 512
+        assert np.linalg.norm(item.event.values()) == pytest.approx(1.0, abs=1e-5)

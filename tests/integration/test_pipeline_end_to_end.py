@@ -78,7 +78,6 @@ def test_every_upload_is_enriched_exactly_once_in_order(
         assert photo.tags.values == tagger.tags(expected_caption)
         assert photo.tags.values
 
-    moderated = read_to_end(kafka, topics(Topic.MODERATION), ModerationEvent, 30)
     flagged = {
         e.image_id
         for e in (i.event for i in received)
@@ -87,6 +86,15 @@ def test_every_upload_is_enriched_exactly_once_in_order(
     }
     assert "img-generated" in flagged
     should_review = [e for e in sent if e.image_id in flagged or in_sample(e.image_id, SAMPLE_RATE)]
+    # Moderation reads enriched.v1 beside the test: wait for it to catch up, then count all.
+    read_until(
+        kafka,
+        topics(Topic.MODERATION),
+        ModerationEvent,
+        lambda found: len(found) >= len(should_review),
+        120,
+    )
+    moderated = read_to_end(kafka, topics(Topic.MODERATION), ModerationEvent, 30)
     assert len(moderated) == len(should_review)
     assert {m.event.reason for m in moderated if m.event.image_id == "img-generated"} == {"flagged"}
 

@@ -78,6 +78,10 @@ class FakeCluster:
     release: threading.Event = field(default_factory=threading.Event)
     revoke_on_consume: int = 0
     """Consumes that return messages and then lose the assignment in a rebalance, one each."""
+    revoke_at_consume: set[int] = field(default_factory=set)
+    """Which consumes returning messages (counted from 1) then lose the assignment."""
+    consumes: int = 0
+    """Consumes that returned messages so far."""
     producers: int = 0
     consumers: int = 0
     made: list[FakeConsumer | FakeProducer] = field(default_factory=list)
@@ -172,8 +176,12 @@ class FakeConsumer:
             batch = log[position : position + num_messages - len(taken)]
             taken += batch
             self.positions[key] = position + len(batch)
+        if taken:
+            self.cluster.consumes += 1
         if taken and self.cluster.revoke_on_consume > 0:
             self.cluster.revoke_on_consume -= 1
+            self._rebalance()
+        elif taken and self.cluster.consumes in self.cluster.revoke_at_consume:
             self._rebalance()
         return taken
 

@@ -65,9 +65,22 @@ class EchoStage:
         pass
 
 
+DEFAULTS: dict[str, object] = {
+    "max_batch": 8,
+    "max_attempts": 2,
+    "backoff_s": 0.0,
+    "max_backoff_s": 0.0,
+}
+
+
+@pytest.fixture(autouse=True, params=[0, 2], ids=["inline", "prepared-ahead"])
+def prepare_threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every path holds with prepare inline and with the next batch prepared ahead."""
+    monkeypatch.setitem(DEFAULTS, "prepare_threads", request.param)
+
+
 def settings(**overrides: object) -> RunnerSettings:
-    fields = {"max_batch": 8, "max_attempts": 2, "backoff_s": 0.0, "max_backoff_s": 0.0}
-    return RunnerSettings.model_validate(fields | overrides)
+    return RunnerSettings.model_validate(DEFAULTS | overrides)
 
 
 def run_until(
