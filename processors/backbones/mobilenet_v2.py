@@ -165,6 +165,19 @@ class _GraphBuilder:
         )
         return f"{conv}.relu6"
 
+    def model(
+        self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]
+    ) -> onnx.ModelProto:
+        """The checked model of the nodes and initialisers added so far."""
+        model = helper.make_model(
+            helper.make_graph(self.nodes, name, inputs, outputs, self.initializers),
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            ir_version=IR_VERSION,
+            producer_name="deeptrust",
+        )
+        onnx.checker.check_model(model)
+        return model
+
     def inverted_residual(
         self, x: str, prefix: str, in_channels: int, out_channels: int, stride: int, t: int
     ) -> str:
@@ -257,8 +270,7 @@ def build_model(state: StateDict) -> onnx.ModelProto:
             transB=1,
         ),
     ]
-    onnx_graph = helper.make_graph(
-        graph.nodes,
+    return graph.model(
         "mobilenet_v2",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 3, CROP, CROP])],
         [
@@ -267,16 +279,7 @@ def build_model(state: StateDict) -> onnx.ModelProto:
             ),
             helper.make_tensor_value_info(LOGITS_OUTPUT, TensorProto.FLOAT, ["batch", NUM_CLASSES]),
         ],
-        graph.initializers,
     )
-    model = helper.make_model(
-        onnx_graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        ir_version=IR_VERSION,
-        producer_name="deeptrust",
-    )
-    onnx.checker.check_model(model)
-    return model
 
 
 BLOCKS_OUTPUT = "blocks"
@@ -303,8 +306,7 @@ def build_blocks_model(state: StateDict, blocks: Sequence[int]) -> onnx.ModelPro
         pooled.append(name)
     graph.nodes.append(helper.make_node("Concat", pooled, [BLOCKS_OUTPUT], name="concat", axis=1))
     width = sum(BLOCK_CHANNELS[index] for index in blocks)
-    onnx_graph = helper.make_graph(
-        graph.nodes,
+    return graph.model(
         "mobilenet_v2_blocks",
         [
             helper.make_tensor_value_info(
@@ -312,16 +314,7 @@ def build_blocks_model(state: StateDict, blocks: Sequence[int]) -> onnx.ModelPro
             )
         ],
         [helper.make_tensor_value_info(BLOCKS_OUTPUT, TensorProto.FLOAT, ["batch", width])],
-        graph.initializers,
     )
-    model = helper.make_model(
-        onnx_graph,
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        ir_version=IR_VERSION,
-        producer_name="deeptrust",
-    )
-    onnx.checker.check_model(model)
-    return model
 
 
 def normalise_pixels(pixels: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from deeptrust.processors.backbones.mobilenet_v2 import (
     normalise_pixels,
     usable_cpus,
 )
-from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, sigmoid
+from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, sigmoid, verdicts
 from deeptrust.processors.detectors.tiles import TILES_PER_IMAGE, tiles
 from deeptrust.processors.heuristics.provenance import ProvenanceDetector
 from deeptrust.processors.models import ModelSpec, register
@@ -109,20 +109,10 @@ class MobileNetBlocksDetector:
 
     def predict(self, batch: Sequence[FetchedImage]) -> list[Detection]:
         """Return one verdict per image."""
-        head = self.head
-        verdicts = []
-        for image, probability in zip(batch, sigmoid(self.logits(batch)), strict=True):
-            p = float(probability)
-            verdicts.append(
-                Detection(
-                    ai_probability=p,
-                    label=head.label(p),
-                    model=self.spec.label,
-                    model_version=self._version,
-                    signals=self._provenance.signals(image),
-                )
-            )
-        return verdicts
+        probabilities = sigmoid(self.logits(batch))
+        return verdicts(
+            self.head, probabilities, batch, self.spec.label, self._version, self._provenance
+        )
 
 
 register("detect", "mobilenet-blocks")(MobileNetBlocksDetector)

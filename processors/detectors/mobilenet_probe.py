@@ -208,20 +208,35 @@ class MobileNetProbeDetector:
         """Return one verdict per image."""
         head = self.head
         features = self._backbone.infer([image.decoded.image for image in batch]).features
-        probabilities = head.probability(features)
-        verdicts = []
-        for image, probability in zip(batch, probabilities, strict=True):
-            p = float(probability)
-            verdicts.append(
-                Detection(
-                    ai_probability=p,
-                    label=head.label(p),
-                    model=self.spec.label,
-                    model_version=self._version,
-                    signals=self._provenance.signals(image),
-                )
-            )
-        return verdicts
+        return verdicts(
+            head,
+            head.probability(features),
+            batch,
+            self.spec.label,
+            self._version,
+            self._provenance,
+        )
+
+
+def verdicts(
+    head: ProbeHead,
+    probabilities: np.ndarray,
+    batch: Sequence[FetchedImage],
+    model: str,
+    version: str,
+    provenance: ProvenanceDetector,
+) -> list[Detection]:
+    """One verdict per image: the head's label for its probability, provenance's signals."""
+    return [
+        Detection(
+            ai_probability=float(p),
+            label=head.label(float(p)),
+            model=model,
+            model_version=version,
+            signals=provenance.signals(image),
+        )
+        for image, p in zip(batch, probabilities, strict=True)
+    ]
 
 
 register("detect", "mobilenet-probe")(MobileNetProbeDetector)
