@@ -16,6 +16,7 @@ from deeptrust.streams.images import FetchedImage, decode_image
 from deeptrust.streams.reader import read_to_end, read_until
 from deeptrust.streams.stage import derived_event_id
 from deeptrust.streams.topics import Topic
+from tests.conftest import wait_for
 from tests.images import generator_png, sample_paths, small_photo
 
 pytestmark = pytest.mark.integration
@@ -98,16 +99,20 @@ def test_every_upload_is_enriched_exactly_once_in_order(
     assert len(moderated) == len(should_review)
     assert {m.event.reason for m in moderated if m.event.image_id == "img-generated"} == {"flagged"}
 
-    search = subprocess.run(
-        [sys.executable, "-m", "deeptrust.cli", "search", "black and white photo"],
-        env={"DEEPTRUST_SEARCH_DB": str(tmp_path / "search.db"), "PATH": ""},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
     greyscale = {
         e.image_id for e in (i.event for i in received) if "black-and-white" in e.caption.text
     }
     assert greyscale, "the samples include greyscale photographs"
-    hits = {line.split("\t")[0] for line in search.stdout.splitlines()}
-    assert greyscale <= hits
+
+    def search_hits() -> set[str]:
+        search = subprocess.run(
+            [sys.executable, "-m", "deeptrust.cli", "search", "black and white photo"],
+            env={"DEEPTRUST_SEARCH_DB": str(tmp_path / "search.db"), "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return {line.split("\t")[0] for line in search.stdout.splitlines()}
+
+    # The search stage indexes enriched.v1 on its own schedule: wait for it to catch up.
+    wait_for(lambda: greyscale <= search_hits(), 120, "the search index to hold the greyscale photos")
