@@ -280,7 +280,10 @@ class Session:
         in hand is finished first.
         """
         pending = set(futures)
-        self._while_paused(lambda: bool(pending) and _still_pending(pending))
+        # Block on the futures, not in the poll: the batch goes on the moment they are done.
+        self._while_paused(
+            lambda: bool(pending) and _still_pending(pending, KEEP_ALIVE_POLL_S), poll_s=0.0
+        )
 
     def read_ahead(self) -> list[Message]:
         """Consume the next batch now, without waiting; the next ``handle`` gets it.
@@ -300,12 +303,13 @@ class Session:
         if self._stop.is_set():
             raise Interrupted
 
-    def _while_paused(self, waiting: Callable[[], bool]) -> None:
+    def _while_paused(self, waiting: Callable[[], bool], poll_s: float = KEEP_ALIVE_POLL_S) -> None:
+        """Poll with the partitions paused (every ``poll_s``) while ``waiting()`` holds."""
         self._busy = True
         self.consumer.pause(self.consumer.assignment())
         try:
             while waiting():
-                message = self.consumer.poll(KEEP_ALIVE_POLL_S)
+                message = self.consumer.poll(poll_s)
                 self._metrics.heartbeat()
                 if message is not None and self.usable(message):
                     self.rewind(message)
@@ -383,6 +387,8 @@ class Session:
                 log.warning("transaction attempt %d: %s; retrying", attempt, error)
                 self.pause_for(COMMIT_RETRY.delay_s(attempt))
         self._back_in_touch()
+        if not self._unreachable:  # the cluster just answered: no health probe is due
+            self._last_probe = self._clock()
         commit.committed()
 
     def check_connection(self) -> None:
@@ -433,8 +439,9 @@ class Session:
         self._metrics.set_ready(True)
 
 
-def _still_pending(pending: set[Future[Any]]) -> bool:
-    done, not_done = wait(pending, timeout=0)
+def _still_pending(pending: set[Future[Any]], timeout_s: float = 0.0) -> bool:
+    """Whether any of ``pending`` is unfinished after up to ``timeout_s``; drops the done."""
+    done, not_done = wait(pending, timeout=timeout_s)
     pending.difference_update(done)
     return bool(not_done)
 
