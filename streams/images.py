@@ -11,6 +11,8 @@ file its first frame. Every refusal is an :class:`InvalidInput` with its reason.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -29,6 +31,11 @@ READERS = tuple(name for name in DECODERS if name in Image.OPEN)
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 DEFAULT_MAX_PIXELS = 40_000_000
+SRGB_PROFILES = frozenset({"2b3aa1645779a9e634744faf9b01e9102b0c9b88fd6deced7934df86b949af7e"})
+"""SHA-256 of embedded profiles that already are sRGB (HP's "sRGB IEC61966-2.1", 3,144 bytes,
+which cameras and editors embed): converting them to sRGB only costs time."""
+CACHED_PROFILE_BYTES = 64 * 1024
+"""Colour profiles up to this size keep their built transform (phone profiles are a few KB)."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +81,12 @@ def _as_seen(image: Image.Image) -> Image.Image:
     """The first frame, turned by its EXIF orientation, in sRGB RGB."""
     upright = ImageOps.exif_transpose(image)
     profile = image.info.get("icc_profile")
+    if profile and hashlib.sha256(profile).hexdigest() in SRGB_PROFILES:
+        profile = None
     if profile and upright.mode in ("RGB", "RGBA", "CMYK"):
+        build = _cached_to_srgb if len(profile) <= CACHED_PROFILE_BYTES else _to_srgb
         try:
-            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-            converted = ImageCms.profileToProfile(upright, source, SRGB, outputMode="RGB")
+            converted = ImageCms.applyTransform(upright, build(bytes(profile), upright.mode))
         except (ImageCms.PyCMSError, OSError, ValueError) as error:
             raise InvalidInput(
                 Reason.UNDECODABLE_IMAGE, f"unreadable colour profile: {error}"
@@ -85,6 +94,20 @@ def _as_seen(image: Image.Image) -> Image.Image:
         if converted is not None:
             return converted
     return upright.convert("RGB")
+
+
+def _to_srgb(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    """The transform from an embedded colour profile to sRGB, for images of ``mode``.
+
+    Building it (parsing the profile, linking the two) costs several times more than
+    applying it to a photo, so :func:`_cached_to_srgb` keeps the few a platform sees. No
+    one-pixel cache inside LittleCMS: the transform is shared by the prepare threads.
+    """
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    return ImageCms.buildTransform(source, SRGB, mode, "RGB", flags=ImageCms.Flags.NOCACHE)
+
+
+_cached_to_srgb = functools.lru_cache(maxsize=32)(_to_srgb)
 
 
 @dataclass(frozen=True)

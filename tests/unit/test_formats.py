@@ -7,6 +7,8 @@ one reach a stage anyway, dead-lettered as ``unsupported_format``.
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +18,10 @@ from PIL import Image
 from deeptrust.gateway.sniff import Limits, Rejection, UploadRejected
 from deeptrust.streams.errors import InvalidInput, Reason
 from deeptrust.streams.formats import ACCEPTED, identify
-from deeptrust.streams.images import decode_image
+from deeptrust.streams.images import SRGB_PROFILES, decode_image
 
 FILES = Path(__file__).resolve().parents[1] / "data" / "formats"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "images"
 REFERENCE = np.asarray(Image.open(FILES / "photo.png").convert("RGB"), dtype=np.float64)
 """The 64x48 picture every fixture holds, losslessly."""
 GATEWAY = Limits(10_000_000, 10_000_000, frozenset(f.mime for f in ACCEPTED))
@@ -107,6 +110,14 @@ def test_a_colour_profile_is_converted_to_srgb(name):
     expected = p3_to_srgb((200, 120, 60))
     assert np.abs(seen - expected).max() <= 3, (seen, expected)
     assert np.abs(raw - expected).max() > 10, "unconverted values would be visibly off"
+
+
+def test_an_embedded_srgb_profile_leaves_the_pixels_as_they_are():
+    # chelsea.png carries HP's sRGB IEC61966-2.1 profile: already sRGB, nothing to convert.
+    data = (SAMPLES / "chelsea.png").read_bytes()
+    tagged = Image.open(io.BytesIO(data))
+    assert hashlib.sha256(tagged.info["icc_profile"]).hexdigest() in SRGB_PROFILES
+    assert np.array_equal(np.asarray(decode_image(data).image), np.asarray(tagged.convert("RGB")))
 
 
 @pytest.mark.parametrize(("name", "mime"), REFUSED_FILES.items())
