@@ -51,7 +51,11 @@ from deeptrust.streams.topics import Topic, TopicNames
 log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
-ARTEFACT_OPTIONS: dict[str, str] = {"mobilenet-probe": "head", "hf-vit": "path"}
+ARTEFACT_OPTIONS: dict[str, str] = {
+    "mobilenet-blocks": "head",
+    "mobilenet-probe": "head",
+    "hf-vit": "path",
+}
 """Per backend, the spec option that takes the artefact's local path."""
 ARCHIVED_BACKENDS = frozenset({"hf-vit"})
 """Backends whose artefact is a directory packed by :mod:`deeptrust.processors.artefact_archive`."""

@@ -33,7 +33,7 @@ class ProcessorSettings(BaseSettings):
     packs to about 330 MB): model files are not uploads and get their own limit."""
     max_pixels: int = DEFAULT_MAX_PIXELS
 
-    detect_backend: str = "mobilenet-probe"
+    detect_backend: str = "mobilenet-blocks"
     embed_backend: str = "mobilenet-v2"
     caption_backend: str = "image-statistics"
     tag_backend: str = "keywords"

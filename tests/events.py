@@ -49,7 +49,7 @@ def model_update(uri: str, sha256: str, **overrides: Any) -> ModelUpdateEvent:
         "version": "2",
         "alias": "production",
         "task": "detect",
-        "backend": "mobilenet-probe",
+        "backend": "mobilenet-blocks",
         "artifact_uri": uri,
         "artifact_sha256": sha256,
         "run_id": "run-test",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 from deeptrust.processors.backbones.mobilenet_v2 import (
     BLOCK_CHANNELS,
@@ -47,6 +48,59 @@ def shipped_head_path() -> Path:
     return Path(str(resources.files("deeptrust.processors.detectors").joinpath(HEAD_FILE)))
 
 
+def check_block_head(head: ProbeHead, path: Path) -> None:
+    """Refuse a head trained on other features than these blocks of these weights."""
+    if head.dimensions != BlockFeatures.dimensions:
+        width = BlockFeatures.dimensions
+        raise ValueError(f"{path} takes {head.dimensions}-d features, not {width}")
+    if head.metadata.get("backbone_weights_sha256") != WEIGHTS_SHA256:
+        raise ValueError(f"{path} was not trained on these backbone weights")
+    if tuple(head.metadata.get("blocks", ())) != BLOCKS:
+        raise ValueError(f"{path} was trained on blocks {head.metadata.get('blocks')}")
+
+
+class BlockFeatures:
+    """An image's block features: the mean over its tiles of the pooled block outputs (712-d).
+
+    The head is linear, so its log-odds on this mean equal the mean of its log-odds over the
+    tiles: the training service caches these rows and scores them exactly as the stage does.
+    """
+
+    dimensions = sum(BLOCK_CHANNELS[index] for index in BLOCKS)
+
+    def __init__(
+        self, threads: int = DEFAULT_INTRA_OP_THREADS, max_tiles: int = DEFAULT_MAX_TILES
+    ) -> None:
+        if threads < 1 or max_tiles < 1:
+            raise ValueError("intra_op_threads and max_tiles must be at least 1")
+        self._threads = min(threads, usable_cpus())
+        self._max_tiles = max_tiles
+        self._session: ort.InferenceSession | None = None
+
+    def load(self) -> None:
+        """Build and compile the blocks graph (once)."""
+        if self._session is None:
+            model = build_blocks_model(load_weights(), BLOCKS)
+            self._session = create_session(model, self._threads)
+
+    def of_tiles(self, per_image: np.ndarray) -> np.ndarray:
+        """(N, tiles, 64, 64, 3) uint8 tiles (``tiles.tiles`` per image) to (N, 712) float32."""
+        self.load()
+        assert self._session is not None
+        count, per = per_image.shape[:2]
+        flat = per_image.reshape(count * per, *per_image.shape[2:])
+        features = []
+        for start in range(0, len(flat), self._max_tiles):
+            chunk = normalise_pixels(flat[start : start + self._max_tiles])
+            features.append(self._session.run(None, {INPUT_NAME: chunk})[0])
+        rows: np.ndarray = np.concatenate(features).reshape(count, per, -1).mean(axis=1)
+        return rows.astype(np.float32)
+
+    def of_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(N, 712) features of whole images, read by tiles."""
+        return self.of_tiles(np.stack([tiles(image) for image in images]))
+
+
 class MobileNetBlocksDetector:
     """Tiles → MobileNetV2 block features → probe log-odds, averaged per image.
 
@@ -59,16 +113,14 @@ class MobileNetBlocksDetector:
         self.spec = spec
         head = spec.options.get("head")
         self._head_path = Path(head) if head else shipped_head_path()
-        threads = int(spec.options.get("intra_op_threads", DEFAULT_INTRA_OP_THREADS))
-        self._threads = min(threads, usable_cpus())
-        self._max_tiles = int(spec.options.get("max_tiles", DEFAULT_MAX_TILES))
-        if self._threads < 1 or self._max_tiles < 1:
-            raise ValueError("intra_op_threads and max_tiles must be at least 1")
+        self._features = BlockFeatures(
+            int(spec.options.get("intra_op_threads", DEFAULT_INTRA_OP_THREADS)),
+            int(spec.options.get("max_tiles", DEFAULT_MAX_TILES)),
+        )
         self._provenance = ProvenanceDetector(
             ModelSpec("detect", "provenance", "provenance", spec.version)
         )
         self._head: ProbeHead | None = None
-        self._session: ort.InferenceSession | None = None
         self._version = spec.version
 
     @property
@@ -82,30 +134,16 @@ class MobileNetBlocksDetector:
         """Load the head, check it was trained on these blocks of these weights, compile."""
         path = self._head_path
         head = ProbeHead.load(path)
-        width = sum(BLOCK_CHANNELS[index] for index in BLOCKS)
-        if head.dimensions != width:
-            raise ValueError(f"{path} takes {head.dimensions}-d features, not {width}")
-        if head.metadata.get("backbone_weights_sha256") != WEIGHTS_SHA256:
-            raise ValueError(f"{path} was not trained on these backbone weights")
-        if tuple(head.metadata.get("blocks", ())) != BLOCKS:
-            raise ValueError(f"{path} was trained on blocks {head.metadata.get('blocks')}")
-        self._session = create_session(build_blocks_model(load_weights(), BLOCKS), self._threads)
+        check_block_head(head, path)
+        self._features.load()
         self._provenance.load()
         self._head = head
         self._version = f"{self.spec.version}+{head.digest()[:12]}"
 
     def logits(self, batch: Sequence[FetchedImage]) -> np.ndarray:
         """Each image's mean log-odds over its tiles."""
-        head, session = self.head, self._session
-        assert session is not None
-        pixels = np.concatenate([tiles(image.decoded.image) for image in batch])
-        features = []
-        for start in range(0, len(pixels), self._max_tiles):
-            chunk = normalise_pixels(pixels[start : start + self._max_tiles])
-            features.append(session.run(None, {INPUT_NAME: chunk})[0])
-        per_tile = head.logits(np.concatenate(features))
-        means: np.ndarray = per_tile.reshape(len(batch), TILES_PER_IMAGE).mean(axis=1)
-        return means
+        features = self._features.of_images([image.decoded.image for image in batch])
+        return self.head.logits(features)
 
     def predict(self, batch: Sequence[FetchedImage]) -> list[Detection]:
         """Return one verdict per image."""

@@ -22,9 +22,9 @@ TILES_PER_IMAGE = sum(per_axis * per_axis for _, per_axis in SCALES)
 
 def tiles(image: Image.Image) -> np.ndarray:
     """The image's ``TILES_PER_IMAGE`` tiles, (N, 64, 64, 3) uint8 RGB."""
-    rgb = image.convert("RGB")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
     if max(rgb.size) > MAX_SIDE:
-        rgb = rgb.copy()
+        rgb = rgb.copy()  # thumbnail works in place; the caller's image stays as it was
         rgb.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
     width, height = rgb.size
     short = min(width, height)

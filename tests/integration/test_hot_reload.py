@@ -22,7 +22,8 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from deeptrust.devtools.processes import StageProcess
-from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, shipped_head_path
+from deeptrust.processors.detectors.block_probe import shipped_head_path
+from deeptrust.processors.detectors.mobilenet_probe import ProbeHead
 from deeptrust.schemas.events import DetectedEvent, Detection
 from deeptrust.streams.codec import decode
 from deeptrust.streams.config import KafkaSettings
@@ -108,7 +109,7 @@ class Feed:
     def __init__(self, uploads: UploadProducer, detections: Detections) -> None:
         self._uploads = uploads
         self._detections = detections
-        self._photos = [small_photo(path, 96) for path in sample_paths()]
+        self._photos = [small_photo(path, 300) for path in sample_paths()]
         self.sent: list[str] = []
         self.stage: StageProcess | None = None
         self.health: list[str] = []

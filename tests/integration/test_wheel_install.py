@@ -84,6 +84,7 @@ def test_the_wheel_holds_one_top_level_package(wheel: Path) -> None:
         "deeptrust/streams/service.py",
         "deeptrust/schemas/upload.v1.schema.json",
         "deeptrust/processors/detectors/mobilenet_probe.npz",
+        "deeptrust/processors/detectors/mobilenet_blocks_probe.npz",
         "deeptrust/processors/vocabulary/terms.tsv",
         "deeptrust/training/configs/detector.toml",
         "deeptrust/drift/monitor.py",
@@ -138,7 +139,7 @@ def test_a_stage_runs_from_the_wheel_beside_another_schemas(
             120,
         )
         event = next(item.event for item in detected if item.event.image_id == sent.image_id)
-        assert event.detection.model == "mobilenet-probe"
+        assert event.detection.model == "mobilenet-blocks"
         assert 0.0 <= event.detection.ai_probability <= 1.0
     finally:
         stage.terminate()

@@ -1,9 +1,10 @@
 """The model follower without a broker: which update wins, what is refused, when the stage swaps.
 
-The models are real (the ``mobilenet-probe`` backend with the shipped head, and a copy of
-it whose bias is raised by 20 so that every photograph comes out "ai_generated"). Kafka is
-replaced by an in-memory one-partition log with the few consumer calls the follower makes,
-so the start-up read and the follower thread run as they do against the broker.
+The models are real (the ``mobilenet-blocks`` backend, the default, with the shipped head,
+and a copy of it whose bias is raised by 20 so that every photograph comes out
+"ai_generated"). Kafka is replaced by an in-memory one-partition log with the few consumer
+calls the follower makes, so the start-up read and the follower thread run as they do
+against the broker.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from prometheus_client import CollectorRegistry
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
 from deeptrust.processors.detect import DetectStage
-from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, shipped_head_path
+from deeptrust.processors.detectors.block_probe import shipped_head_path
+from deeptrust.processors.detectors.mobilenet_probe import ProbeHead
 from deeptrust.processors.model_follower import (
     ArtefactCache,
     ModelFollower,
@@ -45,7 +47,7 @@ from tests.images import sample_paths, small_photo
 
 MODEL = "deeptrust-detector"
 OPTIONS = {"intra_op_threads": "1"}
-DETECTOR = ModelSpec("detect", "mobilenet-probe", "mobilenet-probe", options=OPTIONS)
+DETECTOR = ModelSpec("detect", "mobilenet-blocks", "mobilenet-blocks", options=OPTIONS)
 EMBEDDER = ModelSpec("embed", "mobilenet-v2", "mobilenet-v2", options=OPTIONS)
 KAFKA = KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_prefix="unit.")
 TOPIC = TopicNames(KAFKA.topic_prefix)(Topic.MODELS)
@@ -190,7 +192,7 @@ def stage_for(store: LocalObjectStore, follower: ModelFollower | None) -> Detect
 
 def prepared_batch(stage: DetectStage, store: LocalObjectStore, tag: str) -> list[Any]:
     """Four stored photographs, fetched and decoded by the stage as the runner would."""
-    photos = [small_photo(path) for path in sample_paths()[:4]]
+    photos = [small_photo(path, 300) for path in sample_paths()[:4]]
     stored = [store.put(f"images/{tag}-{i}.jpg", data) for i, data in enumerate(photos)]
     return [
         stage.prepare(upload_event(event_id=f"{tag}-{i}", image_id=f"{tag}-{i}", uri=obj.uri))

@@ -14,25 +14,16 @@ No torch here: features come from the caller's extractor.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from deeptrust.processors.detectors.mobilenet_probe import ProbeHead, sigmoid
+from deeptrust.training.detector.metrics import threshold_at_fpr
 from deeptrust.training.detector.probe import train_head
 
 Extractor = Callable[[np.ndarray], np.ndarray]
-
-
-def threshold_at_fpr(real_scores: np.ndarray, fpr: float) -> float:
-    """The lowest threshold at which at most ``fpr`` of ``real_scores`` reach it (``>=``)."""
-    if not 0.0 < fpr < 1.0 or len(real_scores) == 0:
-        raise ValueError("fpr must lie in (0, 1) and there must be real scores")
-    ranked = np.sort(np.asarray(real_scores, np.float64))[::-1]
-    allowed = math.floor(fpr * len(ranked))
-    return float(np.nextafter(ranked[allowed], np.inf))
 
 
 def fit_shipped_head(
@@ -46,8 +37,8 @@ def fit_shipped_head(
     metadata: Mapping[str, object] | None = None,
 ) -> ProbeHead:
     """The probe on ``real_train`` against every family, with its calibrated thresholds."""
-    if not fpr_ai < fpr_inconclusive:
-        raise ValueError("the AI-generated threshold must admit fewer real crops")
+    if not 0.0 < fpr_ai < fpr_inconclusive < 1.0:
+        raise ValueError("need 0 < fpr_ai < fpr_inconclusive < 1: the AI threshold admits fewer")
     fake = np.concatenate(list(fakes.values()))
     x = np.concatenate([extract(real_train), extract(fake)])
     y = np.concatenate([np.zeros(len(real_train)), np.ones(len(fake))])
