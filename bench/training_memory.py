@@ -67,7 +67,7 @@ def run_job(dataset: Path, work: Path, workers: int) -> dict[str, float]:
 
     from deeptrust.streams.objectstore import LocalObjectStore
     from deeptrust.training.service.data import byte_reader, folder_sources, prepare
-    from deeptrust.training.service.features import FeatureCache
+    from deeptrust.training.service.features import FeatureCache, PooledMobileNet
     from deeptrust.training.service.probe_recipe import ProbeFeatures, ProbeRecipe
     from deeptrust.training.service.vit_recipe import ViTRecipe
     from deeptrust.training.trainer import TrainConfig
@@ -83,7 +83,7 @@ def run_job(dataset: Path, work: Path, workers: int) -> dict[str, float]:
     seconds["prepare"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    features = ProbeFeatures(FeatureCache(work / "features", 2, loading), read)
+    features = ProbeFeatures(FeatureCache(work / "features", PooledMobileNet(2), loading), read)
     probe = ProbeRecipe(data, features, work / "rows")
     config = TrainConfig(epochs=3, device="cpu")
     _, head = probe.fit(config, work / "probe-checkpoints", lambda stats: None, work / "probe")

@@ -44,8 +44,8 @@ def run(command: list[str]) -> str:
 def dataset(tmp_path_factory) -> Path:
     seed = build_seed_dataset(tmp_path_factory.mktemp("seed"), real_count=PER_CLASS)
     header, *rows = (seed / INDEX_FILE).read_text(encoding="utf-8").splitlines()
-    chosen = [r for r in rows if r.endswith(",0")][:PER_CLASS]
-    chosen += [r for r in rows if r.endswith(",1")][:PER_CLASS]
+    chosen = [r for r in rows if r.split(",")[1] == "0"][:PER_CLASS]
+    chosen += [r for r in rows if r.split(",")[1] == "1"][:PER_CLASS]
     (seed / INDEX_FILE).write_text("\n".join([header, *chosen]) + "\n", encoding="utf-8")
     return seed
 

@@ -33,6 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 HEADLINE = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "brier")
 CONFIG = """
 [train]
+backbone = "mobilenet-blocks"
 epochs = 12
 batch_size = 64
 learning_rate = 0.01
@@ -100,7 +101,7 @@ def test_a_retrain_request_becomes_a_canaried_promoted_model_the_stage_serves(
     assert candidate.alias == "candidate"
     assert candidate.request_id == request.event_id
     assert candidate.model == model
-    assert candidate.backend == "mobilenet-probe"
+    assert candidate.backend == "mobilenet-blocks"
 
     client = mlflow.MlflowClient(training_env["DEEPTRUST_TRAINING_TRACKING_URI"])
     run = client.get_run(candidate.run_id)
@@ -108,9 +109,15 @@ def test_a_retrain_request_becomes_a_canaried_promoted_model_the_stage_serves(
     assert set(HEADLINE) <= metrics.keys()
     assert metrics["quality/feedback/accepted"] == 2
     assert any(name.startswith("slice/resolution/") for name in metrics)
+    # The seed dataset names each generated image's generator: one row per family.
+    assert {"family/dcgan/ap", "family/vae/ap", "family/vae/tpr_5"} <= metrics.keys()
     assert run.data.tags["deeptrust.request_id"] == request.event_id
     artefacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {"evaluation/confusion_matrix.png", "evaluation/reliability.png"} <= artefacts
+    assert {
+        "evaluation/confusion_matrix.png",
+        "evaluation/reliability.png",
+        "evaluation/families.md",
+    } <= artefacts
     assert client.list_artifacts(run.info.run_id, "manifests")
     children = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"

@@ -47,8 +47,8 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_dataset(seed: Path, folder: Path) -> tuple[Path, list[str]]:
     """``PER_CLASS`` rows of each label in the Kaggle layout; the unused generated rows."""
     header, *rows = (seed / INDEX_FILE).read_text(encoding="utf-8").splitlines()
-    real = [row for row in rows if row.endswith(",0")]
-    generated = [row for row in rows if row.endswith(",1")]
+    real = [row for row in rows if row.split(",")[1] == "0"]
+    generated = [row for row in rows if row.split(",")[1] == "1"]
     # Alternate the two generators so both are in every split.
     generated.sort(key=lambda row: (int(row.split("/")[2][:4]), row))
     folder.mkdir(parents=True)
@@ -62,7 +62,7 @@ def small_dataset(seed: Path, folder: Path) -> tuple[Path, list[str]]:
 def add_training_row(folder: Path, spare: list[str]) -> None:
     """One more labelled image, one the content split puts on the training side."""
     for row in spare:
-        data = (folder / row.rsplit(",", 1)[0]).read_bytes()
+        data = (folder / row.split(",")[0]).read_bytes()
         if not is_test(hashlib.sha256(data).hexdigest()):
             with (folder / INDEX_FILE).open("a", encoding="utf-8") as index:
                 index.write(row + "\n")

@@ -74,11 +74,11 @@ def test_a_fine_tune_read_from_s3_by_workers_matches_one_on_images_in_memory(
     store = S3ObjectStore(bucket, s3_server.endpoint_url, FetchPolicy(buckets=(bucket,)))
     seed = build_seed_dataset(tmp_path / "seed", real_count=PER_CLASS)
     rows = (seed / INDEX_FILE).read_text(encoding="utf-8").splitlines()[1:]
-    chosen = [r for r in rows if r.endswith(",0")][:PER_CLASS]
-    chosen += [r for r in rows if r.endswith(",1")][:PER_CLASS]
+    chosen = [r for r in rows if r.split(",")[1] == "0"][:PER_CLASS]
+    chosen += [r for r in rows if r.split(",")[1] == "1"][:PER_CLASS]
     examples = []
     for row in chosen:
-        relative, label = row.rsplit(",", 1)
+        relative, label = row.split(",")[:2]
         stored = store.put(f"seed/{relative}", (seed / relative).read_bytes())
         examples.append(Example("seed", relative, stored.uri, label=int(label)))
     reader = StoreReader(store)

@@ -58,10 +58,11 @@ def test_toml_round_trip_with_sweep_and_overrides(tmp_path):
     assert load_config(path, {"sweep": {}}).sweep == {}
 
 
-def test_shipped_config_loads_and_its_grid_is_six_points():
+def test_shipped_config_trains_the_detect_default_on_a_grid_of_six_points():
     config = load_config(SHIPPED)
     assert config == TrainConfig(
-        sweep={"learning_rate": [0.003, 0.01, 0.03], "weight_decay": [0.0001, 0.001]}
+        backbone="mobilenet-blocks",
+        sweep={"learning_rate": [0.003, 0.01, 0.03], "weight_decay": [0.0001, 0.001]},
     )
     grid = expand_sweep(config)
     assert len(grid) == 6

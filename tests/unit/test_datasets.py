@@ -149,6 +149,21 @@ def test_kaggle_loader_skips_bad_rows_with_their_line_numbers(tmp_path):
     assert "relative path" in loaded.skipped[1].reason
 
 
+def test_kaggle_loader_tags_ai_images_with_the_optional_generator_column(tmp_path):
+    (tmp_path / "train.csv").write_text(
+        "file_name,label,generator\n"
+        "train_data/a.jpg,1,dcgan\n"
+        "train_data/b.jpg,1,\n"
+        "train_data/c.jpg,0,vae\n"  # a real image names no generator, whatever the column says
+    )
+    loaded = read_kaggle_ai_vs_human(tmp_path)
+    assert [(e.name, e.tags) for e in loaded.examples] == [
+        ("train_data/a.jpg", ("generator:dcgan",)),
+        ("train_data/b.jpg", ()),
+        ("train_data/c.jpg", ()),
+    ]
+
+
 def test_kaggle_loader_refuses_a_csv_without_its_columns(tmp_path):
     (tmp_path / "train.csv").write_text("id\nabc.jpg\n")  # the unlabelled test.csv
     with pytest.raises(ValueError, match="file_name"):

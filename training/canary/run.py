@@ -94,11 +94,11 @@ def _candidate_detector(
     """Fetch and check the candidate's artefact; the detect stage's settings to serve it.
 
     The settings are ``DEEPTRUST_DETECT_BACKEND`` and ``DEEPTRUST_MODEL_OPTIONS``. A probe
-    head is a file the ``mobilenet-probe`` backend reads as ``head``; a fine-tuned ViT is
-    an archive, unpacked here, that the ``hf-vit`` backend reads as ``path``. Those options
-    are merged into production's ``inherited`` options (a JSON object): shared keys such as
-    ``device`` and ``dtype`` and other tasks' options stay, the candidate's detect options
-    win over production's.
+    head is a file the probe backends (``mobilenet-blocks``, ``mobilenet-probe``) read as
+    ``head``; a fine-tuned ViT is an archive, unpacked here, that the ``hf-vit`` backend
+    reads as ``path``. Those options are merged into production's ``inherited`` options (a
+    JSON object): shared keys such as ``device`` and ``dtype`` and other tasks' options stay,
+    the candidate's detect options win over production's.
     """
     if event.backend not in ARTEFACT_OPTIONS:
         raise ValueError(

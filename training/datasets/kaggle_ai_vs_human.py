@@ -2,8 +2,10 @@
 
 ``train.csv`` has the columns ``file_name`` (``train_data/<hex>.jpg``, relative to the
 CSV's folder) and ``label`` (1 = AI-generated, 0 = human). The published file starts with
-an unnamed index column (header ``""``, or ``Unnamed: 0`` once pandas has rewritten it);
-any column besides the two is ignored.
+an unnamed index column (header ``""``, or ``Unnamed: 0`` once pandas has rewritten it).
+An optional ``generator`` column (the project's extension, which its seed dataset writes)
+names an AI image's generator: it becomes the tag ``generator:<name>``, by which a
+retrain's evaluation reports each family. Any other column is ignored.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import csv
 from pathlib import Path
 
 from deeptrust.training.datasets.example import LABELS, Example, Loaded, SkippedLine, inside
+from deeptrust.training.evaluation.families import GENERATOR_TAG
 
 SOURCE = "kaggle-ai-vs-human"
 INDEX_FILE = "train.csv"
 PATH_COLUMN = "file_name"
 LABEL_COLUMN = "label"
+GENERATOR_COLUMN = "generator"
 
 
 def _label(text: str) -> int | None:
@@ -58,5 +62,9 @@ def read_kaggle_ai_vs_human(location: Path) -> Loaded:
             except ValueError as error:
                 skipped.append(SkippedLine(line, str(error)))
                 continue
-            examples.append(Example(SOURCE, Path(relative).as_posix(), str(path), label=label))
+            generator = fields.get(GENERATOR_COLUMN, "")
+            tags = (f"{GENERATOR_TAG}{generator}",) if generator and label == 1 else ()
+            examples.append(
+                Example(SOURCE, Path(relative).as_posix(), str(path), label=label, tags=tags)
+            )
     return Loaded(root, tuple(examples), tuple(skipped))

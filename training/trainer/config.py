@@ -37,7 +37,7 @@ _INTEGER_FIELDS = frozenset({"epochs", "batch_size", "accumulation_steps"})
 DIGEST_VERSION = "deeptrust-train-config/1"
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
-Backbone = Literal["mobilenet-probe", "hf-vit"]
+Backbone = Literal["mobilenet-blocks", "mobilenet-probe", "hf-vit"]
 Adapter = Literal["none", "lora"]
 # Fields added after checkpoints existed: left out of the digest while they hold their
 # defaults, so a probe config written before them keeps its digest and its checkpoints.
@@ -56,8 +56,9 @@ _LATER_FIELDS: dict[str, object] = {
 class TrainConfig(BaseModel):
     """One training run of the detector, plus the grid of alternatives in ``sweep``.
 
-    ``backbone`` says what is trained: ``mobilenet-probe``, a logistic head on frozen
-    MobileNetV2 features (the offline default), or ``hf-vit``, a transformers image
+    ``backbone`` says what is trained: ``mobilenet-blocks``, a logistic head on frozen
+    MobileNetV2 block features read by tiles (the detect default), ``mobilenet-probe``, one
+    on the pooled features of the 224 px view, or ``hf-vit``, a transformers image
     classifier fine-tuned end to end from ``model`` (a hub id such as
     ``google/vit-base-patch16-224`` or a ``save_pretrained`` directory), whose backbone may
     stay frozen for the first ``freeze_epochs`` epochs while the new head settles. With
@@ -104,9 +105,9 @@ class TrainConfig(BaseModel):
             )
         if self.backbone == "hf-vit" and not self.model.strip():
             raise ValueError("backbone hf-vit needs model: a hub id or a model directory")
-        if self.backbone == "mobilenet-probe" and (self.model or self.freeze_epochs):
+        if self.backbone != "hf-vit" and (self.model or self.freeze_epochs):
             raise ValueError(
-                "model and freeze_epochs apply to backbone hf-vit; the mobilenet-probe "
+                f"model and freeze_epochs apply to backbone hf-vit; the {self.backbone} "
                 "backbone is fixed and always frozen"
             )
         if self.adapter == "lora" and self.backbone != "hf-vit":
