@@ -302,10 +302,10 @@ def shipped_report(
         f"those real crops score; `inconclusive` from {head.inconclusive_threshold:.4f}, at "
         f"most {meta['fpr_inconclusive']:.0%}; `real` below. Moderation queues both "
         "`ai_generated` and `inconclusive` images as flagged.",
-        "- **At run time** an upload is bounded to 1024 px and read as 14 tiles (a quarter, a "
-        "half and nine tenths of its shorter side, on 3x3, 2x2 and 1 grids, each resized to "
-        "64 px: `processors/detectors/tiles.py`), never squashed to 224; its score is the "
-        "mean log-odds over the tiles. The features run on ONNX Runtime "
+        "- **At run time** an upload is bounded to 1024 px and read as 5 tiles (squares of "
+        "a quarter of its shorter side on a 2x2 grid and one of a half in the centre, each "
+        "resized to 64 px: `processors/detectors/tiles.py`), never squashed to 224; its "
+        "score is the mean log-odds over the tiles. The features run on ONNX Runtime "
         "(`build_blocks_model`), checked equal to the torch ones it was trained on "
         "(`tests/torch/test_torch_mobilenet.py`).",
         "",
@@ -375,6 +375,10 @@ def shipped_report(
         "6.5% at 5% false positives; a family unlike these six will be missed as often.",
         "- A platform's false-positive rate: a few dozen test images are not its uploads. "
         "Watch the moderation console's flag precision and the sampled lane's miss rate.",
+        "- Small uploads: an image under about 128 px on its shorter side is upsampled into its "
+        "tiles, unlike any training crop, and looks like a 64 px generated image to the probe "
+        "(a 96 px JPEG thumbnail of chelsea.png scored 0.71, `ai_generated`; at 160 px 0.60, "
+        "at 300 px 0.44).",
         "",
     ]
     return "\n".join(lines)

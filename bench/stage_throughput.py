@@ -12,9 +12,9 @@ in one run:
 
 pipeline / batched is the runner's efficiency: 1 means Kafka, transactions and
 (de)serialisation cost nothing next to the model. The stages run the demo's real models:
-detect (the MobileNetV2 probe and embedding, one backbone pass), caption (MobileNetV2
-labels worded by Gemma 3 270M on llama.cpp), tag (Gemma 3 270M). The machine is shared and
-noisy: compare the columns of one run, not runs with each other.
+detect (the MobileNetV2-block probe on 5 tiles, and the MobileNetV2 embedding), caption
+(MobileNetV2 labels worded by Gemma 3 270M on llama.cpp), tag (Gemma 3 270M). The machine
+is shared and noisy: compare the columns of one run, not runs with each other.
 """
 
 from __future__ import annotations

@@ -47,7 +47,12 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(kafka, topics, uploads,
     # The restart is the same replica (as a StatefulSet restarts a pod under its name): with
     # its id it fences the killed process's open transaction at once, instead of waiting for
     # the broker to abort it after the transaction timeout.
-    batch_env = {"DEEPTRUST_RUNNER_MAX_BATCH": "8", "DEEPTRUST_RUNNER_INSTANCE_ID": "detect-0"}
+    # Batches prepared ahead on threads, so the read-ahead path meets a SIGKILL too.
+    batch_env = {
+        "DEEPTRUST_RUNNER_MAX_BATCH": "8",
+        "DEEPTRUST_RUNNER_INSTANCE_ID": "detect-0",
+        "DEEPTRUST_RUNNER_PREPARE_THREADS": "2",
+    }
 
     first = start_stage("detect", **batch_env)
     wait_for(
