@@ -20,7 +20,7 @@ import numpy as np
 
 from deeptrust.processors.backbones.mobilenet_v2 import WEIGHTS_SHA256, MobileNetV2, preprocess
 from deeptrust.processors.detectors.block_probe import BLOCKS, BlockFeatures
-from deeptrust.processors.detectors.tiles import tiles
+from deeptrust.processors.detectors.tiles import SCALES, TILE, tiles
 from deeptrust.processors.models import ModelSpec
 from deeptrust.streams.atomic_file import write_atomically
 from deeptrust.training.trainer.loading import LoaderOptions
@@ -77,7 +77,8 @@ class PooledMobileNet:
 class TiledBlocks:
     """712-d MobileNetV2 block features averaged over the image's tiles: ``mobilenet-blocks``'."""
 
-    namespace = f"mobilenet-v2-blocks{list(BLOCKS)}:{WEIGHTS_SHA256}"
+    namespace = f"mobilenet-v2-blocks{list(BLOCKS)}-tiles{list(SCALES)}x{TILE}:{WEIGHTS_SHA256}"
+    """The tiling is part of it: rows of another tile layout are another image's reading."""
     dimensions = BlockFeatures.dimensions
 
     def __init__(self, threads: int = 2) -> None:
