@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlparse
 LABEL_HUMAN = 0
 LABEL_AI = 1
 LABELS = frozenset({LABEL_HUMAN, LABEL_AI})
+GENERATOR_TAG = "generator:"
+"""Prefix of the tag naming an AI image's generator (``generator:dcgan``), where known."""
 
 ByteReader = Callable[[str], bytes]
 """Reads the bytes behind an example's ``uri``; an object store's ``get`` is one."""

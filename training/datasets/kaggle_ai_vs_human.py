@@ -13,8 +13,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from deeptrust.training.datasets.example import LABELS, Example, Loaded, SkippedLine, inside
-from deeptrust.training.evaluation.families import GENERATOR_TAG
+from deeptrust.training.datasets.example import (
+    GENERATOR_TAG,
+    LABELS,
+    Example,
+    Loaded,
+    SkippedLine,
+    inside,
+)
 
 SOURCE = "kaggle-ai-vs-human"
 INDEX_FILE = "train.csv"

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deeptrust.training.datasets.example import GENERATOR_TAG
 from deeptrust.training.detector.metrics import HeldOutMetrics
-
-GENERATOR_TAG = "generator:"
 
 
 def generator_of(tags: Sequence[str]) -> str | None:

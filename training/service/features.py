@@ -18,7 +18,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from deeptrust.processors.backbones.mobilenet_v2 import WEIGHTS_SHA256, MobileNetV2, preprocess
+from deeptrust.processors.backbones.mobilenet_v2 import (
+    EMBEDDING_DIMENSIONS,
+    WEIGHTS_SHA256,
+    MobileNetV2,
+    preprocess,
+)
 from deeptrust.processors.detectors.block_probe import BLOCKS, BlockFeatures
 from deeptrust.processors.detectors.tiles import SCALES, TILE, tiles
 from deeptrust.processors.models import ModelSpec
@@ -54,7 +59,7 @@ class PooledMobileNet:
     """Raw 1280-d pooled MobileNetV2 features of the 224 px view: the ``mobilenet-probe``'s."""
 
     namespace = f"mobilenet-v2:{WEIGHTS_SHA256}"
-    dimensions = 1280
+    dimensions = EMBEDDING_DIMENSIONS
 
     def __init__(self, threads: int = 2) -> None:
         self._threads = threads
