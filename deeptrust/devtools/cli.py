@@ -272,6 +272,48 @@ def mlflow_down(home: Path, port: int) -> None:
 dev.add_command(mlflow_group)
 
 
+@click.group("ray")
+def ray_group() -> None:
+    """Run a local Ray head for the retrain service's Ray Train and Tune jobs."""
+
+
+_ray_home_option = click.option(
+    "--home", type=click.Path(path_type=Path), default=DEFAULT_HOME / "ray", show_default=True
+)
+_ray_port_option = click.option("--port", type=int, default=6380, show_default=True)
+
+
+@ray_group.command("up")
+@_ray_home_option
+@_ray_port_option
+@click.option("--cpus", type=int, default=6, show_default=True, help="CPUs the head declares.")
+def ray_up(home: Path, port: int, cpus: int) -> None:
+    """Start the head unless it runs; print the address jobs use."""
+    from deeptrust.devtools.ray_cluster import LocalRayCluster, RayClusterError
+
+    cluster = LocalRayCluster(home, port, cpus)
+    try:
+        cluster.start()
+    except RayClusterError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"ray head at {cluster.address} (pid {cluster.pid()}):")
+    click.echo(f"  export DEEPTRUST_TRAINING_RAY_ADDRESS={cluster.address}")
+
+
+@ray_group.command("down")
+@_ray_home_option
+@_ray_port_option
+def ray_down(home: Path, port: int) -> None:
+    """Stop the head and its workers."""
+    from deeptrust.devtools.ray_cluster import LocalRayCluster
+
+    LocalRayCluster(home, port).stop()
+    click.echo("ray stopped")
+
+
+dev.add_command(ray_group)
+
+
 @dev.command("wordnet")
 def wordnet() -> None:
     """Lay WordNet 3.0 out where the tag stage reads it (a build step; fetched once, via apt)."""

@@ -97,6 +97,7 @@ class RetrainJob:
         self._kafka = kafka
         self._read = byte_reader(store)
         self._loading = settings.loader_options()
+        self._cluster = settings.ray_cluster()
         self._features = {
             name: ProbeFeatures(
                 FeatureCache(
@@ -147,8 +148,10 @@ class RetrainJob:
         return self._settings.work_dir / "checkpoints" / request_id
 
     def discard_checkpoints(self, request_id: str) -> None:
-        """Forget ``request_id``'s checkpoints (registered, or given up on)."""
+        """Forget ``request_id``'s checkpoints (registered, or given up on), Ray's too."""
         shutil.rmtree(self.checkpoints_of(request_id), ignore_errors=True)
+        if self._cluster is not None:
+            self._cluster.discard(request_id)
 
     def _alias_candidate(self, version: str) -> None:
         """Point ``candidate`` at ``version`` unless a later version already holds it.
@@ -188,10 +191,13 @@ class RetrainJob:
             sources.append(Source("feedback", tuple(feedback_examples(self._kafka))))
         return sources
 
-    def _recipe(self, config: TrainConfig, data: TrainingData, scratch: Path) -> Recipe:
-        """What trains this config's backbone on this job's data."""
+    def _recipe(
+        self, config: TrainConfig, data: TrainingData, scratch: Path, request_id: str
+    ) -> Recipe:
+        """What trains this config's backbone on this job's data (on Ray, if configured)."""
         if config.backbone == "hf-vit":
-            return ViTRecipe(data, self._read, self._loading)
+            cluster = None if self._cluster is None else self._cluster.scoped(request_id)
+            return ViTRecipe(data, self._read, self._loading, cluster)
         return ProbeRecipe(data, self._features[config.backbone], scratch / "rows")
 
     def _train_and_register(self, run_id: str, request_id: str, scratch: Path) -> str:
@@ -204,7 +210,7 @@ class RetrainJob:
                     f"the {name} split needs both labels; it has {len(labels)} examples"
                 )
         base = load_config(self._settings.config)
-        recipe = self._recipe(base, data, scratch)
+        recipe = self._recipe(base, data, scratch, request_id)
         mlflow.log_params(
             {
                 "data_version": data.version,

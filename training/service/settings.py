@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from deeptrust.training.service.seed_dataset import SAMPLES
+from deeptrust.training.trainer.cluster import RayCluster
 from deeptrust.training.trainer.loading import LoaderOptions, StartMethod
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -45,6 +46,29 @@ class TrainingSettings(BaseSettings):
     loader_start_method: StartMethod = "forkserver"
     """How those workers start: ``forkserver`` by default, since the retrain consumer trains in
     a thread beside its Kafka clients' threads, which a ``fork`` would copy mid-lock."""
+
+    ray_address: str | None = None
+    """A Ray cluster that runs the ViT fine-tunes (``host:port``, ``ray://host:10001`` or
+    ``auto``; ``deeptrust-dev ray up`` starts a local one); none (the default) trains in
+    this process."""
+    ray_workers: int = Field(default=2, ge=1)
+    """Ray Train workers per fine-tune, data-parallel (one process each)."""
+    ray_use_gpu: bool = False
+    """One GPU per Ray Train worker (NCCL) instead of CPUs (gloo)."""
+    ray_storage: str | None = None
+    """Where Ray persists each epoch's checkpoint: a path every node sees, or a URI such as
+    ``s3://bucket/prefix``; by default ``<work dir>/ray``, enough for a one-machine cluster."""
+    ray_max_failures: int = Field(default=2, ge=-1)
+    """Worker-group restarts a fine-tune survives (-1: no limit)."""
+
+    def ray_cluster(self) -> RayCluster | None:
+        """The Ray cluster jobs run on, if one is configured."""
+        if self.ray_address is None:
+            return None
+        storage = self.ray_storage or str((self.work_dir / "ray").resolve())
+        return RayCluster(
+            self.ray_address, storage, self.ray_workers, self.ray_use_gpu, self.ray_max_failures
+        )
 
     def loader_options(self) -> LoaderOptions:
         """How a job's loaders read examples."""

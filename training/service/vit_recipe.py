@@ -12,6 +12,7 @@ code that will serve it. The artefact is the directory as a reproducible ``.tar.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -31,6 +32,7 @@ from deeptrust.processors.transformers_backends.common import (
 from deeptrust.training.datasets.quality import Accepted
 from deeptrust.training.service.data import TrainingData
 from deeptrust.training.service.recipe import Outcome
+from deeptrust.training.trainer.cluster import RayCluster
 from deeptrust.training.trainer.loading import LoaderOptions
 
 if TYPE_CHECKING:  # torch is imported when a fit starts: the canary reads archives without it
@@ -132,13 +134,22 @@ class ViTCandidate:
 
 
 class ViTRecipe:
-    """Fine-tunes classifiers on one job's images, read from the store batch by batch."""
+    """Fine-tunes classifiers on one job's images, read from the store batch by batch.
+
+    With a Ray cluster, Ray Train's workers fine-tune data-parallel there
+    (:mod:`deeptrust.training.trainer.ray_train`); without one, this process does.
+    """
 
     def __init__(
-        self, data: TrainingData, read: Callable[[str], bytes], loading: LoaderOptions
+        self,
+        data: TrainingData,
+        read: Callable[[str], bytes],
+        loading: LoaderOptions,
+        cluster: RayCluster | None = None,
     ) -> None:
         self._read = read
         self._loading = loading
+        self._cluster = cluster
         self._train = image_dataset(data.train, read)
         self._validation = image_dataset(data.validation, read)
 
@@ -153,17 +164,39 @@ class ViTRecipe:
         on_epoch: Callable[[EpochStats], None],
         folder: Path,
     ) -> tuple[Outcome, ViTCandidate]:
-        """One grid point's fine-tune, its best epoch written to ``folder / "model"``."""
-        from deeptrust.training.trainer.finetune import fine_tune_sets
+        """One grid point's fine-tune, its best epoch written to ``folder / "model"``.
 
-        result = fine_tune_sets(
-            self._train,
-            self._validation,
-            config,
-            folder / "model",
-            checkpoints,
-            on_epoch,
-            self._loading,
-        )
+        On Ray the run is named by its checkpoint folder (request, data version, config), so
+        a redelivered job resumes the run it started; its epochs reach ``on_epoch`` when it
+        ends.
+        """
+        if self._cluster is not None:
+            from deeptrust.training.trainer.ray_train import fine_tune_on_ray
+
+            # The checkpoint folder names the request, data version and config.
+            name = "finetune-" + hashlib.sha256(str(checkpoints).encode()).hexdigest()[:16]
+            result = fine_tune_on_ray(
+                self._train,
+                self._validation,
+                config,
+                folder / "model",
+                self._cluster,
+                name,
+                self._loading,
+            )
+            for stats in result.history:
+                on_epoch(stats)
+        else:
+            from deeptrust.training.trainer.finetune import fine_tune_sets
+
+            result = fine_tune_sets(
+                self._train,
+                self._validation,
+                config,
+                folder / "model",
+                checkpoints,
+                on_epoch,
+                self._loading,
+            )
         candidate = ViTCandidate(result.output_dir, config.threshold, self._read, self._loading)
         return result, candidate

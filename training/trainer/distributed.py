@@ -1,7 +1,8 @@
 """Data-parallel training across processes (DDP): which process this is, and its share of a batch.
 
 Under ``torchrun`` (or any launcher that sets ``WORLD_SIZE``, ``RANK`` and the rendezvous
-variables) the fine-tune joins a process group, gloo on the CPU and NCCL on CUDA, wraps its
+variables) the fine-tune joins a process group, gloo on the CPU and NCCL on CUDA; under Ray
+Train (:mod:`deeptrust.training.trainer.ray_train`) it takes the group Ray started. It wraps its
 model in ``DistributedDataParallel``, and each process reads and trains on its share of
 every effective batch. The effective batch stays the config's ``batch_size`` over all
 processes, and each share's loss is scaled so that the averaged gradient is the gradient of
@@ -50,7 +51,12 @@ class World:
 
 
 def join(device: torch.device) -> World:
-    """The world the launcher's variables describe, its process group started if need be."""
+    """The world the launcher's variables describe, its process group started if need be.
+
+    A launcher that starts the group itself (Ray Train's workers) is taken as it is.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World()

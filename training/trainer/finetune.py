@@ -237,6 +237,7 @@ def fine_tune_sets(
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
     loading: LoaderOptions | None = None,
+    on_checkpoint: Callable[[EpochStats, Path], None] | None = None,
 ) -> FineTuneResult:
     """Fine-tune ``config.model`` on the sets; write the best epoch to ``output_dir``.
 
@@ -247,7 +248,9 @@ def fine_tune_sets(
     before the checkpoint (at-least-once reporting). ``output_dir`` is replaced by the best
     epoch's ``save_pretrained`` model and processor. The caller's RNG state is untouched.
     Images are read batch by batch through ``loading``'s workers
-    (:mod:`deeptrust.training.trainer.streaming`), never all at once.
+    (:mod:`deeptrust.training.trainer.streaming`), never all at once. ``on_checkpoint`` runs
+    in every process once an epoch's checkpoint folder is whole (Ray Train persists it from
+    there: :mod:`deeptrust.training.trainer.ray_train`).
     """
     if config.sweep:
         raise ValueError("fine_tune takes one grid point; expand_sweep(config) first")
@@ -262,7 +265,7 @@ def fine_tune_sets(
         stack.enter_context(torch.random.fork_rng(devices=rng_devices(device)))
         run = _Run(data, config, device, precision, checkpoint_dir, loading or LoaderOptions())
         stack.callback(run.close)
-        return run.train(output_dir, on_epoch)
+        return run.train(output_dir, on_epoch, on_checkpoint)
 
 
 class _Run:
@@ -404,7 +407,10 @@ class _Run:
         return validation_metrics(logits, self.data.val_y, self.data.val_w, self.config.threshold)
 
     def train(
-        self, output_dir: Path, on_epoch: Callable[[EpochStats], None] | None
+        self,
+        output_dir: Path,
+        on_epoch: Callable[[EpochStats], None] | None,
+        on_checkpoint: Callable[[EpochStats, Path], None] | None = None,
     ) -> FineTuneResult:
         """Resume if a checkpoint is there, run the remaining epochs, write the best one out."""
         config, path = self.config, self.folder / CHECKPOINT_FILE
@@ -449,6 +455,8 @@ class _Run:
                 save_checkpoint(path, state)
                 self._drop_snapshots_but(best.epoch)
             self.world.barrier()
+            if on_checkpoint is not None:
+                on_checkpoint(stats, self.folder)
         if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
             raise RuntimeError("no epoch was trained")
         return self._write_output(output_dir, best, history, resumed_from)
