@@ -92,6 +92,20 @@ class DetachedProcess:
             time.sleep(0.25)
         return f"{self.name} not ready after {timeout_s}s:\n{self.log_tail()}"
 
+    def wait_log(self, line: str, timeout_s: float) -> str | None:
+        """Poll the log until it holds ``line``; return why not (exit or timeout), else None.
+
+        For servers that say they are ready only in their output (a Ray head).
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                return f"{self.name} exited:\n{self.log_tail()}"
+            if self.log_file.exists() and line in self.log_file.read_text(errors="replace"):
+                return None
+            time.sleep(0.25)
+        return f"{self.name} not ready after {timeout_s}s:\n{self.log_tail()}"
+
     def log_tail(self, lines: int = 40) -> str:
         """The end of the log, for error messages."""
         if not self.log_file.exists():

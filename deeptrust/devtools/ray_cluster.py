@@ -15,7 +15,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,20 +92,9 @@ class LocalRayCluster:
                 "--disable-usage-stats",
             ]
             self._process.spawn(command, {**os.environ, **(env or {})})
-        failure = self._wait_ready(timeout_s)
+        failure = self._process.wait_log(READY_LINE, timeout_s)
         if failure is not None:
             raise RayClusterError(failure)
-
-    def _wait_ready(self, timeout_s: float) -> str | None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.pid() is None:
-                return f"ray exited:\n{self._process.log_tail()}"
-            log = self._process.log_file
-            if log.exists() and READY_LINE in log.read_text(errors="replace"):
-                return None
-            time.sleep(0.25)
-        return f"ray not ready after {timeout_s}s:\n{self._process.log_tail()}"
 
     def stop(self) -> None:
         """Stop the head and everything it started; its session files go too."""
