@@ -1,4 +1,4 @@
-"""One local MLflow tracking server per test session, shared by the training tests."""
+"""One local MLflow tracking server and one Ray head per test session, for the training tests."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import pytest
 
 from deeptrust.devtools.local_broker import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
+
 if TYPE_CHECKING:
     from deeptrust.devtools.mlflow_server import LocalTrackingServer
     from deeptrust.training.service.settings import TrainingSettings
+    from deeptrust.training.trainer.cluster import RayCluster
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +28,22 @@ def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTracking
     server.start(timeout_s=180)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    """A local Ray head (4 CPUs) that finds this checkout, and the cluster a job is given."""
+    from deeptrust.devtools.ray_cluster import LocalRayCluster
+    from deeptrust.training.trainer.cluster import RayCluster
+
+    head = LocalRayCluster(tmp_path_factory.mktemp("ray"), port=free_port(), cpus=4)
+    head.start(env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    storage = tmp_path_factory.mktemp("ray-storage")
+    yield RayCluster(head.address, str(storage), workers=2, max_failures=2)
+    import ray
+
+    ray.shutdown()
+    head.stop()
 
 
 def job_settings(

@@ -31,8 +31,6 @@ pytest.importorskip("ray.train")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from deeptrust.devtools.local_broker import free_port  # noqa: E402
-from deeptrust.devtools.ray_cluster import LocalRayCluster  # noqa: E402
 from deeptrust.processors.transformers_backends.common import TRAINING_RECORD  # noqa: E402
 from deeptrust.training.datasets.example import read_local  # noqa: E402
 from deeptrust.training.datasets.kaggle_ai_vs_human import INDEX_FILE  # noqa: E402
@@ -40,13 +38,11 @@ from deeptrust.training.service.data import folder_sources, prepare  # noqa: E40
 from deeptrust.training.service.seed_dataset import build_seed_dataset  # noqa: E402
 from deeptrust.training.service.vit_recipe import image_dataset  # noqa: E402
 from deeptrust.training.trainer import TrainConfig  # noqa: E402
-from deeptrust.training.trainer.cluster import RayCluster  # noqa: E402
 from deeptrust.training.trainer.finetune import fine_tune_sets  # noqa: E402
 from deeptrust.training.trainer.ray_train import fine_tune_on_ray  # noqa: E402
 from deeptrust.training.trainer.streaming import LoaderOptions  # noqa: E402
 from tests.torch.tiny import tiny_vit  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 PER_CLASS = 12
 EPOCHS = 3
 NOISE_ONLY = "attention.key.bias"
@@ -82,18 +78,6 @@ class KillsOnSecondRead:
                 killed.touch()
                 os.kill(os.getpid(), signal.SIGKILL)
         return read_local(uri)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> RayCluster:
-    head = LocalRayCluster(tmp_path_factory.mktemp("ray"), port=free_port(), cpus=4)
-    head.start(env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
-    storage = tmp_path_factory.mktemp("ray-storage")
-    yield RayCluster(head.address, str(storage), workers=2, max_failures=2)
-    import ray
-
-    ray.shutdown()
-    head.stop()
 
 
 @pytest.fixture(scope="module")

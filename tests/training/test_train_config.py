@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from deeptrust.training.trainer.config import SWEEPABLE, TrainConfig, expand_sweep, load_config
+from deeptrust.training.trainer.config import (
+    SWEEPABLE,
+    SearchConfig,
+    TrainConfig,
+    expand_sweep,
+    load_config,
+)
 
 SHIPPED = Path(__file__).resolve().parents[2] / "training" / "configs" / "detector.toml"
 SHIPPED_VIT = SHIPPED.with_name("detector-vit.toml")
@@ -113,6 +119,11 @@ def test_missing_train_table_is_rejected(tmp_path):
         ("[train]\n[train.sweep]\nepochs = [2.5]\n", "whole number"),
         ("[train]\n[train.sweep]\nlearning_rate = []\n", "no values"),
         ("[train]\n[train.sweep]\nlearning_rate = [0.1, 0.1]\n", "repeats"),
+        ('[train]\n[train.search]\nscheduler = "hyperband"\n', "scheduler"),
+        ("[train]\n[train.search]\nreduction_factor = 1\n", "reduction_factor"),
+        ("[train]\n[train.search]\nsamples = -1\n", "samples"),
+        ("[train]\n[train.search]\ntrials = 4\n", "trials"),
+        ('[train]\nepochs = 2\n[train.search]\nscheduler = "asha"\ngrace_epochs = 3\n', "grace"),
     ],
 )
 def test_invalid_configs_are_rejected(tmp_path, text, message):
@@ -177,6 +188,7 @@ def test_digest_is_stable_ignores_sweep_and_follows_every_field():
     assert base.digest() == TrainConfig().digest()
     assert len(base.digest()) == 64
     assert base.digest() == TrainConfig(sweep={"learning_rate": [0.1]}).digest()
+    assert base.digest() == TrainConfig(search=SearchConfig(scheduler="asha")).digest()
     # A value that equals the default but is written out gives the same run.
     assert base.digest() == TrainConfig(epochs=40, precision="auto").digest()
     changes = {
@@ -204,11 +216,22 @@ def test_digest_is_stable_ignores_sweep_and_follows_every_field():
         {**lora, "lora_targets": ["q_proj"]},
     ]
     later_fields = {name for fields in later for name in fields}
-    assert set(changes) | later_fields == set(TrainConfig.model_fields) - {"sweep"}
+    assert set(changes) | later_fields == set(TrainConfig.model_fields) - {"sweep", "search"}
     digests = {TrainConfig(**{name: value}).digest() for name, value in changes.items()}
     digests |= {TrainConfig(**fields).digest() for fields in later}
     assert len(digests) == len(changes) + len(later)
     assert base.digest() not in digests
+
+
+def test_the_search_reads_from_toml_and_grid_points_carry_none(tmp_path):
+    text = (
+        "[train]\nepochs = 4\n[train.sweep]\nlearning_rate = [0.01, 0.1]\n"
+        '[train.search]\nscheduler = "asha"\nsamples = 1\ngrace_epochs = 2\n'
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.search == SearchConfig(scheduler="asha", samples=1, grace_epochs=2)
+    assert all(point.search == SearchConfig() for point in expand_sweep(config))
+    assert [point.learning_rate for point in expand_sweep(config)] == [0.01, 0.1]
 
 
 def test_digest_of_a_grid_point_matches_the_same_config_written_out():

@@ -11,12 +11,13 @@ What is trained (a probe head on frozen features, or a fine-tuned ViT) is the co
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -47,7 +48,7 @@ from deeptrust.training.service.probe_recipe import (
     ProbeFeatures,
     ProbeRecipe,
 )
-from deeptrust.training.service.recipe import Candidate, Recipe, labels_of
+from deeptrust.training.service.recipe import Candidate, Outcome, Recipe, labels_of
 from deeptrust.training.service.seed_dataset import build_seed_dataset
 from deeptrust.training.service.settings import TrainingSettings
 from deeptrust.training.service.vit_recipe import ViTCandidate, ViTRecipe
@@ -61,6 +62,10 @@ from deeptrust.training.tracking.registry import (
     Registry,
 )
 from deeptrust.training.trainer import EpochStats, TrainConfig, expand_sweep, load_config
+from deeptrust.training.trainer.config import SearchConfig
+
+if TYPE_CHECKING:  # torch and Ray: imported when a job sweeps on a cluster
+    from deeptrust.training.trainer.ray_tune import TrialTrainer
 
 log = logging.getLogger(__name__)
 ARTIFACT_PATH = "detector"
@@ -210,6 +215,12 @@ class RetrainJob:
                     f"the {name} split needs both labels; it has {len(labels)} examples"
                 )
         base = load_config(self._settings.config)
+        if base.search != SearchConfig() and (self._cluster is None or base.backbone == "hf-vit"):
+            raise ValueError(
+                "[train.search] configures Ray Tune, which sweeps the probe backbones on a "
+                "Ray cluster (DEEPTRUST_TRAINING_RAY_ADDRESS); without one, or for hf-vit, "
+                "the sweep is the full grid: remove [train.search]"
+            )
         recipe = self._recipe(base, data, scratch, request_id)
         mlflow.log_params(
             {
@@ -226,10 +237,19 @@ class RetrainJob:
         # Checkpoints live per data version: a retry on changed data (a new feedback label)
         # trains afresh, a retry on the same data resumes.
         checkpoints = self.checkpoints_of(request_id) / data.version
-        points = [
-            self._fit(config, recipe, checkpoints, scratch / "fits" / config.digest()[:16])
-            for config in expand_sweep(base)
-        ]
+        trainer = recipe.trial_trainer() if self._cluster is not None else None
+        if trainer is not None:
+            points = self._tune(base, recipe, trainer, request_id, checkpoints, scratch)
+        else:
+            points = [
+                self._fit(
+                    config,
+                    recipe,
+                    checkpoints / config.digest()[:16],
+                    scratch / "fits" / config.digest()[:16],
+                )
+                for config in expand_sweep(base)
+            ]
         best = max(points, key=lambda p: (p.val_auc, -p.val_loss))
         mlflow.log_params({f"best.{k}": v for k, v in _hyperparameters(best.config).items()})
         metrics = self._evaluate(best.candidate, data, scratch)
@@ -240,27 +260,84 @@ class RetrainJob:
         self.discard_checkpoints(request_id)
         return version
 
-    def _fit(self, config: TrainConfig, recipe: Recipe, data_dir: Path, folder: Path) -> GridPoint:
+    def _fit(
+        self, config: TrainConfig, recipe: Recipe, checkpoints: Path, folder: Path
+    ) -> GridPoint:
         """Train one grid point in a nested run, resuming from its checkpoint if one exists."""
-        checkpoints = data_dir / config.digest()[:16]
-        with mlflow.start_run(
-            run_name=f"lr={config.learning_rate} wd={config.weight_decay}", nested=True
-        ):
-            mlflow.log_params(_hyperparameters(config))
+        with self._point_run(config):
 
             def log_epoch(stats: EpochStats) -> None:
                 mlflow.log_metrics(stats.metrics(), step=stats.epoch)
 
             result, candidate = recipe.fit(config, checkpoints, log_epoch, folder)
-            best = next(s for s in result.history if s.epoch == result.best_epoch)
-            mlflow.log_metrics({"best_val_auc": best.val_auc, "best_val_loss": best.val_loss})
-            mlflow.log_params(
-                {  # what "auto" resolved to; the requested values are logged above
-                    "used_device": result.device,
-                    "used_precision": result.precision,
-                    "resumed_from": result.resumed_from,
-                }
-            )
+            return self._scored(config, result, candidate)
+
+    def _tune(
+        self,
+        base: TrainConfig,
+        recipe: Recipe,
+        trainer: TrialTrainer,
+        request_id: str,
+        checkpoints: Path,
+        scratch: Path,
+    ) -> list[GridPoint]:
+        """The sweep as Ray Tune trials, one nested run each; the finished ones are points.
+
+        Each finished trial's config resumes from its last checkpoint here, which trains
+        nothing more and yields its candidate. A trial ASHA stopped keeps its run and
+        curves (tag ``deeptrust.stopped_early``) but is no candidate.
+        """
+        from deeptrust.training.trainer.ray_tune import sweep_on_ray
+
+        if self._cluster is None:  # the caller checked; for the type checker
+            raise RuntimeError("a Tune sweep needs a Ray cluster")
+        # Named by the checkpoint folder (request, data version): a redelivery restores it.
+        name = "sweep-" + hashlib.sha256(str(checkpoints).encode()).hexdigest()[:16]
+        trials = sweep_on_ray(
+            expand_sweep(base),
+            trainer,
+            self._cluster.scoped(request_id),
+            name,
+            base.search,
+            scratch / "trials",
+            base.seed,
+        )
+        points = []
+        for trial in trials:
+            with self._point_run(trial.config):
+                for stats in trial.history:
+                    mlflow.log_metrics(stats.metrics(), step=stats.epoch)
+                mlflow.set_tag("deeptrust.stopped_early", str(not trial.finished).lower())
+                if not trial.finished:
+                    continue
+                folder = scratch / "fits" / trial.config.digest()[:16]
+                result, candidate = recipe.fit(trial.config, trial.checkpoint, _unused, folder)
+                points.append(self._scored(trial.config, result, candidate))
+        if not points:  # ASHA always lets the best trial finish
+            raise RuntimeError(f"no trial of {name} ran to its last epoch")
+        return points
+
+    @staticmethod
+    def _point_run(config: TrainConfig) -> mlflow.ActiveRun:
+        """A grid point's nested run, its hyperparameters logged."""
+        run = mlflow.start_run(
+            run_name=f"lr={config.learning_rate} wd={config.weight_decay}", nested=True
+        )
+        mlflow.log_params(_hyperparameters(config))
+        return run
+
+    @staticmethod
+    def _scored(config: TrainConfig, result: Outcome, candidate: Candidate) -> GridPoint:
+        """Log a trained point's best epoch and what "auto" resolved to; the grid point."""
+        best = next(s for s in result.history if s.epoch == result.best_epoch)
+        mlflow.log_metrics({"best_val_auc": best.val_auc, "best_val_loss": best.val_loss})
+        mlflow.log_params(
+            {  # what "auto" resolved to; the requested values are logged above
+                "used_device": result.device,
+                "used_precision": result.precision,
+                "resumed_from": result.resumed_from,
+            }
+        )
         return GridPoint(config, candidate, best.val_auc, best.val_loss)
 
     def _evaluate(
@@ -334,6 +411,11 @@ class RetrainJob:
             metrics["f1"],
         )
         return version
+
+
+def _unused(stats: EpochStats) -> None:
+    """An ``on_epoch`` that never runs: a finished trial's resume trains no epoch."""
+    raise RuntimeError(f"epoch {stats.epoch} trained again after its Tune trial finished")
 
 
 def _hyperparameters(config: TrainConfig) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from deeptrust.training.service.features import (
 from deeptrust.training.service.recipe import Outcome, labels_of
 from deeptrust.training.trainer import EpochStats, TrainConfig
 from deeptrust.training.trainer.rows import RowFile, write_row_file
+
+if TYPE_CHECKING:  # torch and Ray: only a job on a Ray cluster builds a trial
+    from deeptrust.training.trainer.ray_tune import ProbeTrial
 
 MAX_THRESHOLD = 1.0 - 1e-6
 """A threshold must stay below 1: a validation real scored 1.0 caps it here."""
@@ -167,6 +170,12 @@ class ProbeRecipe:
 
         result = train_probe_rows(self._train, self._validation, config, checkpoints, on_epoch)
         return result, ProbeCandidate(self._banded(result.head), self._features)
+
+    def trial_trainer(self) -> ProbeTrial:
+        """A Ray Tune trial's trainer, carrying this job's rows to whichever node runs it."""
+        from deeptrust.training.trainer.ray_tune import ProbeTrial, ShippedRows
+
+        return ProbeTrial(ShippedRows.of(self._train), ShippedRows.of(self._validation))
 
     def _banded(self, head: ProbeHead) -> ProbeHead:
         """The head with its backend's two thresholds, set on the validation reals.

@@ -21,6 +21,7 @@ from deeptrust.training.datasets.quality import Accepted
 
 if TYPE_CHECKING:  # the canary imports recipes' artefact readers without torch
     from deeptrust.training.trainer import EpochStats, TrainConfig
+    from deeptrust.training.trainer.ray_tune import TrialTrainer
 
 
 def labels_of(items: Sequence[Accepted]) -> np.ndarray:
@@ -94,4 +95,8 @@ class Recipe(Protocol):
         folder: Path,
     ) -> tuple[Outcome, Candidate]:
         """Train one grid point, resuming from ``checkpoints``; ``folder`` is its scratch space."""
+        ...
+
+    def trial_trainer(self) -> TrialTrainer | None:
+        """What trains a grid point in a Ray Tune trial, or None if points run one by one."""
         ...

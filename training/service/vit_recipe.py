@@ -200,3 +200,7 @@ class ViTRecipe:
             )
         candidate = ViTCandidate(result.output_dir, config.threshold, self._read, self._loading)
         return result, candidate
+
+    def trial_trainer(self) -> None:
+        """None: each grid point is already a Ray Train run of its own, one after another."""
+        return None

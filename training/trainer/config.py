@@ -53,6 +53,27 @@ _LATER_FIELDS: dict[str, object] = {
 }
 
 
+class SearchConfig(BaseModel):
+    """How a sweep run by Ray Tune picks its trials and stops the weak ones early.
+
+    ``samples`` 0 tries every grid point; N > 0 tries N distinct points drawn from the grid
+    with the config's seed (a random search). ``scheduler = "asha"`` is asynchronous
+    successive halving: a trial whose validation loss ranks in the worst part of those that
+    reached the same epoch (after ``grace_epochs``, at rungs ``reduction_factor`` apart) is
+    stopped; ``"fifo"`` runs every trial to its last epoch. ``concurrent`` caps trials run at
+    once (0: as many as the cluster's CPUs allow). The in-process sweep has no scheduler,
+    so it accepts only these defaults.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    samples: int = Field(default=0, ge=0)
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_epochs: int = Field(default=1, ge=1)
+    reduction_factor: int = Field(default=2, ge=2)
+    concurrent: int = Field(default=0, ge=0)
+
+
 class TrainConfig(BaseModel):
     """One training run of the detector, plus the grid of alternatives in ``sweep``.
 
@@ -94,6 +115,7 @@ class TrainConfig(BaseModel):
     lora_dropout: float = Field(default=0.0, ge=0, lt=1)
     lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
     sweep: dict[str, list[float]] = Field(default_factory=dict)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -130,20 +152,26 @@ class TrainConfig(BaseModel):
                     raise ValueError(f"sweep over {name!r} holds {value}, not a finite number")
                 if name in _INTEGER_FIELDS and not float(value).is_integer():
                     raise ValueError(f"sweep over {name!r} holds {value}, not a whole number")
+        if self.search.scheduler == "asha" and self.search.grace_epochs > self.epochs:
+            raise ValueError(
+                f"search.grace_epochs {self.search.grace_epochs} exceeds epochs {self.epochs}: "
+                "ASHA could never stop a trial"
+            )
         # Building every point validates each combination (e.g. a swept batch_size that a
         # swept accumulation_steps does not divide) now, not hours into the sweep.
         _grid(self)
         return self
 
     def digest(self) -> str:
-        """SHA-256 of every field but ``sweep``: the identity of one training run.
+        """SHA-256 of every field but ``sweep`` and ``search``: the identity of one training run.
 
         A checkpoint stores it, so resuming with another config is caught instead of
-        silently continuing someone else's run. ``sweep`` is left out because it says what
-        else to try, not how this run trains; fields added later count only when they differ
-        from their defaults, so the digests of earlier configs (and their checkpoints) hold.
+        silently continuing someone else's run. ``sweep`` and ``search`` are left out because
+        they say what else to try, not how this run trains; fields added later count only
+        when they differ from their defaults, so the digests of earlier configs (and their
+        checkpoints) hold.
         """
-        fields = self.model_dump(mode="json", exclude={"sweep"})
+        fields = self.model_dump(mode="json", exclude={"sweep", "search"})
         for name, default in _LATER_FIELDS.items():
             if fields[name] == default:
                 del fields[name]
@@ -154,9 +182,9 @@ class TrainConfig(BaseModel):
 def _grid(config: TrainConfig) -> list[TrainConfig]:
     """Every combination of the sweep's values, in :data:`SWEEPABLE` order, sweep emptied."""
     if not config.sweep:
-        return [config]
+        return [config.model_copy(update={"search": SearchConfig()})]
     names = [name for name in SWEEPABLE if name in config.sweep]
-    base = config.model_dump(exclude={"sweep"})
+    base = config.model_dump(exclude={"sweep", "search"})
     points = []
     for values in itertools.product(*(config.sweep[name] for name in names)):
         update: dict[str, object] = {

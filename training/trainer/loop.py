@@ -242,6 +242,7 @@ def train_probe_rows(
     checkpoint_dir: Path | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
     loading: LoaderOptions | None = None,
+    on_checkpoint: Callable[[EpochStats, Path], None] | None = None,
 ) -> TrainResult:
     """Train a probe head on frozen features; return the lowest-validation-loss epoch's head.
 
@@ -256,7 +257,8 @@ def train_probe_rows(
 
     Rows are read a batch at a time (``loading``: in this process by default, since a row
     is one small ``pread``); the caller's torch RNG state is left as it was: seeding
-    happens inside a fork.
+    happens inside a fork. ``on_checkpoint`` runs once an epoch's ``last.pt`` is written
+    (Ray Tune persists the folder from there: :mod:`deeptrust.training.trainer.ray_tune`).
     """
     if config.sweep:
         raise ValueError("train_probe takes one grid point; expand_sweep(config) first")
@@ -266,7 +268,7 @@ def train_probe_rows(
     with torch.random.fork_rng(devices=rng_devices(device)):
         run = _Run(data, config, device, precision, loading or LoaderOptions(workers=0))
         try:
-            return run.train(checkpoint_dir, on_epoch)
+            return run.train(checkpoint_dir, on_epoch, on_checkpoint)
         finally:
             run.close()
 
@@ -337,7 +339,10 @@ class _Run:
         return float(loss_sum.item()) / len(data.train)
 
     def train(
-        self, checkpoint_dir: Path | None, on_epoch: Callable[[EpochStats], None] | None
+        self,
+        checkpoint_dir: Path | None,
+        on_epoch: Callable[[EpochStats], None] | None,
+        on_checkpoint: Callable[[EpochStats, Path], None] | None = None,
     ) -> TrainResult:
         """Resume if a checkpoint is there, run the remaining epochs, return the best head."""
         model, optimizer, scaler, device = self.model, self.optimizer, self.scaler, self.device
@@ -392,6 +397,8 @@ class _Run:
                     "history": [asdict(entry) for entry in history],
                 }
                 save_checkpoint(path, state)
+                if on_checkpoint is not None and checkpoint_dir is not None:
+                    on_checkpoint(stats, checkpoint_dir)
         if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
             raise RuntimeError("no epoch was trained")
         return _result(best, history, self.data, self.config, device, self.precision, resumed_from)
