@@ -387,6 +387,25 @@ def test_every_stage_of_the_code_has_a_statefulset_running_it(rendered):
     assert env["DEEPTRUST_TRAINING_TRACKING_URI"] == "http://mlflow:5000"
 
 
+def test_the_retrain_stage_points_at_a_ray_cluster_only_when_given_one(helm, tmp_path, rendered):
+    ray = {
+        "address": "ray://deeptrust-ray-head-svc:10001",
+        "storage": "s3://models/ray",
+        "workers": 4,
+    }
+    retrain = {"enabled": True, "mlflowTrackingUri": "http://mlflow:5000", "ray": ray}
+    manifests = render(helm, tmp_path, stages={"retrain": retrain})
+    env = resolved_env(by_component(manifests, "StatefulSet")["retrain"], manifests)
+    assert env["DEEPTRUST_TRAINING_RAY_ADDRESS"] == "ray://deeptrust-ray-head-svc:10001"
+    assert env["DEEPTRUST_TRAINING_RAY_STORAGE"] == "s3://models/ray"
+    assert env["DEEPTRUST_TRAINING_RAY_WORKERS"] == "4"
+    assert env["DEEPTRUST_TRAINING_RAY_USE_GPU"] == "false"
+    assert env["DEEPTRUST_TRAINING_RAY_MAX_FAILURES"] == "2"
+    everything = rendered["everything"]
+    default = resolved_env(by_component(everything, "StatefulSet")["retrain"], everything)
+    assert not any(name.startswith("DEEPTRUST_TRAINING_RAY_") for name in default)
+
+
 def test_grace_period_and_batch_size_come_from_the_values(helm, tmp_path):
     manifests = render(
         helm,
@@ -615,6 +634,10 @@ def test_production_rendering_fails_clearly_when_scaling_cannot_work(
             {"stages": {"retrain": {"enabled": True}}},
             "stages.retrain.enabled needs stages.retrain.mlflowTrackingUri",
         ),
+        (
+            {"stages": {"retrain": {"ray": {"address": "ray://head:10001"}}}},
+            "stages.retrain.ray.address needs stages.retrain.ray.storage",
+        ),
         ({"gateway": {"enabled": True}}, "gateway.enabled needs gateway.apiKeys"),
         ({"llm": {"api": "responses"}}, "llm.api must be completions or chat"),
         (
@@ -648,6 +671,7 @@ def test_production_rendering_fails_clearly_when_scaling_cannot_work(
         "sasl-without-user",
         "sasl-without-password",
         "retrain-without-mlflow",
+        "ray-without-storage",
         "gateway-without-keys",
         "unknown-llm-api",
         "deployment-strategy",
