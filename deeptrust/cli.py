@@ -25,6 +25,7 @@ from deeptrust.training_cli import (
     feedback,
     replay,
     retrain,
+    retrain_captioner,
     retrain_service,
 )
 from deeptrust.webhooks.cli import notify
@@ -245,6 +246,7 @@ cli.add_command(feedback)
 cli.add_command(replay)
 cli.add_command(report)
 cli.add_command(retrain)
+cli.add_command(retrain_captioner)
 
 
 def main() -> None:

@@ -57,6 +57,33 @@ def retrain(request_id: str | None, no_feedback: bool) -> None:
     click.echo(f"version {outcome.version} (run {outcome.run_id}) is the candidate: {shown}")
 
 
+@click.command("retrain-captioner")
+@click.option("--request-id", default=None, help="Idempotency key (default: a new UUID).")
+def retrain_captioner(request_id: str | None) -> None:
+    """Fine-tune the captioner now: LoRA on the caption datasets, scored, a candidate.
+
+    Reads DEEPTRUST_TRAINING_CAPTION_DATASETS (Flickr30k-layout folders) and
+    DEEPTRUST_TRAINING_CAPTION_CONFIG; production is the registered captioner's production
+    alias, else the caption stage's configured model.
+    """
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.training.service.caption_job import CaptionRetrainJob
+    from deeptrust.training.service.settings import TrainingSettings
+
+    processors = ProcessorSettings()
+    job = CaptionRetrainJob(
+        TrainingSettings(),
+        processors.model_store(),
+        processors.model_spec("caption"),
+        processors.max_pixels,
+    )
+    outcome = job.run(request_id or str(uuid.uuid4()))
+    shown = ", ".join(f"{name} {value:.3f}" for name, value in sorted(outcome.metrics.items()))
+    click.echo(
+        f"captioner version {outcome.version} (run {outcome.run_id}) is the candidate: {shown}"
+    )
+
+
 @click.command("evaluate-captions")
 @click.argument("dataset", type=click.Path(exists=True, path_type=Path))
 @click.option(

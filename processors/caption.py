@@ -1,14 +1,20 @@
-"""The caption stage: a natural-language caption for every detected image."""
+"""The caption stage: a natural-language caption for every detected image.
+
+With a model follower (``DEEPTRUST_CAPTION_FOLLOW``) the captioner is replaced by a newly
+promoted version (a retrained adapter) without a restart, between batches
+(:mod:`deeptrust.processors.followed_model`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from PIL import Image
+from prometheus_client import CollectorRegistry
 
-from deeptrust.processors.models import BatchModel, ModelSpec, load_model
+from deeptrust.processors.followed_model import FollowedModel, ModelSource
+from deeptrust.processors.models import ModelSpec
 from deeptrust.schemas.events import Caption, CaptionedEvent, DetectedEvent
 from deeptrust.streams.images import fetch_image
 from deeptrust.streams.objectstore import ObjectStore
@@ -31,15 +37,32 @@ class CaptionStage:
     input_topic = Topic.DETECTED
     input_model = DetectedEvent
 
-    def __init__(self, store: ObjectStore, captioner: ModelSpec, max_pixels: int) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        captioner: ModelSpec,
+        max_pixels: int,
+        follower: ModelSource | None = None,
+    ) -> None:
+        """Configure the stage; ``follower`` (optional) supplies promoted captioner versions."""
         self._store = store
-        self._spec = captioner
         self._max_pixels = max_pixels
-        self._captioner: BatchModel[Image.Image, str] | None = None
+        self._captioner: FollowedModel[Image.Image, str] = FollowedModel(
+            captioner, follower, "captioner"
+        )
+
+    @property
+    def model_version(self) -> str | None:
+        """The version of the captioner serving now (``None`` before ``setup``)."""
+        return self._captioner.version
+
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Export the follower's reload metrics from the registry the stage process serves."""
+        self._captioner.register_metrics(registry)
 
     def setup(self) -> None:
-        """Load the captioning model."""
-        self._captioner = cast(BatchModel[Image.Image, str], load_model(self._spec))
+        """Load the captioning model; with a follower, the production version if any."""
+        self._captioner.load()
 
     def prepare(self, event: DetectedEvent) -> CaptionItem:
         """Fetch and decode the image again (bytes never travel through Kafka)."""
@@ -48,10 +71,11 @@ class CaptionStage:
         )
 
     def process(self, items: Sequence[CaptionItem]) -> list[Result]:
-        """Caption the whole batch."""
-        assert self._captioner is not None, "setup() not called"
-        texts = self._captioner.predict([item.image for item in items])
-        model = self._captioner.spec.label
+        """Caption the whole batch, first swapping in a newly promoted captioner."""
+        self._captioner.swap_in_pending()
+        captioner = self._captioner.model
+        texts = captioner.predict([item.image for item in items])
+        model = captioner.spec.label
         return [
             [
                 Output(
@@ -67,5 +91,5 @@ class CaptionStage:
         ]
 
     def close(self) -> None:
-        """Drop the model."""
-        self._captioner = None
+        """Stop following and drop the model."""
+        self._captioner.close()

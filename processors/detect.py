@@ -4,22 +4,20 @@ Both models see the same decoded batch, so the image is fetched and decoded once
 verdict goes to ``detected.v1`` and the embedding to ``embeddings.v1``, in one transaction.
 
 With a model follower (``DEEPTRUST_DETECT_FOLLOW``) the detector is replaced by a newly
-promoted version without a restart. The follower loads it on its own thread; the stage
-swaps it in only at the start of ``process``, so a batch never mixes two models and the
-batch in hand always finishes on the model it started with.
+promoted version without a restart (:mod:`deeptrust.processors.followed_model`): swapped in
+only at the start of ``process``, so a batch never mixes two models.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import cast
 
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from deeptrust.processors.model_follower import LoadedModel, ReloadMetrics
+from deeptrust.processors.followed_model import FollowedModel, ModelSource
 from deeptrust.processors.models import BatchModel, ModelSpec, load_model
 from deeptrust.schemas.events import DetectedEvent, Detection, EmbeddingEvent, UploadEvent
 from deeptrust.schemas.vectors import Encoding
@@ -28,8 +26,6 @@ from deeptrust.streams.objectstore import ObjectStore
 from deeptrust.streams.stage import Output, Result, derived_event_id
 from deeptrust.streams.topics import Topic
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class DetectItem:
@@ -37,27 +33,6 @@ class DetectItem:
 
     event: UploadEvent
     image: FetchedImage
-
-
-class ModelSource(Protocol):
-    """Where newly promoted detector versions come from (a :class:`ModelFollower`)."""
-
-    @property
-    def metrics(self) -> ReloadMetrics:
-        """Reload counts and the serving version, as a Prometheus collector."""
-        ...
-
-    def start(self) -> None:
-        """Find the current production version (and load it); then follow updates."""
-        ...
-
-    def take_pending(self) -> LoadedModel | None:
-        """Return a loaded model waiting to be swapped in, once."""
-        ...
-
-    def close(self) -> None:
-        """Stop following."""
-        ...
 
 
 class DetectStage:
@@ -83,41 +58,31 @@ class DetectStage:
         """
         self._store = store
         self._embedding_encoding: Encoding = embedding_encoding
-        self._specs = (detector, embedder)
+        self._embedder_spec = embedder
         self._max_pixels = max_pixels
-        self._follower = follower
-        self._detector: BatchModel[FetchedImage, Detection] | None = None
+        self._detector: FollowedModel[FetchedImage, Detection] = FollowedModel(
+            detector, follower, "detector"
+        )
         self._embedder: BatchModel[Image.Image, list[float]] | None = None
 
     @property
     def model_version(self) -> str | None:
         """The version of the detector serving now (``None`` before ``setup``)."""
-        return None if self._detector is None else self._detector.spec.version
+        return self._detector.version
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
-        """Export the follower's reload metrics from the registry the stage process serves.
-
-        A stage without a follower has nothing to add.
-        """
-        if self._follower is not None:
-            registry.register(self._follower.metrics)
+        """Export the follower's reload metrics from the registry the stage process serves."""
+        self._detector.register_metrics(registry)
 
     def setup(self) -> None:
         """Load both models; with a follower, the production version instead of the default."""
-        detector, embedder = self._specs
-        promoted: LoadedModel | None = None
-        if self._follower is not None:
-            self._follower.start()
-            promoted = self._follower.take_pending()
+        self._detector.load()
         try:
-            model = promoted.model if promoted is not None else load_model(detector)
-            self._detector = cast(BatchModel[FetchedImage, Detection], model)
-            self._embedder = cast(BatchModel[Image.Image, list[float]], load_model(embedder))
+            model = load_model(self._embedder_spec)
         except BaseException:
-            if self._follower is not None:
-                self._follower.close()
+            self._detector.close()
             raise
-        log.info("detector %s version %s", self._detector.spec.label, self.model_version)
+        self._embedder = cast(BatchModel[Image.Image, list[float]], model)
 
     def prepare(self, event: UploadEvent) -> DetectItem:
         """Fetch and decode the uploaded image."""
@@ -125,9 +90,8 @@ class DetectStage:
 
     def process(self, items: Sequence[DetectItem]) -> list[Result]:
         """Detect and embed the whole batch, first swapping in a newly promoted detector."""
-        self._swap_in_pending()
-        detector = self._detector
-        assert detector is not None, "setup() not called"
+        self._detector.swap_in_pending()
+        detector = self._detector.model
         assert self._embedder is not None, "setup() not called"
         verdicts = detector.predict([item.image for item in items])
         vectors = self._embedder.predict([item.image.decoded.image for item in items])
@@ -159,17 +123,5 @@ class DetectStage:
 
     def close(self) -> None:
         """Stop following and drop the models."""
-        if self._follower is not None:
-            self._follower.close()
-        self._detector = self._embedder = None
-
-    def _swap_in_pending(self) -> None:
-        """Between batches: replace the detector if the follower loaded a new version."""
-        if self._follower is None or self._detector is None:
-            return
-        loaded = self._follower.take_pending()
-        if loaded is None:
-            return
-        previous = self.model_version
-        self._detector = cast(BatchModel[FetchedImage, Detection], loaded.model)
-        log.info("detector version %s replaced by %s", previous, self.model_version)
+        self._detector.close()
+        self._embedder = None

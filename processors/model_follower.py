@@ -55,9 +55,10 @@ ARTEFACT_OPTIONS: dict[str, str] = {
     "mobilenet-blocks": "head",
     "mobilenet-probe": "head",
     "hf-vit": "path",
+    "hf-blip": "path",
 }
 """Per backend, the spec option that takes the artefact's local path."""
-ARCHIVED_BACKENDS = frozenset({"hf-vit"})
+ARCHIVED_BACKENDS = frozenset({"hf-vit", "hf-blip"})
 """Backends whose artefact is a directory packed by :mod:`deeptrust.processors.artefact_archive`."""
 
 _SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,10}$")

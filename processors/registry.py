@@ -35,9 +35,20 @@ def _detect(s: ProcessorSettings, kafka: KafkaSettings) -> DetectStage:
     )
 
 
+def _caption(s: ProcessorSettings, kafka: KafkaSettings) -> CaptionStage:
+    """The caption stage, following the model changelog when ``caption_follow`` names a model."""
+    captioner = s.model_spec("caption")
+    follower = None
+    if s.caption_follow:
+        follower = ModelFollower(
+            kafka, s.model_store(), s.caption_follow, captioner, s.model_cache_dir, stage="caption"
+        )
+    return CaptionStage(s.object_store(), captioner, s.max_pixels, follower)
+
+
 _BUILDERS: dict[str, Callable[[ProcessorSettings, KafkaSettings], Stage[Any, Any]]] = {
     "detect": _detect,
-    "caption": lambda s, _: CaptionStage(s.object_store(), s.model_spec("caption"), s.max_pixels),
+    "caption": _caption,
     "tag": lambda s, _: TagStage(s.model_spec("tag")),
     "moderation": lambda s, _: ModerationRouter(s.moderation_threshold, s.moderation_sample_rate),
     "search": lambda s, _: SearchSink(s.search_db),

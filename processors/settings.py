@@ -55,6 +55,10 @@ class ProcessorSettings(BaseSettings):
     """Registered model name whose production versions the detect stage follows on the
     ``models.v1`` topic and swaps in without a restart (``DEEPTRUST_DETECT_FOLLOW``, e.g.
     ``deeptrust-detector``); unset, the stage serves the configured model until restarted."""
+    caption_follow: str | None = None
+    """The same for the caption stage (``DEEPTRUST_CAPTION_FOLLOW``, e.g.
+    ``deeptrust-captioner``): its promoted adapters replace the captioner between batches. The
+    stage's caption backend must be ``hf-blip``."""
     model_cache_dir: Path = Path(".deeptrust/models")
     """Where followed artefacts are cached, each named by its SHA-256."""
 

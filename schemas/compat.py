@@ -96,8 +96,18 @@ def _compare_constraints(old: Schema, new: Schema, path: str) -> list[str]:
             problems.append(f"{path}: {key} tightened to {new[key]}")
     if "pattern" in new and new.get("pattern") != old.get("pattern"):
         problems.append(f"{path}: pattern changed to {new['pattern']!r}")
-    if "enum" in old and "enum" in new and set(old["enum"]) - set(new["enum"]):
-        problems.append(f"{path}: enum lost {sorted(set(old['enum']) - set(new['enum']))}")
-    if "enum" in new and "enum" not in old:
+    old_values, new_values = _allowed(old), _allowed(new)
+    if old_values is not None and new_values is not None and old_values - new_values:
+        problems.append(f"{path}: enum lost {sorted(old_values - new_values)}")
+    if new_values is not None and old_values is None:
         problems.append(f"{path}: became an enum")
     return problems
+
+
+def _allowed(schema: Schema) -> set[Any] | None:
+    """The values an ``enum`` (or a ``const``, an enum of one) allows; None: any value."""
+    if "enum" in schema:
+        return set(schema["enum"])
+    if "const" in schema:
+        return {schema["const"]}
+    return None

@@ -415,7 +415,7 @@ class ModelUpdateEvent(BaseModel):
     model: str = Field(min_length=1, description="Registered model name, e.g. deeptrust-detector.")
     version: str = Field(min_length=1, description="The registry's version number.")
     alias: Literal["candidate", "production"]
-    task: Literal["detect"] = Field(description="The stage task that runs the model.")
+    task: Literal["detect", "caption"] = Field(description="The stage task that runs the model.")
     backend: str = Field(min_length=1, description="The backend that loads the artefact.")
     artifact_uri: str = Field(description="The artefact in the object store (file:// or s3://).")
     artifact_sha256: str = Field(pattern="^[0-9a-f]{64}$")

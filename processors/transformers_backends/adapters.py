@@ -1,4 +1,4 @@
-"""Classifiers that travel as a LoRA adapter and a record of their base (``peft``).
+"""Models (the ViT detector, the BLIP captioner) that travel as a LoRA adapter and its base.
 
 A LoRA fine-tune (``adapter = "lora"`` in the training config) saves only what it trained:
 the adapter (``adapter_config.json``, whose ``base_model_name_or_path`` names the base, and
@@ -42,7 +42,7 @@ def is_adapter(path: str) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
 
 
-def load_classifier_at(auto_class: Any, path: str, dtype: Any) -> Any:
+def load_pretrained_at(auto_class: Any, path: str, dtype: Any) -> Any:
     """The model at ``path``: a whole model, or its recorded base with the adapter merged."""
     if not is_adapter(path):
         return auto_class.from_pretrained(path, dtype=dtype)

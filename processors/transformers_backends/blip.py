@@ -1,11 +1,12 @@
 """BLIP image captioning through transformers (``Salesforce/blip-image-captioning-base`` class).
 
 ``caption``/``hf-blip``: ``BlipForConditionalGeneration`` + ``BlipProcessor`` from
-``options["path"]`` (a ``save_pretrained`` directory or hub id), greedy ``generate`` over a
-batch. Options: ``max_new_tokens`` (default 30), ``min_new_tokens`` (default 0),
-``num_beams`` (default 1), ``prompt`` (conditional captioning, e.g. "a photography of"; the
-caption then starts with it), and ``device``/``dtype``/``max_batch`` as for ``hf-vit``.
-torch and transformers are imported in ``load()``.
+``options["path"]`` (a ``save_pretrained`` directory or hub id, or a LoRA adapter the caption
+fine-tune wrote, merged into its recorded base), greedy ``generate`` over a batch. Options:
+``max_new_tokens`` (default 30), ``min_new_tokens`` (default 0), ``num_beams`` (default 1),
+``prompt`` (conditional captioning, e.g. "a photography of"; the caption then starts with
+it), and ``device``/``dtype``/``max_batch`` as for ``hf-vit``. torch and transformers are
+imported in ``load()``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from PIL import Image
 
 from deeptrust.processors.models import ModelSpec, register
+from deeptrust.processors.transformers_backends.adapters import load_pretrained_at
 from deeptrust.processors.transformers_backends.common import chunks, max_batch, required_path
 from deeptrust.processors.transformers_backends.vit import rgb, torch_device_and_dtype
 
@@ -52,8 +54,8 @@ class HFBlipCaptioner:
 
         self._device, self._dtype = torch_device_and_dtype(self.spec)
         self._processor = transformers.BlipProcessor.from_pretrained(self.path)
-        model = transformers.BlipForConditionalGeneration.from_pretrained(
-            self.path, dtype=self._dtype
+        model = load_pretrained_at(
+            transformers.BlipForConditionalGeneration, self.path, self._dtype
         )
         self._model = model.to(self._device).eval()
         self.predict([Image.new("RGB", (8, 8))])

@@ -95,6 +95,13 @@ TRAINING_RECORD = "deeptrust_training.json"
 the threshold among it."""
 
 
+def extend_training_record(folder: Path, provenance: dict[str, str]) -> None:
+    """Add the job's provenance (request, run, data version) to ``folder``'s training record."""
+    path = folder / TRAINING_RECORD
+    record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    path.write_text(json.dumps({**record, **provenance}, indent=2, sort_keys=True), "utf-8")
+
+
 def recorded_threshold(path: str) -> float | None:
     """The threshold a fine-tuned model's training record names, if ``path`` holds one.
 

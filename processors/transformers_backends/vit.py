@@ -27,7 +27,7 @@ from PIL import Image
 
 from deeptrust.processors.backbones.mobilenet_v2 import l2_normalise
 from deeptrust.processors.models import ModelSpec, register
-from deeptrust.processors.transformers_backends.adapters import load_classifier_at
+from deeptrust.processors.transformers_backends.adapters import load_pretrained_at
 from deeptrust.processors.transformers_backends.common import (
     ai_label_index,
     chunks,
@@ -84,7 +84,7 @@ class _HFImageModel:
 
         self._device, self._dtype = torch_device_and_dtype(self.spec)
         self._processor = transformers.AutoImageProcessor.from_pretrained(self.path)
-        model = load_classifier_at(self._auto_class(), self.path, self._dtype)
+        model = load_pretrained_at(self._auto_class(), self.path, self._dtype)
         self._model = model.to(self._device).eval()
         self._forward([Image.new("RGB", (8, 8))])
 

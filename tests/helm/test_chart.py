@@ -406,6 +406,19 @@ def test_the_retrain_stage_points_at_a_ray_cluster_only_when_given_one(helm, tmp
     assert not any(name.startswith("DEEPTRUST_TRAINING_RAY_") for name in default)
 
 
+def test_the_caption_stage_follows_its_captioner_when_named(helm, tmp_path, rendered):
+    models = {"captionFollow": "deeptrust-captioner", "captionBackend": "hf-blip"}
+    manifests = render(helm, tmp_path, models=models)
+    env = resolved_env(by_component(manifests, "StatefulSet")["caption"], manifests)
+    assert (env["DEEPTRUST_CAPTION_FOLLOW"], env["DEEPTRUST_CAPTION_BACKEND"]) == (
+        "deeptrust-captioner",
+        "hf-blip",
+    )
+    everything = rendered["everything"]
+    default = resolved_env(by_component(everything, "StatefulSet")["caption"], everything)
+    assert "DEEPTRUST_CAPTION_FOLLOW" not in default
+
+
 def test_grace_period_and_batch_size_come_from_the_values(helm, tmp_path):
     manifests = render(
         helm,
@@ -635,6 +648,10 @@ def test_production_rendering_fails_clearly_when_scaling_cannot_work(
             "stages.retrain.enabled needs stages.retrain.mlflowTrackingUri",
         ),
         (
+            {"models": {"captionFollow": "deeptrust-captioner"}},
+            "models.captionFollow needs models.captionBackend hf-blip",
+        ),
+        (
             {"stages": {"retrain": {"ray": {"address": "ray://head:10001"}}}},
             "stages.retrain.ray.address needs stages.retrain.ray.storage",
         ),
@@ -671,6 +688,7 @@ def test_production_rendering_fails_clearly_when_scaling_cannot_work(
         "sasl-without-user",
         "sasl-without-password",
         "retrain-without-mlflow",
+        "caption-follow-without-blip",
         "ray-without-storage",
         "gateway-without-keys",
         "unknown-llm-api",

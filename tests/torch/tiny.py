@@ -55,8 +55,12 @@ def tiny_vit(directory: Path, labels: dict[int, str] | None = None, seed: int = 
     return directory
 
 
-def tiny_blip(directory: Path, seed: int = 0) -> Path:
-    """A 2-layer BLIP captioner with a BERT word-piece tokenizer built from a written vocab."""
+def tiny_blip(directory: Path, seed: int = 0, spread: float = BLIP_SPREAD) -> Path:
+    """A 2-layer BLIP captioner with a BERT word-piece tokenizer built from a written vocab.
+
+    ``spread`` is its weights' scale: the wide default makes captions depend on the pixels;
+    a fine-tune learns faster from a narrower one.
+    """
     torch.manual_seed(seed)
     directory.mkdir(parents=True, exist_ok=True)
     vocab_file = directory / "tiny_vocab.txt"
@@ -72,7 +76,7 @@ def tiny_blip(directory: Path, seed: int = 0) -> Path:
         "num_attention_heads": 2,
         "intermediate_size": 64,
         "max_position_embeddings": 64,
-        "initializer_range": BLIP_SPREAD,
+        "initializer_range": spread,
         "bos_token_id": tokenizer.bos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
         "sep_token_id": tokenizer.sep_token_id,
@@ -85,7 +89,7 @@ def tiny_blip(directory: Path, seed: int = 0) -> Path:
         "intermediate_size": 64,
         "image_size": IMAGE_SIZE,
         "patch_size": 8,
-        "initializer_range": BLIP_SPREAD,
+        "initializer_range": spread,
     }
     config = BlipConfig(text_config=text, vision_config=vision, projection_dim=HIDDEN)
     BlipForConditionalGeneration(config).save_pretrained(directory)

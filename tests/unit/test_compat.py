@@ -47,3 +47,14 @@ def test_adding_an_optional_field_is_compatible():
 def test_breaking_change_is_reported(edit, expected):
     problems = changed(edit)
     assert any(expected in problem for problem in problems), problems
+
+
+def test_a_constant_may_widen_into_an_enum_that_keeps_it_but_not_lose_it():
+    old = {"type": "object", "properties": {"task": {"type": "string", "const": "detect"}}}
+    wider = copy.deepcopy(old)
+    wider["properties"]["task"] = {"type": "string", "enum": ["detect", "caption"]}
+    other = copy.deepcopy(old)
+    other["properties"]["task"] = {"type": "string", "enum": ["caption"]}
+    assert breaking_changes(old, wider) == []
+    assert breaking_changes(old, other) == ["$.task: enum lost ['detect']"]
+    assert breaking_changes(wider, old) == ["$.task: enum lost ['caption']"]

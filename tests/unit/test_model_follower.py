@@ -24,6 +24,7 @@ from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
+from deeptrust.processors.caption import CaptionStage
 from deeptrust.processors.detect import DetectStage
 from deeptrust.processors.detectors.block_probe import shipped_head_path
 from deeptrust.processors.detectors.mobilenet_probe import ProbeHead
@@ -504,17 +505,46 @@ def test_settings_wire_a_follower_only_when_a_model_is_named(monkeypatch, tmp_pa
     monkeypatch.setenv("DEEPTRUST_OBJECT_STORE_ROOT", str(tmp_path / "objects"))
     plain = build_stage("detect", ProcessorSettings(), KAFKA)
     assert isinstance(plain, DetectStage)
-    assert plain._follower is None
+    assert plain._detector.follower is None
     monkeypatch.setenv("DEEPTRUST_DETECT_FOLLOW", MODEL)
     monkeypatch.setenv("DEEPTRUST_MODEL_CACHE_DIR", str(tmp_path / "models"))
     settings = ProcessorSettings()
     assert (settings.detect_follow, settings.model_cache_dir) == (MODEL, tmp_path / "models")
     following = build_stage("detect", settings, KAFKA)
     assert isinstance(following, DetectStage)
-    follower = following._follower
+    follower = following._detector.follower
     assert isinstance(follower, ModelFollower)
     assert (follower.model, follower.topic) == (MODEL, "unit.models.v1")
     assert follower.spec == settings.model_spec("detect")
+
+
+def test_the_caption_stage_follows_its_own_model_when_its_backend_can_load_one(
+    monkeypatch, tmp_path
+):
+    monkeypatch.setenv("DEEPTRUST_OBJECT_STORE_ROOT", str(tmp_path / "objects"))
+    plain = build_stage("caption", ProcessorSettings(), KAFKA)
+    assert isinstance(plain, CaptionStage)
+    assert plain._captioner.follower is None
+    monkeypatch.setenv("DEEPTRUST_CAPTION_FOLLOW", "deeptrust-captioner")
+    with pytest.raises(ValueError, match="cannot follow models of backend 'image-statistics'"):
+        build_stage("caption", ProcessorSettings(), KAFKA)
+    monkeypatch.setenv("DEEPTRUST_CAPTION_BACKEND", "hf-blip")
+    settings = ProcessorSettings()
+    following = build_stage("caption", settings, KAFKA)
+    assert isinstance(following, CaptionStage)
+    follower = following._captioner.follower
+    assert isinstance(follower, ModelFollower)
+    assert follower.model == "deeptrust-captioner"
+    assert follower.spec == settings.model_spec("caption")
+    registry = CollectorRegistry()
+    following.register_metrics(registry)
+    assert (
+        registry.get_sample_value(
+            "deeptrust_model_version",
+            {"stage": "caption", "model": "deeptrust-captioner", "version": "1"},
+        )
+        == 1
+    )
 
 
 def test_the_cache_keeps_what_serves_and_two_spares(store, tmp_path):

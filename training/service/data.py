@@ -85,20 +85,33 @@ def in_validation(sha256: str) -> bool:
     return is_test(salted, VALIDATION_FRACTION)
 
 
-def prepare(
-    sources: Sequence[Source], read: Callable[[str], bytes], manifest_dir: Path
-) -> TrainingData:
-    """Check every labelled example, write one manifest per source, split by content hash.
+def is_labelled(example: Example) -> bool:
+    """What the detector learns from: an example with a label."""
+    return example.label is not None
 
-    Unlabelled examples are left out (the detector learns from labels only). A file seen in
-    an earlier source is a duplicate in a later one, so no image lands on both sides of the
-    split through two sources.
+
+def is_captioned(example: Example) -> bool:
+    """What the captioner learns from: an example with reference captions."""
+    return bool(example.captions)
+
+
+def prepare(
+    sources: Sequence[Source],
+    read: Callable[[str], bytes],
+    manifest_dir: Path,
+    usable: Callable[[Example], bool] = is_labelled,
+) -> TrainingData:
+    """Check every usable example, write one manifest per source, split by content hash.
+
+    Examples that are not ``usable`` (by default: unlabelled ones, as the detector learns
+    from labels only) are left out. A file seen in an earlier source is a duplicate in a
+    later one, so no image lands on both sides of the split through two sources.
     """
     result = TrainingData()
     seen: set[str] = set()
     for source in sources:
-        labelled = [example for example in source.examples if example.label is not None]
-        report = check_quality(labelled, reader=read)
+        kept = [example for example in source.examples if usable(example)]
+        report = check_quality(kept, reader=read)
         result.quality[source.name] = report
         fresh = [item for item in report.accepted if item.sha256 not in seen]
         seen |= {item.sha256 for item in fresh}

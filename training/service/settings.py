@@ -47,6 +47,13 @@ class TrainingSettings(BaseSettings):
     """How those workers start: ``forkserver`` by default, since the retrain consumer trains in
     a thread beside its Kafka clients' threads, which a ``fork`` would copy mid-lock."""
 
+    caption_datasets: list[Path] = Field(default_factory=list)
+    """Flickr30k-layout folders (``results.csv`` beside the images) the captioner retrains on."""
+    caption_config: Path = CONFIG_DIR / "captioner.toml"
+    """The captioner's fine-tune settings (``training/configs/captioner.toml``)."""
+    caption_experiment: str = "deeptrust-captioner"
+    caption_registered_model: str = "deeptrust-captioner"
+
     ray_address: str | None = None
     """A Ray cluster that runs the ViT fine-tunes (``host:port``, ``ray://host:10001`` or
     ``auto``; ``deeptrust-dev ray up`` starts a local one); none (the default) trains in

@@ -13,7 +13,6 @@ code that will serve it. The artefact is the directory as a reproducible ``.tar.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -26,7 +25,7 @@ from deeptrust.processors.artefact_archive import SUFFIX, pack_directory, unpack
 from deeptrust.processors.models import ModelSpec, load_model
 from deeptrust.processors.transformers_backends.common import (
     DEFAULT_THRESHOLD,
-    TRAINING_RECORD,
+    extend_training_record,
     recorded_threshold,
 )
 from deeptrust.training.datasets.quality import Accepted
@@ -102,11 +101,7 @@ class ViTCandidate:
 
     def write(self, folder: Path, provenance: dict[str, str]) -> Path:
         """The directory, its record extended by ``provenance``, as one ``.tar.gz``."""
-        record_path = self.folder / TRAINING_RECORD
-        record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
-        record_path.write_text(
-            json.dumps({**record, **provenance}, indent=2, sort_keys=True), encoding="utf-8"
-        )
+        extend_training_record(self.folder, provenance)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / ARCHIVE_FILE
         path.write_bytes(pack_directory(self.folder))

@@ -24,17 +24,21 @@ REQUEST_TAG = "deeptrust.request_id"
 PRODUCTION_SCORED_TAG = "deeptrust.production_version"
 """Run tag: the production version a job scored beside its candidate (``none`` if none)."""
 NO_PRODUCTION = "none"
-HEADLINE_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "brier")
+HEADLINE_METRICS = (
+    *("accuracy", "precision", "recall", "f1", "roc_auc", "ece", "brier"),  # a detector's
+    *("bleu4", "cider_d"),  # a captioner's
+)
 """What a model-update event carries; slices and curves stay in the tracking server."""
 _UPDATE_NAMESPACE = uuid.UUID("0b6f3c52-8f0e-4f7e-9d1c-2a6c1f4e7b90")
 
 
 @dataclass(frozen=True)
 class Registry:
-    """One registered model's versions and aliases."""
+    """One registered model's versions and aliases, and the stage task that runs it."""
 
     client: MlflowClient
     name: str
+    task: Literal["detect", "caption"] = "detect"
 
     def register(self, run_id: str, artifact_path: str, tags: dict[str, str]) -> str:
         """Register the run's artefact folder as a new version; return its number."""
@@ -97,7 +101,7 @@ class Registry:
             model=self.name,
             version=version,
             alias=alias,
-            task="detect",
+            task=self.task,
             backend=tags[BACKEND_TAG],
             artifact_uri=tags[ARTIFACT_URI_TAG],
             artifact_sha256=tags[ARTIFACT_SHA_TAG],

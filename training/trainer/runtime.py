@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from deeptrust.streams.atomic_file import write_atomically
 from deeptrust.training.evaluation.classification import roc_auc
-from deeptrust.training.trainer.config import TrainConfig
 
 CHECKPOINT_FILE = "last.pt"
 
@@ -41,7 +40,8 @@ class EpochStats:
     ``epoch`` counts from 1. ``train_loss`` is the mean class-balanced loss over the epoch's
     minibatches (the model moving as it goes); ``val_loss`` the class-balanced loss of the
     model at the epoch's end. ``val_accuracy`` uses the config's threshold. ``val_auc`` is
-    NaN when validation holds one class only.
+    NaN when validation holds one class only; both are NaN for the captioner, whose losses
+    are its language-model losses.
     """
 
     epoch: int
@@ -56,9 +56,10 @@ class EpochStats:
         values = {
             "train_loss": self.train_loss,
             "val_loss": self.val_loss,
-            "val_accuracy": self.val_accuracy,
             "epoch_seconds": self.seconds,
         }
+        if math.isfinite(self.val_accuracy):  # NaN for a captioner: it has no classes
+            values["val_accuracy"] = self.val_accuracy
         if math.isfinite(self.val_auc):
             values["val_auc"] = self.val_auc
         return values
@@ -237,12 +238,20 @@ def restore_rng(saved: dict[str, Any], device: torch.device, shuffle: torch.Gene
     shuffle.set_state(saved["shuffle_rng"])
 
 
+class Digested(Protocol):
+    """A config that names itself (a detector's ``TrainConfig``, the ``CaptionConfig``)."""
+
+    def digest(self) -> str:
+        """SHA-256 of what makes the run the run it is."""
+        ...
+
+
 @dataclass(frozen=True)
 class RunIdentity:
     """What a checkpoint must match to be resumed: its format, config, data and precision."""
 
     checkpoint_format: int
-    config: TrainConfig
+    config: Digested
     data_digest: str
     precision: str
     scaled: bool
