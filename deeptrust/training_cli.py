@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from deeptrust.streams.config import KafkaSettings
 if TYPE_CHECKING:
     from deeptrust.streams.metrics import StageMetrics
     from deeptrust.streams.runner import RunnerSettings
+    from deeptrust.training.canary.replay import ReplayRange
+    from deeptrust.training.canary.run import CanaryReport
+    from deeptrust.training.service.settings import TrainingSettings
 
 DEFAULT_HOME = Path(".deeptrust")
 
@@ -177,6 +180,13 @@ _TIMES = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d 
 )
 @click.option("--promote/--no-promote", default=True, show_default=True)
 @click.option(
+    "--task",
+    type=click.Choice(["detect", "caption"]),
+    default="detect",
+    show_default=True,
+    help="The detector (uploads replayed) or the captioner (detected images replayed).",
+)
+@click.option(
     "--work-dir",
     type=click.Path(path_type=Path),
     default=DEFAULT_HOME / "canary",
@@ -190,9 +200,10 @@ def replay(
     to_offset: int | None,
     gates_file: Path | None,
     promote: bool,
+    task: str,
     work_dir: Path,
 ) -> None:
-    """Canary a candidate on replayed uploads; promote it if every gate passes."""
+    """Canary a candidate on replayed traffic; promote it if every gate passes."""
     import os
 
     from mlflow import MlflowClient
@@ -205,7 +216,6 @@ def replay(
     from deeptrust.training.tracking.registry import Registry
 
     settings = TrainingSettings()
-    registry = Registry(MlflowClient(settings.tracking_uri), settings.registered_model)
     window = ReplayRange(
         since=since.replace(tzinfo=UTC) if since else None,
         until=until.replace(tzinfo=UTC) if until else None,
@@ -213,6 +223,10 @@ def replay(
         to_offset=to_offset,
     )
     stage_env = {key: value for key, value in os.environ.items() if key.startswith("DEEPTRUST_")}
+    if task == "caption":
+        _replay_captioner(settings, version, window, gates_file, stage_env, promote, work_dir)
+        return
+    registry = Registry(MlflowClient(settings.tracking_uri), settings.registered_model)
     report = run_canary(
         KafkaSettings(),
         ProcessorSettings().model_store(),
@@ -223,16 +237,59 @@ def replay(
         CanaryEnvironment(stage_env, work_dir),
         promote,
     )
+    comparison = report.comparison
+    _decided(
+        report,
+        f"compared {comparison.compared} of {comparison.replayed} replayed uploads: "
+        f"agreement {comparison.agreement:.3f}, mean |shift| {comparison.mean_abs_shift:.3f}",
+    )
+
+
+def _replay_captioner(
+    settings: TrainingSettings,
+    version: str,
+    window: ReplayRange,
+    gates_file: Path | None,
+    stage_env: dict[str, str],
+    promote: bool,
+    work_dir: Path,
+) -> None:
+    """``replay --task caption``: the captioner's canary, on replayed detected images."""
+    from mlflow import MlflowClient
+
+    from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.training.canary.caption_canary import CaptionGates, run_caption_canary
+    from deeptrust.training.canary.run import CanaryEnvironment
+    from deeptrust.training.tracking.registry import Registry
+
+    client = MlflowClient(settings.tracking_uri)
+    registry = Registry(client, settings.caption_registered_model, "caption")
+    report = run_caption_canary(
+        KafkaSettings(),
+        ProcessorSettings().model_store(),
+        registry,
+        version,
+        window,
+        CaptionGates.load(gates_file),
+        CanaryEnvironment(stage_env, work_dir),
+        promote,
+    )
+    comparison = report.comparison
+    _decided(
+        report,
+        f"compared {comparison.compared} of {comparison.replayed} replayed images: "
+        f"{comparison.changed:.3f} of the captions changed, {comparison.empty_rate:.3f} empty",
+    )
+
+
+def _decided(report: CanaryReport[Any], summary: str) -> None:
+    """Print the gates and ``summary``, say what was decided; a failed gate fails the command."""
     for gate in report.gates:
         click.echo(str(gate))
-    comparison = report.comparison
-    click.echo(
-        f"compared {comparison.compared} of {comparison.replayed} replayed uploads: "
-        f"agreement {comparison.agreement:.3f}, mean |shift| {comparison.mean_abs_shift:.3f}"
-    )
+    click.echo(summary)
     if report.promoted:
-        click.echo(f"{registry.name} version {version} promoted to production")
+        click.echo(f"{report.model} version {report.version} promoted to production")
     elif report.passed:
         click.echo("every gate passed; not promoted (--no-promote)")
     else:
-        raise click.ClickException(f"version {version} not promoted: a gate failed")
+        raise click.ClickException(f"version {report.version} not promoted: a gate failed")

@@ -28,6 +28,7 @@ pytest.importorskip("mlflow")
 
 from datetime import UTC, datetime
 
+from confluent_kafka.admin import AdminClient
 from PIL import Image
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
@@ -36,8 +37,14 @@ from deeptrust.processors.caption import CaptionStage
 from deeptrust.processors.model_follower import ModelFollower
 from deeptrust.processors.models import ModelSpec, load_model
 from deeptrust.processors.transformers_backends.common import TRAINING_RECORD
-from deeptrust.schemas.events import DetectedEvent, Detection
+from deeptrust.schemas.events import DetectedEvent, Detection, ModelUpdateEvent
 from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.producer import produce_one
+from deeptrust.streams.reader import read_to_end
+from deeptrust.streams.topics import Topic
+from deeptrust.training.canary.caption_canary import CaptionGates, run_caption_canary
+from deeptrust.training.canary.replay import ReplayRange
+from deeptrust.training.canary.run import CanaryEnvironment
 from deeptrust.training.datasets.flickr30k import IMAGE_FOLDER, INDEX_FILE
 from deeptrust.training.service.caption_job import CaptionRetrainJob
 from tests.torch.tiny import tiny_blip
@@ -72,7 +79,8 @@ def flickr_folder(folder: Path) -> Path:
     return folder
 
 
-def test_a_caption_job_trains_scores_and_registers_an_adapter_once(tracking, store, tmp_path):
+def caption_job(tracking, store, tmp_path: Path) -> tuple[CaptionRetrainJob, ModelSpec]:
+    """A job on its own registered model, trained from a narrow tiny BLIP, also production's."""
     base = tiny_blip(tmp_path / "blip", spread=0.1)
     config = tmp_path / "captioner.toml"
     config.write_text(
@@ -91,7 +99,12 @@ def test_a_caption_job_trains_scores_and_registers_an_adapter_once(tracking, sto
         loader_workers=0,
     )
     production = ModelSpec("caption", "hf-blip", "hf-blip", "base", {"path": str(base)})
-    job = CaptionRetrainJob(settings, store, production, max_pixels=10_000_000)
+    return CaptionRetrainJob(settings, store, production, max_pixels=10_000_000), production
+
+
+def test_a_caption_job_trains_scores_and_registers_an_adapter_once(tracking, store, tmp_path):
+    job, production = caption_job(tracking, store, tmp_path)
+    base = Path(production.options["path"])
 
     outcome = job.run("caption-request")
     assert set(outcome.metrics) == {"bleu4", "cider_d"}  # the headline, as announced
@@ -133,7 +146,7 @@ def test_a_caption_job_trains_scores_and_registers_an_adapter_once(tracking, sto
     follower = ModelFollower(
         KAFKA,
         store,
-        settings.caption_registered_model,
+        job.registry.name,
         production,
         tmp_path / "cache",
         stage="caption",
@@ -175,3 +188,64 @@ def detected(uri: str, image_id: str) -> DetectedEvent:
         height=SIDE,
         detection=verdict,
     )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_the_caption_canary_replays_detected_images_and_promotes_by_its_gates(
+    kafka, topics, tracking, store, tmp_path
+):
+    job, production = caption_job(tracking, store, tmp_path)
+    candidate = job.run("canary-request").version
+    # Production's traffic: detected images, and what production's caption stage made of them.
+    served = CaptionStage(store, production, 10_000_000)
+    served.setup()
+    try:
+        detected_images = [
+            detected(store.put(f"images/{i}.jpg", jpeg(field(rgb))).uri, f"img-{i}")
+            for i, rgb in enumerate(list(COLOURS) * 2)
+        ]
+        for event in detected_images:
+            produce_one(kafka, topics(Topic.DETECTED), event, event.image_id)
+        for (output,) in served.process([served.prepare(e) for e in detected_images]):
+            produce_one(kafka, topics(output.topic), output.event, output.event.image_id)
+    finally:
+        served.close()
+    environment = CanaryEnvironment(
+        {
+            "DEEPTRUST_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "DEEPTRUST_OBJECT_STORE_ROOT": str(store.root),
+            "DEEPTRUST_MODEL_OPTIONS": json.dumps({"caption": {"max_new_tokens": "8"}}),
+        },
+        tmp_path / "canary",
+        ready_timeout_s=240,
+        drain_timeout_s=300,
+    )
+    replayed = ReplayRange(from_offset=0)
+
+    strict = CaptionGates(min_images_per_s=1e9)
+    refused = run_caption_canary(
+        kafka, store, job.registry, candidate, replayed, strict, environment
+    )
+    assert not refused.promoted
+    assert [g.name for g in refused.gates if not g.passed] == ["images_per_s"]
+    assert job.registry.version_of("production") is None
+
+    report = run_caption_canary(
+        kafka, store, job.registry, candidate, replayed, CaptionGates(), environment
+    )
+    comparison = report.comparison
+    assert (comparison.replayed, comparison.compared, comparison.error_rate) == (6, 6, 0.0)
+    assert comparison.changed > 0.5  # the adapter's captions are not the base's
+    assert comparison.empty_rate == 0.0
+    assert report.passed, [str(gate) for gate in report.gates]
+    assert report.promoted
+    assert job.registry.version_of("production") == candidate
+    updates = [r.event for r in read_to_end(kafka, topics(Topic.MODELS), ModelUpdateEvent, 30)]
+    assert [(u.alias, u.task, u.version) for u in updates] == [("production", "caption", candidate)]
+    listed = AdminClient(kafka.client_config()).list_topics(timeout=10).topics
+    assert not [name for name in listed if name.startswith(f"{kafka.topic_prefix}canary-")]
+
+
+def field(rgb: tuple[int, int, int]) -> Image.Image:
+    return Image.new("RGB", (SIDE, SIDE), rgb)

@@ -1,4 +1,4 @@
-"""The canary's candidate detect stage: ``deeptrust stage run detect`` in a child process.
+"""The canary's candidate stage: ``deeptrust stage run detect`` (or caption) in a child process.
 
 A child, not a thread: the candidate's model and Kafka clients go away when the replay ends,
 and a crash in it cannot take the retrain service down. It serves its probes on a port the
@@ -21,16 +21,23 @@ class CandidateStageFailed(RuntimeError):
 
 
 class CandidateStage:
-    """Run the detect stage with ``env`` over the canary's topics, logging to ``log_path``."""
+    """Run ``stage`` with ``env`` over the canary's topics, logging to ``log_path``."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, stop_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        stop_timeout_s: float = 30.0,
+        stage: str = "detect",
+    ) -> None:
         self._env = env
+        self._stage = stage
         self._log_path = log_path
         self._stop_timeout_s = stop_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> CandidateStage:
-        command = [sys.executable, "-m", "deeptrust.cli", "stage", "run", "detect"]
+        command = [sys.executable, "-m", "deeptrust.cli", "stage", "run", self._stage]
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         with self._log_path.open("ab") as log:
             self._process = subprocess.Popen(
@@ -48,7 +55,8 @@ class CandidateStage:
             return
         tail = self._log_path.read_text(errors="replace").splitlines()[-30:]
         raise CandidateStageFailed(
-            f"the candidate's detect stage exited ({self._process.returncode}):\n" + "\n".join(tail)
+            f"the candidate's {self._stage} stage exited ({self._process.returncode}):\n"
+            + "\n".join(tail)
         )
 
     def __exit__(

@@ -59,16 +59,18 @@ class Comparison:
         return {f"canary/{name}": float(value) for name, value in values.items()}
 
 
-def dead_lettered_outputs(letters: Iterable[DeadLetterEvent]) -> list[str | None]:
-    """The detect output id each dead-lettered upload would have had (None: not identifiable).
+def dead_lettered_outputs(
+    letters: Iterable[DeadLetterEvent], stage: str = "detect", output: Topic = Topic.DETECTED
+) -> list[str | None]:
+    """The output id each dead-lettered input would have had (None: not identifiable).
 
-    A dead letter keeps the upload's headers, and with them its event id, even when the
-    upload itself could not be decoded.
+    A dead letter keeps the input's headers, and with them its event id, even when the
+    input itself could not be decoded.
     """
     ids: list[str | None] = []
     for letter in letters:
-        upload_id = letter.original_headers.get(EVENT_ID)
-        ids.append(derived_event_id(upload_id, "detect", Topic.DETECTED) if upload_id else None)
+        input_id = letter.original_headers.get(EVENT_ID)
+        ids.append(derived_event_id(input_id, stage, output) if input_id else None)
     return ids
 
 

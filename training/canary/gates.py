@@ -80,6 +80,16 @@ class GateResult:
         return f"{text}: {self.detail}" if self.detail else text
 
 
+def at_least(name: str, observed: float | None, limit: float) -> GateResult:
+    """A gate passed by a measurement of at least ``limit``; without one it fails."""
+    return GateResult(name, observed is not None and observed >= limit, observed, limit)
+
+
+def at_most(name: str, observed: float | None, limit: float) -> GateResult:
+    """A gate passed by a measurement of at most ``limit``; without one it fails."""
+    return GateResult(name, observed is not None and observed <= limit, observed, limit)
+
+
 def judge(
     gates: Gates,
     comparison: Comparison,
@@ -95,13 +105,6 @@ def judge(
     or re-evaluated. Without any production model only ``min_f1`` applies, and its result
     says so.
     """
-
-    def at_least(name: str, observed: float | None, limit: float) -> GateResult:
-        return GateResult(name, observed is not None and observed >= limit, observed, limit)
-
-    def at_most(name: str, observed: float | None, limit: float) -> GateResult:
-        return GateResult(name, observed is not None and observed <= limit, observed, limit)
-
     rate = comparison.candidate_images_per_s
     if rate is None:
         off = gates.min_images_per_s <= 0

@@ -1,9 +1,9 @@
-"""Copies a range of the uploads topic into a canary's own topics, message for message.
+"""Copies a range of a stage's input topic into a canary's own topics, message for message.
 
-The copy keeps key, value and headers, so each upload keeps its event id and partition
-key: the canary's detect stage derives the same output ids as production's did, and the
-two verdicts on one upload can be paired by id. A range is given by time (the broker's
-timestamps) or by offsets, on every partition.
+The copy keeps key, value and headers, so each event keeps its id and partition key: the
+canary's stage (detect on uploads, caption on detected images) derives the same output ids
+as production's did, and the two outputs on one input can be paired by id. A range is given
+by time (the broker's timestamps) or by offsets, on every partition.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 
 from confluent_kafka import Producer
 
-from deeptrust.schemas.events import UploadEvent
+from deeptrust.schemas.events import Event, UploadEvent
 from deeptrust.streams.codec import decode
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.errors import InvalidInput
@@ -40,9 +40,9 @@ class ReplayRange:
 
 @dataclass(frozen=True)
 class ReplayCopy:
-    """What was copied: the uploads (decodable ones) and how many messages in all."""
+    """What was copied: the input events (decodable ones) and how many messages in all."""
 
-    uploads: tuple[UploadEvent, ...]
+    events: tuple[Event, ...]
     messages: int
     first_timestamp_ms: int | None
 
@@ -66,13 +66,14 @@ def copy_range(
     target_topic: str,
     window: ReplayRange,
     timeout_s: float = 120.0,
+    event_type: type[Event] = UploadEvent,
 ) -> ReplayCopy:
-    """Copy ``window`` of ``source_topic`` into ``target_topic``; return what was copied."""
+    """Copy ``window`` of ``source_topic`` (of ``event_type``) into ``target_topic``."""
     tail = TopicTail(kafka, [source_topic], timeout_s=timeout_s, name="replay")
     producer = Producer({**kafka.client_config(), "enable.idempotence": True, "acks": "all"})
     try:
         tail.open(*_positions(window))
-        uploads: list[UploadEvent] = []
+        events: list[Event] = []
         messages = 0
         first: int | None = None
         for message in tail.read_to_end(timeout_s):
@@ -83,12 +84,12 @@ def copy_range(
             messages += 1
             stamp = message.timestamp()[1]
             first = stamp if first is None else min(first, stamp)
-            # An undecodable upload is copied all the same: the canary must dead-letter it
+            # An undecodable event is copied all the same: the canary must dead-letter it
             # as production did.
             with contextlib.suppress(InvalidInput):
-                uploads.append(decode(message.value(), message.headers(), UploadEvent))
+                events.append(decode(message.value(), message.headers(), event_type))
         if producer.flush(timeout_s) != 0:
             raise RuntimeError(f"{target_topic}: not every replayed message was delivered")
-        return ReplayCopy(tuple(uploads), messages, first)
+        return ReplayCopy(tuple(events), messages, first)
     finally:
         tail.close()

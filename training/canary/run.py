@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -28,7 +28,13 @@ from deeptrust.processors.model_follower import (
     ArtefactCache,
     UpdateRefused,
 )
-from deeptrust.schemas.events import DeadLetterEvent, DetectedEvent, Detection, ModelUpdateEvent
+from deeptrust.schemas.events import (
+    DeadLetterEvent,
+    DetectedEvent,
+    Detection,
+    Event,
+    ModelUpdateEvent,
+)
 from deeptrust.streams.codec import PRODUCED_AT
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.objectstore import ObjectStore
@@ -50,18 +56,30 @@ from deeptrust.training.service.vit_recipe import ViTCandidate
 from deeptrust.training.tracking.registry import Registry
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Event)
 OPTIONS_VARIABLE = "DEEPTRUST_MODEL_OPTIONS"
 MAX_BATCH_VARIABLE = "DEEPTRUST_RUNNER_MAX_BATCH"
 
 
+class Compared(Protocol):
+    """A canary's comparison: whatever it measured, as flat numbers for the tracking server."""
+
+    def metrics(self) -> dict[str, float]:
+        """``canary/<name>`` -> value."""
+        ...
+
+
+C = TypeVar("C", bound=Compared)
+
+
 @dataclass(frozen=True)
-class CanaryReport:
-    """Everything the decision rested on."""
+class CanaryReport(Generic[C]):
+    """Everything the decision rested on (the detector's comparison, or the captioner's)."""
 
     model: str
     version: str
     prefix: str
-    comparison: Comparison
+    comparison: C
     gates: list[GateResult]
     promoted: bool
 
@@ -119,19 +137,19 @@ def _candidate_detector(
         options = {ARTEFACT_OPTIONS[event.backend]: str(path)}
     return {
         "DEEPTRUST_DETECT_BACKEND": event.backend,
-        OPTIONS_VARIABLE: json.dumps(_merged_options(inherited, options)),
+        OPTIONS_VARIABLE: json.dumps(merged_options(inherited, "detect", options)),
     }
 
 
-def _merged_options(inherited: str | None, detect: dict[str, str]) -> dict[str, Any]:
-    """``inherited`` (the JSON of ``DEEPTRUST_MODEL_OPTIONS``) with ``detect`` merged in."""
+def merged_options(inherited: str | None, task: str, options: dict[str, str]) -> dict[str, Any]:
+    """``inherited`` (the JSON of ``DEEPTRUST_MODEL_OPTIONS``) with ``task``'s ``options`` in."""
     base: Any = json.loads(inherited) if inherited and inherited.strip() else {}
     if not isinstance(base, dict):
         raise ValueError(f"{OPTIONS_VARIABLE} must be a JSON object, not {inherited!r}")
-    own = base.get("detect") or {}
+    own = base.get(task) or {}
     if not isinstance(own, dict):
-        raise ValueError(f"{OPTIONS_VARIABLE}['detect'] must be an object, not {own!r}")
-    return {**base, "detect": {**own, **detect}}
+        raise ValueError(f"{OPTIONS_VARIABLE}[{task!r}] must be an object, not {own!r}")
+    return {**base, task: {**own, **options}}
 
 
 def production_baseline(registry: Registry, version: str) -> ProductionBaseline:
@@ -193,7 +211,7 @@ def run_canary(
     gates: Gates,
     environment: CanaryEnvironment,
     promote: bool = True,
-) -> CanaryReport:
+) -> CanaryReport[Comparison]:
     """Replay ``window`` through ``version``, compare, judge, and promote if every gate passes."""
     candidate = registry.update_event(version, "candidate")
     prefix = f"{kafka.topic_prefix}canary-v{version}-{uuid.uuid4().hex[:6]}."
@@ -206,14 +224,28 @@ def run_canary(
     finally:
         deleted = delete_topics(kafka, prefix)
         log.info("deleted %d canary topics under %s", len(deleted), prefix)
-    wanted = {derived_event_id(u.event_id, "detect", Topic.DETECTED) for u in copied.uploads}
+    wanted = {derived_event_id(u.event_id, "detect", Topic.DETECTED) for u in copied.events}
     production = _production_detections(
         kafka, wanted, copied.first_timestamp_ms, environment.drain_timeout_s
     )
     comparison = compare(production, outputs, copied.messages, letters, rate)
     offline = registry.offline_metrics(version)
     results = judge(gates, comparison, offline, production_baseline(registry, version))
+    return conclude(kafka, registry, candidate, prefix, comparison, results, promote)
+
+
+def conclude(
+    kafka: KafkaSettings,
+    registry: Registry,
+    candidate: ModelUpdateEvent,
+    prefix: str,
+    comparison: C,
+    results: list[GateResult],
+    promote: bool,
+) -> CanaryReport[C]:
+    """Record the report on the candidate's run; promote it if asked and every gate passed."""
     passed = all(result.passed for result in results)
+    version = candidate.version
     report = CanaryReport(registry.name, version, prefix, comparison, results, promote and passed)
     # The registry's client, not the fluent API: it knows the tracking URI it was given.
     client, run_id = registry.client, candidate.run_id
@@ -222,7 +254,7 @@ def run_canary(
     client.set_tag(run_id, "deeptrust.canary", "passed" if passed else "failed")
     client.log_text(run_id, report.to_json(), f"canary/{prefix.rstrip('.')}.json")
     if report.promoted:
-        _promote(kafka, registry, version)
+        promote_version(kafka, registry, version)
     return report
 
 
@@ -256,45 +288,60 @@ def _replay(
     }
     log_path = environment.work_dir / "logs" / f"{prefix}detect.log"
     with CandidateStage(env, log_path) as stage:
-        outputs, letters, rate = _drain(
-            canary, canary_topics, copied.messages, environment, stage.check_running
+        drained = drain(
+            canary,
+            Topic.DETECTED,
+            DetectedEvent,
+            copied.messages,
+            environment,
+            stage.check_running,
         )
-    return outputs, letters, rate, copied
+    verdicts = {item.event_id: item.detection for item in drained.outputs}
+    letters = dead_lettered_outputs(drained.letters)
+    return verdicts, letters, drained.images_per_s, copied
 
 
-def _drain(
+@dataclass(frozen=True)
+class Drained(Generic[E]):
+    """What a canary stage wrote: its outputs, its dead letters, and its throughput."""
+
+    outputs: list[E]
+    letters: list[DeadLetterEvent]
+    images_per_s: float | None
+    """None unless the outputs span more than one of the stage's batches."""
+
+
+def drain(
     canary: KafkaSettings,
-    topics: TopicNames,
+    output: Topic,
+    output_type: type[E],
     expected: int,
     environment: CanaryEnvironment,
     check_running: Callable[[], None],
-) -> tuple[dict[str, Detection], list[str | None], float | None]:
-    """Wait until every replayed upload has a verdict or a dead letter; time the verdicts.
+) -> Drained[E]:
+    """Wait until every replayed input has an output or a dead letter; time the outputs.
 
     The stage has ``ready_timeout_s`` to load its model on top of ``drain_timeout_s``, and
     ``check_running`` raises as soon as it exits.
-
-    Returns the verdicts by id, the output ids of the dead-lettered uploads, and the
-    throughput (None unless the verdicts span more than one of the stage's batches).
     """
+    topics = TopicNames(canary.topic_prefix)
     allowed_s = environment.ready_timeout_s + environment.drain_timeout_s
     deadline = time.monotonic() + allowed_s
     while True:
         check_running()
-        detected = read_to_end(canary, topics(Topic.DETECTED), DetectedEvent, 60)
+        outputs = read_to_end(canary, topics(output), output_type, 60)
         letters = read_to_end(canary, topics(Topic.DEAD_LETTERS), DeadLetterEvent, 60)
-        if len(detected) + len(letters) >= expected:
+        if len(outputs) + len(letters) >= expected:
             break
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"canary produced {len(detected)} verdicts and {len(letters)} dead letters "
+                f"canary produced {len(outputs)} outputs and {len(letters)} dead letters "
                 f"of {expected} in {allowed_s}s"
             )
         time.sleep(0.5)  # polling the topics' ends; the canary stage works meanwhile
-    stamps = [datetime.fromisoformat(item.headers[PRODUCED_AT]) for item in detected]
+    stamps = [datetime.fromisoformat(item.headers[PRODUCED_AT]) for item in outputs]
     rate = throughput(stamps, _max_batch(environment.stage_env))
-    verdicts = {item.event.event_id: item.event.detection for item in detected}
-    return verdicts, dead_lettered_outputs(item.event for item in letters), rate
+    return Drained([item.event for item in outputs], [item.event for item in letters], rate)
 
 
 def _max_batch(stage_env: dict[str, str]) -> int:
@@ -304,7 +351,7 @@ def _max_batch(stage_env: dict[str, str]) -> int:
     return int(configured) if configured else default
 
 
-def _promote(kafka: KafkaSettings, registry: Registry, version: str) -> None:
+def promote_version(kafka: KafkaSettings, registry: Registry, version: str) -> None:
     """Give ``version`` the production alias and tell the stages, in that order."""
     registry.set_alias("production", version)
     event = registry.update_event(version, "production")
