@@ -30,15 +30,32 @@ DEFAULT_HOME = Path(".deeptrust")
 def retrain_service(
     runner_settings: RunnerSettings,
 ) -> Callable[[StageMetrics, threading.Event], None]:
-    """The retrain consumer as ``deeptrust stage run retrain`` runs it."""
+    """The retrain consumer as ``deeptrust stage run retrain`` runs it.
+
+    With captioned data configured (``DEEPTRUST_TRAINING_CAPTION_DATASETS``) each request
+    retrains the captioner too.
+    """
     from deeptrust.processors.settings import ProcessorSettings
+    from deeptrust.training.service.caption_job import CaptionRetrainJob
     from deeptrust.training.service.consumer import RetrainService
     from deeptrust.training.service.job import RetrainJob
     from deeptrust.training.service.settings import TrainingSettings
 
-    kafka = KafkaSettings()
-    job = RetrainJob(TrainingSettings(), ProcessorSettings().model_store(), kafka)
-    return lambda metrics, stop: RetrainService(job, kafka, runner_settings, metrics).run(stop)
+    kafka, settings, processors = KafkaSettings(), TrainingSettings(), ProcessorSettings()
+    job = RetrainJob(settings, processors.model_store(), kafka)
+    captions = None
+    if settings.caption_datasets:
+        captions = CaptionRetrainJob(
+            settings,
+            processors.model_store(),
+            processors.model_spec("caption"),
+            processors.max_pixels,
+        )
+
+    def serve(metrics: StageMetrics, stop: threading.Event) -> None:
+        RetrainService(job, kafka, runner_settings, metrics, caption_job=captions).run(stop)
+
+    return serve
 
 
 @click.command("retrain")

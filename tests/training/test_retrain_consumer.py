@@ -152,13 +152,16 @@ class JobDouble:
         self.discarded.append(request_id)
 
 
-def strategy(job: JobDouble, max_attempts: int = 3) -> RetrainStrategy:
+def strategy(
+    job: JobDouble, max_attempts: int = 3, caption_job: JobDouble | None = None
+) -> RetrainStrategy:
     """The retrain consumer's strategy, set up (its job thread started)."""
     retrain = RetrainStrategy(
         job,  # type: ignore[arg-type]
         KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_prefix=PREFIX),
         RunnerSettings(max_attempts=max_attempts),
         StageMetrics("retrain"),
+        caption_job=caption_job,  # type: ignore[arg-type]
     )
     retrain.setup()
     return retrain
@@ -307,6 +310,68 @@ def test_failed_attempts_count_across_restarts_and_success_clears_them(tmp_path,
     assert job.calls == [request.event_id] * 2
     assert log.count(request.event_id) == 0
     assert not (tmp_path / ATTEMPTS_FILE).read_text().count(request.event_id)
+
+
+def test_with_a_captioner_job_one_request_announces_both_candidates_in_one_commit(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(consumer_module, "JOB_RETRY", RetryPolicy(initial_s=0.0, max_s=0.0))
+    request = retrain_request()
+    detector = model_update("file:///models/d.npz", "0" * 64)
+    captioner = model_update(
+        "file:///models/c.tar.gz",
+        "1" * 64,
+        model="deeptrust-captioner",
+        task="caption",
+        backend="hf-blip",
+    )
+
+    def answered(event: Any) -> Any:
+        return type("Outcome", (), {"version": event.version, "event": event})()
+
+    detector_job = JobDouble(tmp_path, lambda _: answered(detector))
+    failures = [RuntimeError("the store is slow")]
+
+    def caption_run(_: str) -> Any:
+        if failures:
+            raise failures.pop()
+        return answered(captioner)
+
+    caption_job = JobDouble(tmp_path, caption_run)
+    consumer = ConsumerDouble({0: [request]}, assigned={0})
+    retrain = strategy(detector_job, caption_job=caption_job)
+    assert retrain.handle([consumer.poll(0)], session_on(consumer, retrain)) is None  # type: ignore[list-item]
+    commit = retrain.handle([consumer.poll(0)], session_on(consumer, retrain))  # type: ignore[list-item]
+    retrain.close()
+
+    assert commit is not None
+    models = TopicNames(PREFIX)(Topic.MODELS)
+    assert [topic for topic, _ in commit.records] == [models, models]
+    announced = [decode(r.value, r.headers, type(detector)) for _, r in commit.records]
+    assert [event.model for event in announced] == ["deeptrust-detector", "deeptrust-captioner"]
+    # The retry asked the detector's job again, which answers a request it registered from
+    # its registry (RetrainJob.run); only the captioner's job had more to do.
+    assert detector_job.calls == caption_job.calls == [request.event_id] * 2
+
+
+def test_a_request_given_up_on_discards_every_jobs_checkpoints(tmp_path):
+    request = retrain_request()
+
+    def fails(_: str) -> Any:
+        raise RuntimeError("broken")
+
+    detector_job = JobDouble(tmp_path, lambda _: None)
+    caption_job = JobDouble(tmp_path, fails)
+    consumer = ConsumerDouble({0: [request]}, assigned={0})
+    retrain = strategy(detector_job, max_attempts=1, caption_job=caption_job)
+    commit = retrain.handle([consumer.poll(0)], session_on(consumer, retrain))  # type: ignore[list-item]
+    retrain.close()
+
+    assert commit is not None
+    ((topic, _),) = commit.records
+    assert topic == TopicNames(PREFIX)(Topic.DEAD_LETTERS)
+    commit.committed()
+    assert detector_job.discarded == caption_job.discarded == [request.event_id]
 
 
 def test_the_attempt_log_survives_a_garbled_file(tmp_path):

@@ -20,7 +20,6 @@ import hashlib
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -35,6 +34,7 @@ from deeptrust.training.datasets.flickr30k import read_flickr30k
 from deeptrust.training.datasets.quality import Accepted
 from deeptrust.training.evaluation.caption_run import CaptionScore, score_captioner
 from deeptrust.training.service.data import Source, byte_reader, is_captioned, prepare
+from deeptrust.training.service.job import JobOutcome
 from deeptrust.training.service.settings import TrainingSettings
 from deeptrust.training.service.vit_recipe import image_dataset
 from deeptrust.training.tracking.registry import (
@@ -52,15 +52,6 @@ from deeptrust.training.trainer.runtime import EpochStats
 log = logging.getLogger(__name__)
 ARTIFACT_PATH = "captioner"
 ARCHIVE_FILE = "captioner.tar.gz"
-
-
-@dataclass(frozen=True)
-class CaptionOutcome:
-    """What a job produced: the run, the registered version, the test metrics."""
-
-    run_id: str
-    version: str
-    metrics: dict[str, float]
 
 
 class CaptionRetrainJob:
@@ -84,8 +75,20 @@ class CaptionRetrainJob:
             MlflowClient(settings.tracking_uri), settings.caption_registered_model, "caption"
         )
 
-    def run(self, request_id: str) -> CaptionOutcome:
-        """Fine-tune, evaluate and register a candidate captioner for ``request_id``, once."""
+    @property
+    def work_dir(self) -> Path:
+        """Where the job keeps its checkpoints."""
+        return self._settings.work_dir
+
+    def discard_checkpoints(self, request_id: str) -> None:
+        """Forget ``request_id``'s checkpoints (registered, or given up on)."""
+        shutil.rmtree(self.checkpoints_of(request_id), ignore_errors=True)
+
+    def run(self, request_id: str, evidence: dict[str, str] | None = None) -> JobOutcome:
+        """Fine-tune, evaluate and register a candidate captioner for ``request_id``, once.
+
+        ``evidence`` (what prompted the request, such as a drift report) tags the run.
+        """
         done = self.registry.version_for_request(request_id)
         if done is not None:
             log.info("caption request %s already produced version %s", request_id, done)
@@ -98,7 +101,11 @@ class CaptionRetrainJob:
         mlflow.set_experiment(self._settings.caption_experiment)
         with (
             mlflow.start_run(
-                run_name=f"caption-retrain-{request_id[:8]}", tags={REQUEST_TAG: request_id}
+                run_name=f"caption-retrain-{request_id[:8]}",
+                tags={
+                    REQUEST_TAG: request_id,
+                    **{f"deeptrust.{k}": v for k, v in (evidence or {}).items()},
+                },
             ) as run,
             tempfile.TemporaryDirectory() as scratch,
         ):
@@ -162,7 +169,7 @@ class CaptionRetrainJob:
         record = {"data_version": data.version, "request_id": request_id, "run_id": run_id}
         version = self._register(result.output_dir, record, run_id, request_id, scratch)
         log.info("registered captioner version %s (CIDEr-D %.3f)", version, metrics["cider_d"])
-        shutil.rmtree(self.checkpoints_of(request_id), ignore_errors=True)
+        self.discard_checkpoints(request_id)
         return version
 
     def _evaluate(
@@ -217,9 +224,9 @@ class CaptionRetrainJob:
         self.registry.set_alias("candidate", version)
         return version
 
-    def _outcome(self, version: str) -> CaptionOutcome:
+    def _outcome(self, version: str) -> JobOutcome:
         event = self.registry.update_event(version, "candidate")
-        return CaptionOutcome(event.run_id, version, dict(event.metrics))
+        return JobOutcome(event.run_id, version, dict(event.metrics), event)
 
 
 def _blip_spec(model_dir: Path, config: CaptionConfig) -> ModelSpec:

@@ -1,5 +1,11 @@
 """The retrain consumer: retrain.v1 in, one job at a time, a candidate on models.v1 out.
 
+A request retrains the detector and, when the service has captioned data
+(``DEEPTRUST_TRAINING_CAPTION_DATASETS``), the captioner after it: drift in the uploads'
+embeddings concerns every model that reads them. Both candidates are announced in the
+request's one transaction; a retried request finds the job that finished already answered
+from its registry, so neither trains twice.
+
 A job takes minutes, far longer than Kafka lets a consumer go without polling, so the job
 runs in a worker thread while the consumer keeps polling with its partitions paused: it
 stays in the group, takes no new request, and reports itself alive. The candidate's
@@ -24,7 +30,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 from confluent_kafka import Message
 from prometheus_client import Counter, Histogram
@@ -41,7 +48,7 @@ from deeptrust.streams.runner import RunnerSettings
 from deeptrust.streams.service import Commit, KafkaClients, ServiceRuntime, Session, Strategy
 from deeptrust.streams.topics import Topic, TopicNames
 from deeptrust.training.service.attempts import ATTEMPTS_FILE, AttemptLog
-from deeptrust.training.service.job import JobOutcome, RetrainJob
+from deeptrust.training.service.job import JobOutcome
 
 log = logging.getLogger(__name__)
 NAME = "retrain"
@@ -50,6 +57,23 @@ MAX_POLL_MS = 600_000
 JOB_BUCKETS = (10, 30, 60, 120, 300, 600, 1200, 3600, 7200)
 JOB_RETRY = RetryPolicy(initial_s=2.0, max_s=30.0)
 """Between attempts at one request; their number is the runner's ``max_attempts``."""
+
+
+class Job(Protocol):
+    """A retrain job (the detector's ``RetrainJob``, the captioner's ``CaptionRetrainJob``)."""
+
+    @property
+    def work_dir(self) -> Path:
+        """Where it keeps its checkpoints (and the consumer its attempt log)."""
+        ...
+
+    def run(self, request_id: str, evidence: dict[str, str] | None = None) -> JobOutcome:
+        """Train and register a candidate for ``request_id``, once."""
+        ...
+
+    def discard_checkpoints(self, request_id: str) -> None:
+        """Forget what a request given up on left behind."""
+        ...
 
 
 class RetrainMetrics:
@@ -69,20 +93,21 @@ class RetrainMetrics:
 
 
 class RetrainService:
-    """Consumes retrain requests and runs them through a :class:`RetrainJob`, one at a time."""
+    """Consumes retrain requests and runs their jobs, one request at a time."""
 
     name = NAME
 
     def __init__(
         self,
-        job: RetrainJob,
+        job: Job,
         kafka: KafkaSettings,
         runner: RunnerSettings,
         metrics: StageMetrics,
         attempts: AttemptLog | None = None,
         clients: KafkaClients | None = None,
+        caption_job: Job | None = None,
     ) -> None:
-        strategy = RetrainStrategy(job, kafka, runner, metrics, attempts)
+        strategy = RetrainStrategy(job, kafka, runner, metrics, attempts, caption_job)
         self._runtime = ServiceRuntime(
             strategy, kafka, runner, metrics, 1, runner.max_wait_s, clients=clients
         )
@@ -102,19 +127,24 @@ class RetrainStrategy(Strategy):
 
     def __init__(
         self,
-        job: RetrainJob,
+        job: Job,
         kafka: KafkaSettings,
         runner: RunnerSettings,
         metrics: StageMetrics,
         attempts: AttemptLog | None = None,
+        caption_job: Job | None = None,
     ) -> None:
-        self._job = job
+        self._jobs = [job] if caption_job is None else [job, caption_job]
         self._runner = runner
         self._metrics = metrics
         self._retrain_metrics = RetrainMetrics(metrics)
         self._topics = TopicNames(kafka.topic_prefix)
         self._attempts = attempts or AttemptLog(job.work_dir / ATTEMPTS_FILE)
         self._worker: ThreadPoolExecutor | None = None
+
+    def _run_jobs(self, request_id: str, evidence: dict[str, str]) -> list[JobOutcome]:
+        """Every job for one request, in order (in the worker thread)."""
+        return [job.run(request_id, evidence) for job in self._jobs]
 
     def setup(self) -> None:
         """The thread jobs run in, so the consumer can keep polling meanwhile."""
@@ -134,7 +164,7 @@ class RetrainStrategy(Strategy):
         try:
             request = decode(message.value(), message.headers(), RetrainRequestEvent)
         except InvalidInput as error:
-            return self._commit(message, None, error)
+            return self._commit(message, [], error)
         request_id = request.event_id
         started_before = self._attempts.count(request_id)
         if started_before >= self._runner.max_attempts:
@@ -154,10 +184,10 @@ class RetrainStrategy(Strategy):
         attempt = self._attempts.start(request_id)  # on disk before the job can crash us
         started = time.perf_counter()
         assert self._worker is not None, "setup() runs before the first request"
-        future = self._worker.submit(self._job.run, request_id, evidence)
+        future = self._worker.submit(self._run_jobs, request_id, evidence)
         session.wait([future])
         try:
-            outcome = future.result()
+            outcomes = future.result()
         except Exception as error:
             self._retrain_metrics.jobs.labels("failed").inc()
             log.exception("request %s: attempt %d failed", request_id, attempt, exc_info=error)
@@ -175,9 +205,15 @@ class RetrainStrategy(Strategy):
         def registered() -> None:
             self._retrain_metrics.jobs.labels("registered").inc()
             self._attempts.clear(request_id)
-            log.info("request %s: version %s is the candidate", request_id, outcome.version)
+            for outcome in outcomes:
+                log.info(
+                    "request %s: %s version %s is the candidate",
+                    request_id,
+                    outcome.event.model,
+                    outcome.version,
+                )
 
-        return self._commit(message, outcome, None, registered)
+        return self._commit(message, outcomes, None, registered)
 
     def _give_up(self, request_id: str, message: Message, detail: str) -> Commit:
         """Dead-letter the request (``training_failed``) and forget its attempts."""
@@ -185,27 +221,29 @@ class RetrainStrategy(Strategy):
 
         def forget() -> None:
             self._attempts.clear(request_id)
-            self._job.discard_checkpoints(request_id)
+            for job in self._jobs:
+                job.discard_checkpoints(request_id)
             log.error("request %s dead-lettered: %s", request_id, detail)
 
-        return self._commit(message, None, invalid, forget)
+        return self._commit(message, [], invalid, forget)
 
     def _commit(
         self,
         message: Message,
-        outcome: JobOutcome | None,
+        outcomes: list[JobOutcome],
         rejected: InvalidInput | None,
         then: Callable[[], None] | None = None,
     ) -> Commit:
-        """Announce the candidate (or dead-letter the request) and commit its offset, atomically."""
-        records = []
-        if outcome is not None:
-            records.append((self._topics(Topic.MODELS), encode(outcome.event, outcome.event.key)))
+        """Announce the candidates (or dead-letter the request), commit its offset, atomically."""
+        records = [
+            (self._topics(Topic.MODELS), encode(outcome.event, outcome.event.key))
+            for outcome in outcomes
+        ]
         if rejected is not None:
             records.append((self._topics(Topic.DEAD_LETTERS), dead_letter(NAME, message, rejected)))
 
         def committed() -> None:
-            if outcome is not None:
+            for _ in outcomes:
                 self._metrics.produced(Topic.MODELS.value)
             if rejected is not None:
                 self._metrics.dead_lettered(rejected.reason.value)
