@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +43,17 @@ from deeptrust.training.trainer.runtime import (
     RunIdentity,
     autocast,
     autocast_dtype,
+    checkpoint_state,
     load_checkpoint,
     make_scaler,
     optimizer_step,
     resolve_device,
     resolve_precision,
-    restore_rng,
+    resume_from,
     rng_devices,
-    rng_state,
     save_checkpoint,
     seed_run,
+    transformer_adamw,
 )
 from deeptrust.training.trainer.streaming import (
     EpochBatches,
@@ -165,14 +166,7 @@ class _Run:
             model = with_lora(model, config, heads=())
         self.model = model.to(device)
         self.trainable = [name for name, p in self.model.named_parameters() if p.requires_grad]
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-            ],
-            lr=config.learning_rate,
-        )
+        self.optimizer = transformer_adamw(self.model, config.learning_rate, config.weight_decay)
         self.scaler = make_scaler(precision, device)
         self.identity = RunIdentity(
             CHECKPOINT_FORMAT, config, data_digest(train, val), precision, self.scaler is not None
@@ -279,12 +273,9 @@ class _Run:
         resumed_from: int | None = None
         saved = load_checkpoint(path, self.identity)
         if saved is not None:
-            self.model.load_state_dict(saved["model"], strict=False)
-            self.optimizer.load_state_dict(saved["optimizer"])
-            if self.scaler is not None:
-                self.scaler.load_state_dict(saved["scaler"])
-            restore_rng(saved, self.device, self.shuffle)
-            history = [EpochStats(**stats) for stats in saved["history"]]
+            history = resume_from(
+                saved, self.model, self.optimizer, self.scaler, self.device, self.shuffle, False
+            )
             best = (int(saved["best"][0]), float(saved["best"][1]))
             resumed_from = int(saved["epoch"])
         for epoch in range((resumed_from or 0) + 1, self.config.epochs + 1):
@@ -301,18 +292,18 @@ class _Run:
                 self._save_snapshot(epoch)
             if on_epoch is not None:
                 on_epoch(stats)
-            save_checkpoint(
-                path,
-                {
-                    **self.identity.header(epoch),
-                    "model": self._trained_state(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scaler": None if self.scaler is None else self.scaler.state_dict(),
-                    **rng_state(self.device, self.shuffle),
-                    "best": list(best),
-                    "history": [asdict(entry) for entry in history],
-                },
+            state = checkpoint_state(
+                self.identity,
+                epoch,
+                self._trained_state(),
+                self.optimizer,
+                self.scaler,
+                self.device,
+                self.shuffle,
+                list(best),
+                history,
             )
+            save_checkpoint(path, state)
         if best is None:  # unreachable: epochs >= 1 and a checkpoint always holds a best
             raise RuntimeError("no epoch was trained")
         return self._write_output(output_dir, best, history, resumed_from)

@@ -49,16 +49,17 @@ from deeptrust.training.trainer.runtime import (
     accumulate_gradients,
     autocast_dtype,
     checked_labels,
+    checkpoint_state,
     load_checkpoint,
     make_scaler,
     optimizer_step,
     resolve_device,
     resolve_precision,
-    restore_rng,
+    resume_from,
     rng_devices,
-    rng_state,
     save_checkpoint,
     seed_run,
+    transformer_adamw,
     validation_metrics,
 )
 from deeptrust.training.trainer.streaming import (
@@ -289,15 +290,7 @@ class _Run:
         if config.adapter == "lora":
             self.model = with_lora(self.model, config)
         self.model = self.model.to(device)
-        # The usual transformer recipe: no weight decay on biases and normalisation scales.
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            [
-                {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-            ],
-            lr=config.learning_rate,
-        )
+        self.optimizer = transformer_adamw(self.model, config.learning_rate, config.weight_decay)
         self.scaler = make_scaler(precision, device)
         self.identity = RunIdentity(
             CHECKPOINT_FORMAT, config, data.digest, precision, self.scaler is not None
@@ -419,12 +412,9 @@ class _Run:
         resumed_from: int | None = None
         saved = load_checkpoint(path, self.identity)
         if saved is not None:
-            self.model.load_state_dict(saved["model"])
-            self.optimizer.load_state_dict(saved["optimizer"])
-            if self.scaler is not None:
-                self.scaler.load_state_dict(saved["scaler"])
-            restore_rng(saved, self.device, self.shuffle)
-            history = [EpochStats(**stats) for stats in saved["history"]]
+            history = resume_from(
+                saved, self.model, self.optimizer, self.scaler, self.device, self.shuffle
+            )
             best = _Best(**saved["best"])
             resumed_from = int(saved["epoch"])
         for epoch in range((resumed_from or 0) + 1, config.epochs + 1):
@@ -442,15 +432,17 @@ class _Run:
                     self._save_snapshot(epoch)
             if on_epoch is not None and self.world.leader:
                 on_epoch(stats)
-            state = {
-                **self.identity.header(epoch),
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": None if self.scaler is None else self.scaler.state_dict(),
-                **rng_state(self.device, self.shuffle),
-                "best": asdict(best),
-                "history": [asdict(entry) for entry in history],
-            }
+            state = checkpoint_state(
+                self.identity,
+                epoch,
+                self.model.state_dict(),
+                self.optimizer,
+                self.scaler,
+                self.device,
+                self.shuffle,
+                asdict(best),
+                history,
+            )
             if self.world.leader:  # one writer; the others wait until it is whole
                 save_checkpoint(path, state)
                 self._drop_snapshots_but(best.epoch)

@@ -45,14 +45,14 @@ from deeptrust.training.trainer.runtime import (
     accumulate_gradients,
     autocast_dtype,
     checked_labels,
+    checkpoint_state,
     load_checkpoint,
     make_scaler,
     optimizer_step,
     resolve_device,
     resolve_precision,
-    restore_rng,
+    resume_from,
     rng_devices,
-    rng_state,
     save_checkpoint,
     seed_run,
     validation_metrics,
@@ -352,12 +352,7 @@ class _Run:
         path = None if checkpoint_dir is None else checkpoint_dir / CHECKPOINT_FILE
         saved = None if path is None else load_checkpoint(path, self.identity)
         if saved is not None:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            if scaler is not None:
-                scaler.load_state_dict(saved["scaler"])
-            restore_rng(saved, device, self.shuffle)
-            history = [EpochStats(**stats) for stats in saved["history"]]
+            history = resume_from(saved, model, optimizer, scaler, device, self.shuffle)
             best = _Best(**saved["best"])
             resumed_from = int(saved["epoch"])
         for epoch in range((resumed_from or 0) + 1, self.config.epochs + 1):
@@ -387,15 +382,17 @@ class _Run:
             if on_epoch is not None:
                 on_epoch(stats)
             if path is not None:
-                state = {
-                    **self.identity.header(epoch),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": None if scaler is None else scaler.state_dict(),
-                    **rng_state(device, self.shuffle),
-                    "best": best.state(),
-                    "history": [asdict(entry) for entry in history],
-                }
+                state = checkpoint_state(
+                    self.identity,
+                    epoch,
+                    model.state_dict(),
+                    optimizer,
+                    scaler,
+                    device,
+                    self.shuffle,
+                    best.state(),
+                    history,
+                )
                 save_checkpoint(path, state)
                 if on_checkpoint is not None and checkpoint_dir is not None:
                     on_checkpoint(stats, checkpoint_dir)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -292,6 +292,61 @@ class RunIdentity:
                 f"{saved['scaled']}); this device resolves to {self.precision} "
                 f"(gradient scaler: {self.scaled})"
             )
+
+
+def transformer_adamw(
+    model: torch.nn.Module, learning_rate: float, weight_decay: float
+) -> torch.optim.AdamW:
+    """AdamW on what trains, the usual transformer recipe: no decay on biases and norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=learning_rate,
+    )
+
+
+def checkpoint_state(
+    identity: RunIdentity,
+    epoch: int,
+    model_state: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device,
+    shuffle: torch.Generator,
+    best: Any,
+    history: list[EpochStats],
+) -> dict[str, Any]:
+    """What a loop's ``last.pt`` holds after ``epoch``: enough to resume exactly."""
+    return {
+        **identity.header(epoch),
+        "model": model_state,
+        "optimizer": optimizer.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
+        **rng_state(device, shuffle),
+        "best": best,
+        "history": [asdict(entry) for entry in history],
+    }
+
+
+def resume_from(
+    saved: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    device: torch.device,
+    shuffle: torch.Generator,
+    strict: bool = True,
+) -> list[EpochStats]:
+    """Put a :func:`checkpoint_state` back (``strict=False``: the trainable weights only)."""
+    model.load_state_dict(saved["model"], strict=strict)
+    optimizer.load_state_dict(saved["optimizer"])
+    if scaler is not None:
+        scaler.load_state_dict(saved["scaler"])
+    restore_rng(saved, device, shuffle)
+    return [EpochStats(**stats) for stats in saved["history"]]
 
 
 def load_checkpoint(path: Path, identity: RunIdentity) -> dict[str, Any] | None:
