@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from deeptrust.processors.artefact_archive import pack_directory, unpack_archive
 from deeptrust.processors.models import ModelSpec
 from deeptrust.processors.transformers_backends.common import extend_training_record
-from deeptrust.streams.objectstore import ObjectStore, content_hash
+from deeptrust.streams.objectstore import ObjectStore
 from deeptrust.training.datasets.example import Example
 from deeptrust.training.datasets.flickr30k import read_flickr30k
 from deeptrust.training.datasets.quality import Accepted
@@ -38,9 +38,6 @@ from deeptrust.training.service.job import JobOutcome
 from deeptrust.training.service.settings import TrainingSettings
 from deeptrust.training.service.vit_recipe import image_dataset
 from deeptrust.training.tracking.registry import (
-    ARTIFACT_SHA_TAG,
-    ARTIFACT_URI_TAG,
-    BACKEND_TAG,
     NO_PRODUCTION,
     PRODUCTION_SCORED_TAG,
     REQUEST_TAG,
@@ -206,23 +203,15 @@ class CaptionRetrainJob:
         extend_training_record(model_dir, record)
         archive = scratch / ARCHIVE_FILE
         archive.write_bytes(pack_directory(model_dir))
-        mlflow.log_artifact(str(archive), ARTIFACT_PATH)
-        data = archive.read_bytes()
-        sha256 = content_hash(data)
-        name = self._settings.caption_registered_model
-        stored = self._store.put(f"{self._settings.artifact_prefix}/{name}/{sha256}.tar.gz", data)
-        version = self.registry.register(
-            run_id,
+        return self.registry.register_candidate(
+            self._store,
+            self._settings.artifact_prefix,
+            "hf-blip",
+            archive,
             ARTIFACT_PATH,
-            {
-                BACKEND_TAG: "hf-blip",
-                ARTIFACT_URI_TAG: stored.uri,
-                ARTIFACT_SHA_TAG: sha256,
-                REQUEST_TAG: request_id,
-            },
+            run_id,
+            request_id,
         )
-        self.registry.set_alias("candidate", version)
-        return version
 
     def _outcome(self, version: str) -> JobOutcome:
         event = self.registry.update_event(version, "candidate")

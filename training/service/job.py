@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 
 from deeptrust.schemas.events import ModelUpdateEvent
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.objectstore import ObjectStore, content_hash
+from deeptrust.streams.objectstore import ObjectStore
 from deeptrust.training.evaluation.classification import evaluate_binary, write_artefacts
 from deeptrust.training.evaluation.faces import haar_face_counter
 from deeptrust.training.evaluation.families import (
@@ -53,9 +53,6 @@ from deeptrust.training.service.seed_dataset import build_seed_dataset
 from deeptrust.training.service.settings import TrainingSettings
 from deeptrust.training.service.vit_recipe import ViTCandidate, ViTRecipe
 from deeptrust.training.tracking.registry import (
-    ARTIFACT_SHA_TAG,
-    ARTIFACT_URI_TAG,
-    BACKEND_TAG,
     NO_PRODUCTION,
     PRODUCTION_SCORED_TAG,
     REQUEST_TAG,
@@ -386,23 +383,15 @@ class RetrainJob:
         self, backend: str, artefact: Path, run_id: str, request_id: str, metrics: dict[str, float]
     ) -> str:
         """Log the artefact, copy it to the object store, register it, alias it ``candidate``."""
-        mlflow.log_artifact(str(artefact), ARTIFACT_PATH)
-        data = artefact.read_bytes()
-        sha256 = content_hash(data)
-        suffix = "".join(artefact.suffixes)  # the candidate named its file: .npz, .tar.gz
-        key = f"{self._settings.artifact_prefix}/{self._settings.registered_model}/{sha256}{suffix}"
-        stored = self._store.put(key, data)
-        version = self.registry.register(
-            run_id,
+        version = self.registry.register_candidate(
+            self._store,
+            self._settings.artifact_prefix,
+            backend,
+            artefact,
             ARTIFACT_PATH,
-            {
-                BACKEND_TAG: backend,
-                ARTIFACT_URI_TAG: stored.uri,
-                ARTIFACT_SHA_TAG: sha256,
-                REQUEST_TAG: request_id,
-            },
+            run_id,
+            request_id,
         )
-        self.registry.set_alias("candidate", version)
         log.info(
             "registered %s version %s (%s, f1 %.3f)",
             self._settings.registered_model,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from deeptrust.schemas.events import ModelUpdateEvent
+from deeptrust.streams.objectstore import ObjectStore, content_hash
 
 Alias = Literal["candidate", "production"]
 ARTIFACT_URI_TAG = "deeptrust.artifact_uri"
@@ -51,6 +53,36 @@ class Registry:
             self.name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=tags
         )
         return str(version.version)
+
+    def register_candidate(
+        self,
+        store: ObjectStore,
+        prefix: str,
+        backend: str,
+        artefact: Path,
+        artifact_path: str,
+        run_id: str,
+        request_id: str,
+    ) -> str:
+        """Log ``artefact`` to the run, store it by its SHA-256, register it as the candidate.
+
+        The key is ``prefix/<model>/<sha256><suffixes>``, where stages download it from; the
+        version's tags name the backend that loads it, where it is, its hash and the request.
+        """
+        self.client.log_artifact(run_id, str(artefact), artifact_path)
+        data = artefact.read_bytes()
+        sha256 = content_hash(data)
+        suffix = "".join(artefact.suffixes)  # the candidate named its file: .npz, .tar.gz
+        stored = store.put(f"{prefix}/{self.name}/{sha256}{suffix}", data)
+        tags = {
+            BACKEND_TAG: backend,
+            ARTIFACT_URI_TAG: stored.uri,
+            ARTIFACT_SHA_TAG: sha256,
+            REQUEST_TAG: request_id,
+        }
+        version = self.register(run_id, artifact_path, tags)
+        self.set_alias("candidate", version)
+        return version
 
     def set_alias(self, alias: Alias, version: str) -> None:
         """Point ``alias`` at ``version`` (an alias names exactly one version)."""

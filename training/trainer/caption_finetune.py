@@ -31,11 +31,10 @@ from typing import Any
 
 import torch
 import transformers
-from PIL import Image
 
 from deeptrust.processors.transformers_backends.common import TRAINING_RECORD
 from deeptrust.training.trainer.caption_config import CaptionConfig
-from deeptrust.training.trainer.finetune import FineTuneResult
+from deeptrust.training.trainer.finetune import FineTuneResult, ProcessorTransform, save_snapshot
 from deeptrust.training.trainer.lora import adapter_record, with_lora
 from deeptrust.training.trainer.runtime import (
     CHECKPOINT_FILE,
@@ -100,17 +99,6 @@ def data_digest(train: CaptionedImages, val: CaptionedImages) -> str:
     return sha.hexdigest()
 
 
-@dataclass(frozen=True)
-class PixelTransform:
-    """One image to BLIP's resized, normalised ``(3, H, W)`` pixels (in a loader worker)."""
-
-    processor: Any
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        pixels: torch.Tensor = self.processor(images=image, return_tensors="pt")["pixel_values"]
-        return pixels[0]
-
-
 def fine_tune_captioner(
     train: CaptionedImages,
     val: CaptionedImages,
@@ -172,7 +160,7 @@ class _Run:
             CHECKPOINT_FORMAT, config, data_digest(train, val), precision, self.scaler is not None
         )
         self.micro_size = config.batch_size // config.accumulation_steps
-        transform = PixelTransform(self.processor)
+        transform = ProcessorTransform(self.processor)
         options = loading or LoaderOptions()
         self.train_batches = loader(
             train.images.with_transform(transform),
@@ -253,12 +241,7 @@ class _Run:
     def _save_snapshot(self, epoch: int) -> None:
         """The model as the backend loads it (an adapter: with its base's config)."""
         target = self._snapshot(epoch)
-        shutil.rmtree(target, ignore_errors=True)
-        partial = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{target.name}."))
-        self.model.save_pretrained(partial)
-        if self.config.adapter != "none":
-            self.model.get_base_model().config.save_pretrained(partial)
-        partial.rename(target)
+        save_snapshot(self.model, target, self.config.adapter != "none")
         for path in self.folder.glob(f"{_SNAPSHOT}*"):
             if path != target:
                 shutil.rmtree(path, ignore_errors=True)

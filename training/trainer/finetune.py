@@ -170,6 +170,20 @@ class ProcessorTransform:
         return pixels[0]
 
 
+def save_snapshot(model: Any, target: Path, adapter: bool) -> None:
+    """``model`` as its backend loads it, written beside ``target`` and renamed into place.
+
+    With an adapter, peft saves the adapter alone, and the base's (re-headed) config goes
+    with it, since the base is rebuilt from that shape when it is loaded.
+    """
+    shutil.rmtree(target, ignore_errors=True)  # a redone epoch's leftover
+    partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    model.save_pretrained(partial)
+    if adapter:
+        model.get_base_model().config.save_pretrained(partial)
+    partial.rename(target)
+
+
 def load_classifier(source: str) -> Any:
     """The classifier at ``source`` in float32 with :data:`LABELS`, re-headed if it had others.
 
@@ -317,13 +331,7 @@ class _Run:
 
     def _save_snapshot(self, epoch: int) -> None:
         """The model as the backend will load it, renamed into place once complete."""
-        target = self._snapshot(epoch)
-        shutil.rmtree(target, ignore_errors=True)  # a redone epoch's leftover
-        partial = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{target.name}."))
-        self.model.save_pretrained(partial)  # with an adapter: the adapter alone
-        if self.config.adapter != "none":  # and the re-headed config its base is built with
-            self.model.get_base_model().config.save_pretrained(partial)
-        partial.rename(target)
+        save_snapshot(self.model, self._snapshot(epoch), self.config.adapter != "none")
 
     def _drop_snapshots_but(self, epoch: int) -> None:
         for path in self.folder.glob(f"{_SNAPSHOT}*"):
