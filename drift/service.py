@@ -102,6 +102,9 @@ class DriftStrategy(Strategy):
             self._settings, ReferenceStore(self._settings.reference_dir), self._clock
         )
         self._budget = self._runner.budget()
+        self._outputs: list[tuple[Output, str | None]] = []
+        self._rejected: list[tuple[Message, InvalidInput]] = []
+        """Reports and dead letters not yet in a transaction (see ``publish_interval_s``)."""
         self._accepted: dict[int, int] = {}
         """Inputs taken per partition since the last commit, for the dead-letter budget."""
         self._next_offsets: dict[int, int] = {}
@@ -124,9 +127,14 @@ class DriftStrategy(Strategy):
         return list(latest.values())
 
     def handle(self, messages: list[Message], session: Session) -> Commit | None:
-        """Add the embeddings to their windows; commit what closed, and state, now and then."""
-        outputs: list[tuple[Output, str | None]] = []
-        rejected: list[tuple[Message, InvalidInput]] = []
+        """Add the embeddings to their windows; commit what closed, and state, now and then.
+
+        What closed is published at most every ``publish_interval_s``, offsets and state
+        at least every ``commit_interval_s``; until then it is kept here, and fresh clients
+        (``start``) drop it with the monitor, whose restored state judges those windows again.
+        """
+        outputs = self._outputs
+        rejected = self._rejected
         if messages:
             self._metrics.consumed(len(messages))
         started = time.perf_counter()
@@ -148,9 +156,10 @@ class DriftStrategy(Strategy):
         if messages:
             self._metrics.batch(len(messages), time.perf_counter() - started)
         offsets = self._commit_offsets()
-        due = self._clock() - self._last_commit >= self._settings.commit_interval_s
-        if outputs or rejected or (due and offsets != self._committed):
-            return self._commit(outputs, rejected, offsets)
+        since = self._clock() - self._last_commit
+        publish = bool(outputs or rejected) and since >= self._settings.publish_interval_s
+        if publish or (since >= self._settings.commit_interval_s and offsets != self._committed):
+            return self._commit(list(outputs), list(rejected), offsets)
         return None
 
     def _commit_offsets(self) -> dict[int, int]:
@@ -193,6 +202,7 @@ class DriftStrategy(Strategy):
             self._committed, self._last_commit = offsets, self._clock()
             self._budget.record(tallies)
             self._accepted = {}
+            self._outputs, self._rejected = [], []
             self._count(outputs, rejected)
 
         return Commit(

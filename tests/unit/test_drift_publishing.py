@@ -1,0 +1,89 @@
+"""When the drift processor publishes: windows closing in a burst share one transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deeptrust.drift.service import DriftStrategy
+from deeptrust.drift.settings import DriftSettings
+from deeptrust.schemas.events import EmbeddingEvent
+from deeptrust.streams.codec import encode
+from deeptrust.streams.config import KafkaSettings
+from deeptrust.streams.metrics import StageMetrics
+from deeptrust.streams.runner import RunnerSettings
+from deeptrust.streams.topics import Topic, TopicNames
+from tests.unit.kafka_fakes import FakeMessage
+
+WINDOW = 40
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def embeddings(first: int, count: int, rng: np.random.Generator) -> list[FakeMessage]:
+    messages = []
+    for offset in range(first, first + count):
+        event = EmbeddingEvent(
+            event_id=f"e{offset}",
+            image_id=f"img-{offset}",
+            uploaded_at=datetime.fromtimestamp(1_700_000_000 + offset, UTC),
+            model="m",
+            model_version="1",
+            vector=[float(x) for x in rng.normal(size=16)],
+        )
+        encoded = encode(event, event.image_id)
+        headers = encoded.headers
+        messages.append(FakeMessage("t.embeddings.v1", 0, offset, encoded.value, headers))  # type: ignore[arg-type]
+    return messages
+
+
+def strategy(tmp_path: Path, clock: Clock, publish_interval_s: float) -> DriftStrategy:
+    settings = DriftSettings(
+        window_size=WINDOW,
+        reference_size=WINDOW,
+        min_count=20,
+        n_components=4,
+        reference_dir=tmp_path / "references",
+        publish_interval_s=publish_interval_s,
+    )
+    kafka = KafkaSettings(bootstrap_servers="unused:9092", topic_prefix="t.")
+    return DriftStrategy(settings, kafka, RunnerSettings(), StageMetrics("drift"), clock)
+
+
+def reports(commit: Any) -> int:
+    topic = TopicNames("t.")(Topic.DRIFT)
+    return sum(1 for name, _ in commit.records if name == topic)
+
+
+def test_windows_closing_within_the_interval_are_published_together(tmp_path: Path) -> None:
+    rng, clock = np.random.default_rng(0), Clock()
+    drift = strategy(tmp_path, clock, publish_interval_s=1.0)
+    clock.now += 0.2
+    # The reference, then two windows, all within the interval: nothing is published yet.
+    assert drift.handle(embeddings(0, 3 * WINDOW, rng), session=None) is None  # type: ignore[arg-type]
+    clock.now += 0.9
+    commit = drift.handle([], session=None)  # type: ignore[arg-type]
+    assert commit is not None, "the interval has passed: what closed is published"
+    assert reports(commit) == 2, "both windows' reports in one transaction"
+    assert [(o.partition, o.offset) for o in commit.offsets] == [(0, 3 * WINDOW)]
+    commit.committed()
+    clock.now += 1.0
+    assert drift.handle([], session=None) is None, "nothing is published twice"  # type: ignore[arg-type]
+
+
+def test_without_an_interval_every_closed_window_is_published_at_once(tmp_path: Path) -> None:
+    rng, clock = np.random.default_rng(0), Clock()
+    drift = strategy(tmp_path, clock, publish_interval_s=0.0)
+    drift.handle(embeddings(0, WINDOW, rng), session=None)  # type: ignore[arg-type]
+    commit = drift.handle(embeddings(WINDOW, WINDOW, rng), session=None)  # type: ignore[arg-type]
+    assert commit is not None, "a closed window is published by the batch that closed it"
+    assert reports(commit) == 1
