@@ -30,6 +30,8 @@ class Received(Generic[E]):
     partition: int
     offset: int
     headers: dict[str, str]
+    timestamp_ms: int
+    """The record's timestamp: when its producer sent it, unless the topic says otherwise."""
 
 
 def read_until(
@@ -97,4 +99,5 @@ def _received(message: Message, model: type[E]) -> Received[E]:
         partition=message.partition() or 0,
         offset=message.offset() or 0,
         headers=headers_dict(message.headers()),
+        timestamp_ms=message.timestamp()[1],
     )

@@ -43,6 +43,11 @@ def test_reading_from_a_time_skips_what_came_before_on_every_partition(
         return sorted(item.event.event_id for item in read)
 
     assert ids(None) == [f"e-{s}" for s in range(6)]
+    stamped = {
+        item.event.event_id: item.timestamp_ms
+        for item in read_to_end(kafka, topic, UploadEvent, 30)
+    }
+    assert stamped == {f"e-{s}": T0 + 1000 * s for s in range(6)}, "as their producer sent them"
     assert ids(T0 + 3000) == ["e-3", "e-4", "e-5"]
     assert ids(T0 + 2500) == ["e-3", "e-4", "e-5"], "the first message at or after the time"
     assert ids(T0 + 60_000) == [], "nothing that late"
