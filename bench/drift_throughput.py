@@ -1,6 +1,6 @@
 """Embeddings a second the drift processor sustains on one core: alone, and on the broker.
 
-Run: ``.venv/bin/python bench/drift_throughput.py [--events 12000] [--encoding float32]``
+Run: ``.venv/bin/python bench/drift_throughput.py [--events 48000] [--encoding float32]``
 (``list``: the JSON list of the schema's first revision). Both measurements
 use the same pre-encoded messages, carrying real MobileNetV2 embeddings of crops of the
 sample photographs, and the default drift settings (KL detector, windows of 500, a
@@ -27,7 +27,7 @@ from typing import get_args
 import numpy as np
 from confluent_kafka import Producer
 from PIL import Image
-from publish import publish
+from publish import cpu_model, publish
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
 from deeptrust.devtools.local_broker import LocalBroker, free_port
@@ -142,7 +142,7 @@ def consumed(drift: StageProcess, count: int) -> int:
 def main() -> None:
     """Measure both rates side by side and write the table."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=12_000)
+    parser.add_argument("--events", type=int, default=48_000)
     parser.add_argument("--distinct", type=int, default=1_000)
     parser.add_argument("--encoding", choices=get_args(Encoding), default="float32")
     args = parser.parse_args()
@@ -163,7 +163,7 @@ def main() -> None:
         "",
         f"`.venv/bin/python bench/drift_throughput.py --events {args.events} "
         f"--encoding {args.encoding}` on "
-        f"{platform.node() or 'this machine'} ({os.cpu_count()} cores), "
+        f"{platform.node() or 'this machine'} ({os.cpu_count()} cores of {cpu_model()}), "
         f"{datetime.now(UTC):%Y-%m-%d}. {args.events} MobileNetV2 embeddings (1280-d, "
         f"{ENCODINGS[args.encoding]}, {len(encoded[0][0].value):,} bytes each), "
         "default drift settings (KL, windows of 500, reference of 1000), "

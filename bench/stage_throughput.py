@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from publish import publish
+from publish import cpu_model, publish
 from pydantic import BaseModel
 
 import deeptrust.processors.registry  # noqa: F401 - registers the model backends
@@ -269,17 +269,6 @@ def measure(
         )
     )
     return rows
-
-
-def cpu_model() -> str:
-    """The CPU's model name, and whether it has VNNI (the int8 dot-product instructions)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "an unknown CPU"
-    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line]
-    vnni = "with" if "vnni" in info else "without"
-    return f"{names[0] if names else 'an unknown CPU'}, {vnni} VNNI"
 
 
 def write(rows: list[Row], args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 from confluent_kafka import Message, TopicPartition
 
@@ -42,6 +43,11 @@ from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 NAME = "drift"
+FETCH_BYTES = 8 * 1024 * 1024
+"""Per partition and fetch: librdkafka's 1 MiB is ~145 packed embeddings, and the one
+consumer reading every partition then waits on fetches (on the broker, 8,581 -> 11,114
+embeddings/s with 8 MiB, ``bench/drift_throughput.py --events 48000``). The consumer's
+prefetch queue stays bounded by ``queued.max.messages.kbytes`` whatever this is."""
 
 
 class DriftService:
@@ -79,6 +85,7 @@ class DriftStrategy(Strategy):
 
     name = NAME
     topics = (Topic.EMBEDDINGS,)
+    consumer_overrides: ClassVar[dict[str, Any]] = {"max.partition.fetch.bytes": FETCH_BYTES}
 
     def __init__(
         self,
