@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 NAME = "drift"
 FETCH_BYTES = 8 * 1024 * 1024
 """Per partition and fetch: librdkafka's 1 MiB is ~145 packed embeddings, and the one
-consumer reading every partition then waits on fetches (on the broker, 8,581 -> 11,114
-embeddings/s with 8 MiB, ``bench/drift_throughput.py --events 48000``). The consumer's
+consumer reading every partition then waits on fetches (on the broker, 8,581 embeddings/s
+before, 9,361 and 10,301 in two runs with 8 MiB, ``bench/drift_throughput.py --events
+48000``). The consumer's
 prefetch queue stays bounded by ``queued.max.messages.kbytes`` whatever this is."""
 
 
@@ -140,8 +141,6 @@ class DriftStrategy(Strategy):
         at least every ``commit_interval_s``; until then it is kept here, and fresh clients
         (``start``) drop it with the monitor, whose restored state judges those windows again.
         """
-        outputs = self._outputs
-        rejected = self._rejected
         if messages:
             self._metrics.consumed(len(messages))
         started = time.perf_counter()
@@ -153,20 +152,21 @@ class DriftStrategy(Strategy):
                 item = Embedded(event, _timestamp(message, self._clock), partition, offset)
                 closed = self._monitor.add(item)
             except InvalidInput as error:
-                rejected.append((message, error))
+                self._rejected.append((message, error))
                 continue
             self._accepted[partition] = self._accepted.get(partition, 0) + 1
             if closed:  # one message in a window's worth: parse its trace only then
                 trace_id = headers_dict(message.headers()).get(TRACE_ID)
-                outputs += [(output, trace_id) for output in closed]
-        outputs += [(output, None) for output in self._monitor.poll()]
+                self._outputs += [(output, trace_id) for output in closed]
+        self._outputs += [(output, None) for output in self._monitor.poll()]
         if messages:
             self._metrics.batch(len(messages), time.perf_counter() - started)
         offsets = self._commit_offsets()
         since = self._clock() - self._last_commit
-        publish = bool(outputs or rejected) and since >= self._settings.publish_interval_s
+        pending = bool(self._outputs or self._rejected)
+        publish = pending and since >= self._settings.publish_interval_s
         if publish or (since >= self._settings.commit_interval_s and offsets != self._committed):
-            return self._commit(list(outputs), list(rejected), offsets)
+            return self._commit(offsets)
         return None
 
     def _commit_offsets(self) -> dict[int, int]:
@@ -177,12 +177,9 @@ class DriftStrategy(Strategy):
             for partition, next_offset in self._next_offsets.items()
         }
 
-    def _commit(
-        self,
-        outputs: list[tuple[Output, str | None]],
-        rejected: list[tuple[Message, InvalidInput]],
-        offsets: dict[int, int],
-    ) -> Commit:
+    def _commit(self, offsets: dict[int, int]) -> Commit:
+        """Everything pending, the changed state and ``offsets``, as one transaction."""
+        outputs, rejected = self._outputs, self._rejected
         outcomes = {p: [False] * n for p, n in self._accepted.items()}
         for message, _ in rejected:
             outcomes.setdefault(message.partition() or 0, []).append(True)

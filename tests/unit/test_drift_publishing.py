@@ -11,14 +11,14 @@ import numpy as np
 from deeptrust.drift.service import DriftStrategy
 from deeptrust.drift.settings import DriftSettings
 from deeptrust.schemas.events import EmbeddingEvent
-from deeptrust.streams.codec import encode
 from deeptrust.streams.config import KafkaSettings
 from deeptrust.streams.metrics import StageMetrics
 from deeptrust.streams.runner import RunnerSettings
 from deeptrust.streams.topics import Topic, TopicNames
-from tests.unit.kafka_fakes import FakeMessage
+from tests.unit.kafka_fakes import FakeCluster, FakeMessage
 
 WINDOW = 40
+TOPIC = TopicNames("t.")(Topic.EMBEDDINGS)
 
 
 class Clock:
@@ -29,21 +29,27 @@ class Clock:
         return self.now
 
 
-def embeddings(first: int, count: int, rng: np.random.Generator) -> list[FakeMessage]:
-    messages = []
-    for offset in range(first, first + count):
-        event = EmbeddingEvent(
-            event_id=f"e{offset}",
-            image_id=f"img-{offset}",
-            uploaded_at=datetime.fromtimestamp(1_700_000_000 + offset, UTC),
-            model="m",
-            model_version="1",
-            vector=[float(x) for x in rng.normal(size=16)],
-        )
-        encoded = encode(event, event.image_id)
-        headers = encoded.headers
-        messages.append(FakeMessage("t.embeddings.v1", 0, offset, encoded.value, headers))  # type: ignore[arg-type]
-    return messages
+class Embeddings:
+    """An embeddings partition in a fake cluster, read as it grows."""
+
+    def __init__(self) -> None:
+        self.cluster, self.rng = FakeCluster(), np.random.default_rng(0)
+
+    def more(self, count: int) -> list[FakeMessage]:
+        """Append ``count`` embeddings and return them as consumed messages."""
+        log = self.cluster.logs.setdefault((TOPIC, 0), [])
+        first = len(log)
+        for offset in range(first, first + count):
+            event = EmbeddingEvent(
+                event_id=f"e{offset}",
+                image_id=f"img-{offset}",
+                uploaded_at=datetime.fromtimestamp(1_700_000_000 + offset, UTC),
+                model="m",
+                model_version="1",
+                vector=[float(x) for x in self.rng.normal(size=16)],
+            )
+            self.cluster.append(TOPIC, event, event.image_id)
+        return log[first:]
 
 
 def strategy(tmp_path: Path, clock: Clock, publish_interval_s: float) -> DriftStrategy:
@@ -65,11 +71,11 @@ def reports(commit: Any) -> int:
 
 
 def test_windows_closing_within_the_interval_are_published_together(tmp_path: Path) -> None:
-    rng, clock = np.random.default_rng(0), Clock()
+    stream, clock = Embeddings(), Clock()
     drift = strategy(tmp_path, clock, publish_interval_s=1.0)
     clock.now += 0.2
     # The reference, then two windows, all within the interval: nothing is published yet.
-    assert drift.handle(embeddings(0, 3 * WINDOW, rng), session=None) is None  # type: ignore[arg-type]
+    assert drift.handle(stream.more(3 * WINDOW), session=None) is None  # type: ignore[arg-type]
     clock.now += 0.9
     commit = drift.handle([], session=None)  # type: ignore[arg-type]
     assert commit is not None, "the interval has passed: what closed is published"
@@ -81,9 +87,9 @@ def test_windows_closing_within_the_interval_are_published_together(tmp_path: Pa
 
 
 def test_without_an_interval_every_closed_window_is_published_at_once(tmp_path: Path) -> None:
-    rng, clock = np.random.default_rng(0), Clock()
+    stream, clock = Embeddings(), Clock()
     drift = strategy(tmp_path, clock, publish_interval_s=0.0)
-    drift.handle(embeddings(0, WINDOW, rng), session=None)  # type: ignore[arg-type]
-    commit = drift.handle(embeddings(WINDOW, WINDOW, rng), session=None)  # type: ignore[arg-type]
+    drift.handle(stream.more(WINDOW), session=None)  # type: ignore[arg-type]
+    commit = drift.handle(stream.more(WINDOW), session=None)  # type: ignore[arg-type]
     assert commit is not None, "a closed window is published by the batch that closed it"
     assert reports(commit) == 1
