@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 from confluent_kafka import Message, TopicPartition
 
@@ -43,12 +42,6 @@ from deeptrust.streams.topics import Topic, TopicNames
 
 log = logging.getLogger(__name__)
 NAME = "drift"
-FETCH_BYTES = 8 * 1024 * 1024
-"""Per partition and fetch: librdkafka's 1 MiB is ~145 packed embeddings, and the one
-consumer reading every partition then waits on fetches (on the broker, 8,581 embeddings/s
-before, 9,361 and 10,301 in two runs with 8 MiB, ``bench/drift_throughput.py --events
-48000``). The consumer's
-prefetch queue stays bounded by ``queued.max.messages.kbytes`` whatever this is."""
 
 
 class DriftService:
@@ -86,7 +79,6 @@ class DriftStrategy(Strategy):
 
     name = NAME
     topics = (Topic.EMBEDDINGS,)
-    consumer_overrides: ClassVar[dict[str, Any]] = {"max.partition.fetch.bytes": FETCH_BYTES}
 
     def __init__(
         self,
