@@ -335,6 +335,9 @@ def session_options(intra_op_threads: int = DEFAULT_INTRA_OP_THREADS) -> ort.Ses
     (``bench/embedder_throughput.py``). Two threads lose more than one when other busy
     processes share the cores (everything on one laptop), so ``DEEPTRUST_MODEL_THREADS=1``
     suits that. The graph is a chain, so there is nothing for inter-op parallelism: 1.
+    Detect on the broker went from 79-81/s to 84-88/s with the pool not spinning, its
+    models alone unchanged at 107-108/s (``bench/stage_throughput.py``'s detect row, run
+    four times alternating the two, 2026-12-04).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
@@ -342,6 +345,9 @@ def session_options(intra_op_threads: int = DEFAULT_INTRA_OP_THREADS) -> ort.Ses
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    # Idle workers sleep rather than spin: in a stage the network shares the cores with the
+    # threads decoding the next batch and librdkafka's, which a spinning pool starves.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

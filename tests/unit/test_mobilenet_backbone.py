@@ -364,3 +364,11 @@ def test_mobilenet_is_the_default_embedder():
     assert spec.backend == "mobilenet-v2"
     assert spec.options["intra_op_threads"] == "2"
     assert isinstance(load_model(spec), MobileNetV2)
+
+
+def test_session_threads_are_explicit_and_idle_workers_do_not_spin():
+    options = mobilenet_v2.session_options(intra_op_threads=2)
+
+    assert options.intra_op_num_threads == 2
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
