@@ -336,8 +336,9 @@ def session_options(intra_op_threads: int = DEFAULT_INTRA_OP_THREADS) -> ort.Ses
     processes share the cores (everything on one laptop), so ``DEEPTRUST_MODEL_THREADS=1``
     suits that. The graph is a chain, so there is nothing for inter-op parallelism: 1.
     Detect on the broker went from 79-81/s to 84-88/s with the pool not spinning, its
-    models alone unchanged at 107-108/s (``bench/stage_throughput.py``'s detect row, run
-    four times alternating the two, 2026-12-04).
+    models alone unchanged at 107-108/s (the stage bench's detect measurement,
+    ``bench/stage_throughput.py``'s ``side_by_side``, run four times in one process
+    alternating the two, 2026-12-04).
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads

@@ -14,8 +14,6 @@ def test_a_consumer_that_drained_a_full_queue_does_not_wait_a_second_to_fetch_ag
     config = consumer_config(KafkaSettings(), "t.drift", RunnerSettings())
 
     assert config["fetch.queue.backoff.ms"] <= LIBRDKAFKA_FETCH_QUEUE_BACKOFF_MS / 50
-    assert config["isolation.level"] == "read_committed"
-    assert config["enable.auto.commit"] is False
 
 
 def test_a_strategy_override_wins_over_the_runtime_default():
