@@ -274,12 +274,17 @@ class Session:
     def wait(self, futures: Iterable[Future[Any]]) -> None:
         """Keep the group membership alive while work in other threads runs to its end.
 
-        The consumer polls with its partitions paused, so it takes nothing new; a message a
-        poll returns anyway (from a partition assigned meanwhile, which starts unpaused) is
-        put back: its partition is rewound to it and paused. Stop is not checked: the work
-        in hand is finished first.
+        Work done within :data:`KEEP_ALIVE_POLL_S` is only waited for: pausing a partition
+        makes librdkafka throw away the messages it has prefetched for it, so pausing for
+        every batch's prepare threads meant fetching every next batch again, and nothing
+        was ever read ahead. Past that, the consumer polls with its partitions paused, so
+        it takes nothing new; a message a poll returns anyway (from a partition assigned
+        meanwhile, which starts unpaused) is put back: its partition is rewound to it and
+        paused. Stop is not checked: the work in hand is finished first.
         """
         pending = set(futures)
+        if not _still_pending(pending, KEEP_ALIVE_POLL_S):
+            return
         # Block on the futures, not in the poll: the batch goes on the moment they are done.
         self._while_paused(
             lambda: bool(pending) and _still_pending(pending, KEEP_ALIVE_POLL_S), poll_s=0.0
