@@ -36,7 +36,9 @@ FETCH_QUEUE_BACKOFF_MS = 10
 """How soon a consumer whose prefetch queue was full asks for more. librdkafka waits 1 s by
 default, so a service that drains its queue faster than that (drift reading a backlog) sits
 idle until the next fetch: drift on the broker ran at 10,253 to 11,621 embeddings/s with
-the default and at 18,730 and 18,781 with 10 ms (``bench/drift_throughput.py``)."""
+the default and at 18,730 and 18,781 with 10 ms (``bench/drift_throughput.py``). Topic tails
+(:mod:`deeptrust.streams.tail`) use it too: reading 1,000,000 records of 200 bytes to the
+end took 5.08, 2.23 and 2.32 s with the default, 4.35, 1.66 and 1.50 s with 10 ms."""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from deeptrust.streams.config import KafkaSettings
-from deeptrust.streams.exactly_once import usable
+from deeptrust.streams.exactly_once import FETCH_QUEUE_BACKOFF_MS, usable
 from deeptrust.streams.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class TopicTail:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",  # a start the topic no longer retains
             "isolation.level": isolation,
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         }
         self._factory = consumer_factory
         self._consumer: Consumer | None = None
